@@ -1,0 +1,97 @@
+"""The admin listener: readiness, metrics and the running config.
+
+Control side, plain asyncio: it serves operators and scrapers, not traffic.
+
+    GET /ready             200 "LIVE" when serving, 503 otherwise (draining, starting)
+    GET /stats             counters as JSON
+    GET /stats/prometheus  counters in the Prometheus text format
+    GET /config_dump       the running config as JSON
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastmesh.admin.prometheus import render_prometheus
+from fastmesh.control.config import Config, config_to_dict
+
+log = logging.getLogger("fastmesh.admin")
+
+StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class AdminServer:
+    """An HTTP/1.1 admin endpoint (one request per connection)."""
+
+    def __init__(self, address: str, port: int, *, stats: StatsProvider,
+                 config: Callable[[], Config], ready: Callable[[], bool]) -> None:
+        self.host = address
+        self.port = port
+        self._stats = stats
+        self._config = config
+        self._ready = ready
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        log.info("admin on %s:%d", *self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            parts = head.split(b"\r\n", 1)[0].split(b" ")
+            if len(parts) != 3:
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+            else:
+                method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
+                status, ctype, body = await self.dispatch(method, target.split("?", 1)[0])
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                ConnectionError):
+            writer.close()
+            return
+        except Exception:
+            log.exception("admin request failed")
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        writer.write(
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+            f"content-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n".encode() + body)
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def dispatch(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        if path == "/ready":
+            if self._ready():
+                return 200, "text/plain", b"LIVE\n"
+            return 503, "text/plain", b"NOT READY\n"
+        if path == "/stats":
+            return 200, "application/json", json.dumps(await self._stats(), indent=2).encode()
+        if path == "/stats/prometheus":
+            return 200, "text/plain; version=0.0.4", render_prometheus(await self._stats()).encode()
+        if path == "/config_dump":
+            return 200, "application/json", json.dumps(config_to_dict(self._config()), indent=2).encode()
+        if path == "/":
+            return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n"
+        return 404, "text/plain", b"not found\n"

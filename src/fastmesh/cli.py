@@ -1,0 +1,106 @@
+"""The `fastmesh` command: run the proxy, validate a config.
+
+    fastmesh run [-c FILE] [--workers N]   run the sidecar (no -c: the demo)
+    fastmesh validate -c FILE              check a config, print the error if any
+    fastmesh version
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.resources
+import logging
+import os
+import sys
+
+from fastmesh import __version__
+from fastmesh.control.config import ConfigError, load_config
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        for extra in getattr(exc, "errors", [])[1:]:
+            print(f"invalid: {extra}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid ({len(cfg.listeners)} listener(s), {len(cfg.clusters)} cluster(s))")
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from fastmesh.runtime.supervisor import Supervisor
+
+    demo = None
+    if args.config is None:
+        from fastmesh.runtime.demo import start_demo_origin
+
+        text = importlib.resources.files("fastmesh").joinpath("default.yaml").read_text()
+        source, path = "<embedded default.yaml>", None
+        demo = await start_demo_origin("127.0.0.1", 10001)
+    else:
+        path = os.path.abspath(args.config)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            print(f"fastmesh: cannot read config {args.config}: {exc}", file=sys.stderr)
+            return 1
+        source = path
+    try:
+        sup = Supervisor(text, source, path=path, workers=args.workers, log_level=args.log_level)
+    except ConfigError as exc:
+        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        return 1
+    try:
+        await sup.start()
+    except (RuntimeError, OSError) as exc:
+        print(f"fastmesh: {exc}", file=sys.stderr)
+        return 1
+    if demo is not None:
+        lst = sup.config.listeners[0]
+        print("fastmesh demo: a built-in origin on 127.0.0.1:10001 behind the sidecar listener "
+              f"{lst.address}:{lst.port}. Try:\n"
+              f"  curl -i http://{lst.address}:{lst.port}/hello\n"
+              f"  curl -s http://127.0.0.1:9901/stats/prometheus\n"
+              "Stop with Ctrl-C.", flush=True)
+    code = await sup.wait()
+    if demo is not None:
+        demo.close()
+    return code
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s fastmesh %(levelname)s %(message)s")
+    import uvloop
+
+    return uvloop.run(_run(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the proxy (no -c: the demo on the embedded config)")
+    run.add_argument("-c", "--config", help="YAML config file (docs/config.md)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="worker processes sharing the ports (default: one per core)")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_cmd_run)
+
+    val = sub.add_parser("validate", help="check a config file")
+    val.add_argument("-c", "--config", required=True)
+    val.set_defaults(func=_cmd_validate)
+
+    ver = sub.add_parser("version", help="print the version")
+    ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)
+
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+# core_base.pxi: the clock, random numbers, counters, the connection base
+# class with its deadline, the snapshot types and the Worker.
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+
+cdef inline double mono_now() noexcept nogil:
+    # The vDSO makes this ~20 ns: cheaper than asking the loop through Python.
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# xorshift128+ for weighted cluster picks and request ids: ids need to be
+# unique, not secret, and os.urandom per request would be a syscall.
+cdef uint64_t _rng_s0 = 0x9E3779B97F4A7C15
+cdef uint64_t _rng_s1 = 0xBF58476D1CE4E5B9
+
+cdef inline uint64_t rand64() noexcept nogil:
+    global _rng_s0, _rng_s1
+    cdef uint64_t x = _rng_s0
+    cdef uint64_t y = _rng_s1
+    _rng_s0 = y
+    x ^= x << 23
+    _rng_s1 = x ^ y ^ (x >> 17) ^ (y >> 26)
+    return _rng_s1 + y
+
+def seed_random(bytes seed16):
+    """Seed the data plane's PRNG (each worker calls it with os.urandom(16))."""
+    global _rng_s0, _rng_s1
+    cdef const unsigned char* p = seed16
+    cdef uint64_t a = 0, b = 0
+    cdef int i
+    for i in range(8):
+        a = (a << 8) | p[i]
+        b = (b << 8) | p[8 + i]
+    _rng_s0 = a | 1
+    _rng_s1 = b | 2
+
+cdef inline int add_request_id(OutBuf out) except -1:
+    # A version-4 UUID in its text form: 8-4-4-4-12 lower-case hex.
+    cdef uint64_t hi = rand64(), lo = rand64()
+    cdef char buf[36]
+    cdef const char* hexd = "0123456789abcdef"
+    cdef int i, j = 0, nib
+    hi = (hi & 0xFFFFFFFFFFFF0FFF) | 0x4000
+    lo = (lo & 0x3FFFFFFFFFFFFFFF) | 0x8000000000000000
+    for i in range(32):
+        if i == 8 or i == 12 or i == 16 or i == 20:
+            buf[j] = b'-'
+            j += 1
+        if i < 16:
+            nib = (hi >> (60 - 4 * i)) & 15
+        else:
+            nib = (lo >> (60 - 4 * (i - 16))) & 15
+        buf[j] = hexd[nib]
+        j += 1
+    out.add("x-request-id: ", 14)
+    out.add(buf, 36)
+    out.add("\r\n", 2)
+    return 0
+
+
+@cython.final
+cdef class Stats:
+    """Worker-wide counters (Envoy's names where there is one)."""
+    cdef public long long downstream_cx_total
+    cdef public long long downstream_cx_active
+    cdef public long long downstream_cx_http
+    cdef public long long downstream_cx_tcp
+    cdef public long long downstream_rq_total
+    cdef public long long downstream_rq_active
+    cdef public long long downstream_rq_1xx
+    cdef public long long downstream_rq_2xx
+    cdef public long long downstream_rq_3xx
+    cdef public long long downstream_rq_4xx
+    cdef public long long downstream_rq_5xx
+    cdef public long long downstream_rq_rx_reset
+    cdef public long long downstream_cx_protocol_error
+    cdef public long long downstream_cx_idle_timeout
+    cdef public long long downstream_rq_header_timeout
+    cdef public long long downstream_cx_upgrades_total
+    cdef public long long downstream_cx_drain_close
+
+    cdef inline void count_status(self, int status) noexcept:
+        if status < 200:
+            self.downstream_rq_1xx += 1
+        elif status < 300:
+            self.downstream_rq_2xx += 1
+        elif status < 400:
+            self.downstream_rq_3xx += 1
+        elif status < 500:
+            self.downstream_rq_4xx += 1
+        else:
+            self.downstream_rq_5xx += 1
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in STAT_NAMES}
+
+STAT_NAMES = (
+    "downstream_cx_total", "downstream_cx_active", "downstream_cx_http",
+    "downstream_cx_tcp", "downstream_rq_total", "downstream_rq_active",
+    "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx",
+    "downstream_rq_4xx", "downstream_rq_5xx", "downstream_rq_rx_reset",
+    "downstream_cx_protocol_error", "downstream_cx_idle_timeout",
+    "downstream_rq_header_timeout", "downstream_cx_upgrades_total",
+    "downstream_cx_drain_close",
+)
+
+
+# Read-pause reasons: reading a transport stops while any reason holds.
+cdef enum:
+    PAUSE_PEER = 1       # the other side's write buffer is above its high watermark
+    PAUSE_BUFFER = 2     # our read buffer holds bytes we cannot process yet
+    PAUSE_CONNECT = 4    # the upstream is still connecting
+
+# What a connection's deadline means when it passes.
+cdef enum:
+    DL_NONE = 0
+    DL_IDLE = 1          # nothing happened for idle_timeout
+    DL_HEADERS = 2       # request head not complete within request_headers_timeout
+    DL_RESPONSE = 3      # route timeout: response not complete in time
+    DL_CONNECT = 4       # upstream connect timeout
+    DL_POOL_IDLE = 5     # pooled upstream connection unused for too long
+    DL_DRAIN = 6
+
+
+cdef class Conn:
+    """Base of every connection object: membership in the worker's timer list.
+
+    The worker scans its list every tick and calls on_deadline() for the ones
+    whose deadline passed: one periodic timer per worker instead of a timer
+    handle per request.
+    """
+    cdef Worker worker
+    cdef Conn prev
+    cdef Conn next
+    cdef bint linked
+    cdef double deadline
+    cdef int deadline_kind
+    cdef object transport
+    cdef int read_paused          # PAUSE_* bits
+
+    cdef inline void link(self, Worker w):
+        self.worker = w
+        self.next = w.conns
+        if w.conns is not None:
+            w.conns.prev = self
+        w.conns = self
+        self.linked = True
+
+    cdef inline void unlink(self):
+        if not self.linked:
+            return
+        if self.prev is not None:
+            self.prev.next = self.next
+        else:
+            self.worker.conns = self.next
+        if self.next is not None:
+            self.next.prev = self.prev
+        self.prev = None
+        self.next = None
+        self.linked = False
+
+    cdef inline void set_deadline(self, int kind, double timeout):
+        if timeout > 0:
+            self.deadline = mono_now() + timeout
+            self.deadline_kind = kind
+        else:
+            self.deadline = 0
+            self.deadline_kind = DL_NONE
+
+    cdef void on_deadline(self, int kind):
+        pass
+
+    cdef void on_drain(self):
+        pass
+
+    cdef inline void pause_read(self, int why):
+        if self.read_paused == 0 and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_paused |= why
+
+    cdef inline void resume_read(self, int why):
+        if self.read_paused & why:
+            self.read_paused &= ~why
+            if self.read_paused == 0 and self.transport is not None:
+                self.transport.resume_reading()
+
+
+@cython.final
+cdef class ListenerConf:
+    """One listener's settings in a snapshot (built by the control side)."""
+    cdef readonly str name
+    cdef readonly str protocol          # "http" | "tcp"
+    cdef readonly bint is_http
+    cdef readonly Router router         # http
+    cdef readonly Cluster cluster       # tcp
+    cdef readonly double idle_timeout
+    cdef readonly double headers_timeout
+    cdef readonly double stream_idle_timeout
+    cdef readonly Py_ssize_t buffer_limit
+    cdef readonly Py_ssize_t max_head_bytes
+    cdef readonly int max_headers
+    cdef readonly bint xff_append
+    cdef readonly bint gen_request_id
+
+    def __init__(self, str name, str protocol, Router router=None, Cluster cluster=None,
+                 double idle_timeout=3600.0, double headers_timeout=10.0,
+                 double stream_idle_timeout=300.0, Py_ssize_t buffer_limit=1048576,
+                 Py_ssize_t max_head_bytes=61440, int max_headers=100,
+                 bint xff_append=True, bint gen_request_id=True):
+        if protocol not in ("http", "tcp"):
+            raise ValueError(f"listener {name}: protocol must be http or tcp")
+        if protocol == "http" and router is None:
+            raise ValueError(f"listener {name}: http listener needs a router")
+        if protocol == "tcp" and cluster is None:
+            raise ValueError(f"listener {name}: tcp listener needs a cluster")
+        self.name = name
+        self.protocol = protocol
+        self.is_http = protocol == "http"
+        self.router = router
+        self.cluster = cluster
+        self.idle_timeout = idle_timeout
+        self.headers_timeout = headers_timeout
+        self.stream_idle_timeout = stream_idle_timeout
+        self.buffer_limit = buffer_limit
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.xff_append = xff_append
+        self.gen_request_id = gen_request_id
+
+
+@cython.final
+cdef class Snapshot:
+    """An immutable, validated view of the config that the data plane runs on."""
+    cdef readonly dict listeners        # name -> ListenerConf
+    cdef readonly dict clusters         # name -> Cluster
+    cdef readonly long version
+    cdef readonly double drain_timeout
+
+    def __init__(self, dict listeners, dict clusters, long version=0, double drain_timeout=10.0):
+        self.listeners = dict(listeners)
+        self.clusters = dict(clusters)
+        self.version = version
+        self.drain_timeout = drain_timeout
+
+
+@cython.final
+cdef class ListenerState:
+    """A listener inside one worker: survives reloads; `conf` is swapped."""
+    cdef readonly str name
+    cdef public ListenerConf conf
+    cdef readonly Worker worker
+
+    def __init__(self, Worker worker, ListenerConf conf):
+        self.worker = worker
+        self.name = conf.name
+        self.conf = conf
+
+    def __call__(self):
+        # The protocol factory handed to loop.create_server().
+        if self.conf.is_http:
+            return HttpDownstream.__new__(HttpDownstream, self)
+        return TcpDownstream.__new__(TcpDownstream, self)
+
+
+@cython.final
+cdef class Worker:
+    """The per-process data plane: listeners, pools, timers, counters.
+
+    Created once per worker process (or per embedded proxy). The control side
+    calls apply(snapshot) to switch config; connections pick the new tables up
+    at their next request.
+    """
+    cdef readonly object loop
+    cdef readonly Snapshot snapshot
+    cdef readonly dict listeners        # name -> ListenerState
+    cdef dict pools                     # (host, port) -> EndpointPool
+    cdef BufferPool bufpool
+    cdef readonly Stats stats
+    cdef Conn conns                     # head of the timer list
+    cdef readonly bint draining
+    cdef object tick_handle
+    cdef double tick_interval
+    cdef readonly long long active_requests
+
+    def __init__(self, loop, double tick_interval=0.1, Py_ssize_t buffer_size=32768):
+        self.loop = loop
+        self.snapshot = None
+        self.listeners = {}
+        self.pools = {}
+        self.bufpool = BufferPool(buffer_size)
+        self.stats = Stats()
+        self.conns = None
+        self.draining = False
+        self.tick_interval = tick_interval
+        self.tick_handle = None
+
+    # --- control ---------------------------------------------------------
+
+    def apply(self, Snapshot snap):
+        """Switch to a new snapshot. New requests use it at once; requests in
+        flight finish on the tables they started with."""
+        cdef Cluster c
+        cdef Endpoint ep
+        for c in snap.clusters.values():
+            for ep in c.endpoints:
+                key = (ep.host, ep.port)
+                pool = self.pools.get(key)
+                if pool is None:
+                    pool = EndpointPool()
+                    self.pools[key] = pool
+                ep.pool = pool
+        for name, conf in snap.listeners.items():
+            st = self.listeners.get(name)
+            if st is not None:
+                (<ListenerState>st).conf = conf
+        self.snapshot = snap
+        if self.tick_handle is None:
+            self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
+
+    def listener_state(self, str name):
+        """The ListenerState for `name` (the protocol factory for create_server)."""
+        st = self.listeners.get(name)
+        if st is None:
+            st = ListenerState(self, self.snapshot.listeners[name])
+            self.listeners[name] = st
+        return st
+
+    def drop_listener(self, str name):
+        self.listeners.pop(name, None)
+
+    def start_drain(self):
+        """Stop reusing connections: idle keep-alive connections close now,
+        busy ones close after their current response (Connection: close)."""
+        cdef Conn c, nxt
+        self.draining = True
+        c = self.conns
+        while c is not None:
+            nxt = c.next
+            c.on_drain()
+            c = nxt
+        for pool in self.pools.values():
+            (<EndpointPool>pool).close_all()
+
+    def close_all(self):
+        """Abort every connection (end of the drain period)."""
+        cdef Conn c, nxt
+        c = self.conns
+        while c is not None:
+            nxt = c.next
+            if c.transport is not None:
+                c.transport.abort()
+            c.unlink()
+            c = nxt
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+            self.tick_handle = None
+
+    def connection_count(self):
+        cdef Conn c = self.conns
+        cdef long n = 0
+        while c is not None:
+            n += 1
+            c = c.next
+        return n
+
+    def stats_dict(self):
+        """Counters as plain data: worker-wide and per cluster."""
+        cdef Cluster c
+        d = self.stats.as_dict()
+        clusters = {}
+        if self.snapshot is not None:
+            for name, c in self.snapshot.clusters.items():
+                clusters[name] = c.stats_dict()
+        d["clusters"] = clusters
+        d["buffers_allocated"] = self.bufpool.allocated
+        d["buffers_reused"] = self.bufpool.reused
+        return d
+
+    def _tick(self):
+        cdef double now = mono_now()
+        cdef Conn c = self.conns
+        cdef Conn nxt
+        cdef int kind
+        while c is not None:
+            nxt = c.next
+            if c.deadline_kind != DL_NONE and c.deadline <= now:
+                kind = c.deadline_kind
+                c.deadline_kind = DL_NONE
+                c.deadline = 0
+                try:
+                    c.on_deadline(kind)
+                except Exception as exc:  # a bug must not stop the timer
+                    self.loop.call_exception_handler(
+                        {"message": "fastmesh: deadline handler failed", "exception": exc})
+            c = nxt
+        self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)

@@ -1,0 +1,293 @@
+# core_tcp.pxi: connecting upstream, and the TCP proxy (connection splicing).
+#
+# Both sides are BufferedProtocols reading into pooled buffers. Backpressure:
+# when one side's write buffer passes its high watermark the transport calls
+# pause_writing() on that side's protocol, which pauses reading on the other
+# side; resume_writing() undoes it. Half-close is passed through: EOF from one
+# side becomes write_eof() on the other, and the pair closes once both
+# directions have ended.
+
+cdef class UpstreamBase(Conn):
+    """An upstream connection: the connect step shared by TCP and HTTP."""
+    cdef Cluster cluster
+    cdef Endpoint ep
+    cdef object connect_task
+    cdef bint connected
+    cdef bint closed
+    cdef ReadBuffer rbuf
+
+    def __call__(self):
+        # loop.create_connection() wants a protocol factory; we are the protocol.
+        return self
+
+    cdef void start_connect(self, Worker w, Cluster c, Endpoint ep):
+        self.cluster = c
+        self.ep = ep
+        self.link(w)
+        c.upstream_cx_total += 1
+        self.set_deadline(DL_CONNECT, c.connect_timeout)
+        coro = w.loop.create_connection(self, ep.host, ep.port)
+        self.connect_task = w.loop.create_task(coro)
+        self.connect_task.add_done_callback(self._connect_done)
+
+    def _connect_done(self, fut):
+        self.connect_task = None
+        if self.closed:
+            # We gave up on this connection ourselves (close() cancelled it).
+            # connection_made() closes a transport that arrives after that.
+            if fut.cancelled() or fut.exception() is not None:
+                self.unlink()
+            return
+        if fut.cancelled():
+            self.cluster.upstream_cx_connect_timeout += 1
+            self.closed = True
+            self.unlink()
+            self.connect_failed(True)
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.cluster.upstream_cx_connect_fail += 1
+            self.closed = True
+            self.unlink()
+            self.connect_failed(False)
+
+    cdef void connect_failed(self, bint timeout):
+        pass
+
+    cdef void on_deadline(self, int kind):
+        if kind == DL_CONNECT:
+            if self.connect_task is not None and not self.connected:
+                self.connect_task.cancel()
+        elif kind == DL_POOL_IDLE:
+            self.close()
+
+    cdef void close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    cdef void abort(self):
+        if self.closed and self.transport is None:
+            return
+        self.closed = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        if self.rbuf is None:
+            self.rbuf = self.worker.bufpool.acquire()
+        elif self.rbuf.cap - self.rbuf.end < 1024:
+            self.rbuf.compact()
+            if self.rbuf.cap - self.rbuf.end < 1024:
+                self.rbuf.reserve(16384, self.rbuf.cap + 65536)
+        return self.rbuf
+
+    cdef inline void release_rbuf(self):
+        if self.rbuf is not None and self.rbuf.end == self.rbuf.start:
+            self.worker.bufpool.release(self.rbuf)
+            self.rbuf = None
+
+
+@cython.final
+cdef class TcpUpstream(UpstreamBase):
+    cdef TcpDownstream down
+    cdef bint eof_in
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connected = True
+        self.cluster.upstream_cx_active += 1
+        transport.set_write_buffer_limits(self.cluster.buffer_limit)
+        self.set_deadline(DL_NONE, 0)
+        if self.closed or self.down is None or self.down.closed:
+            self.closed = True
+            transport.close()
+            return
+        self.down.upstream_ready()
+
+    def buffer_updated(self, Py_ssize_t n):
+        cdef ReadBuffer b = self.rbuf
+        b.end += n
+        if self.down is not None and not self.down.closed:
+            self.down.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+            self.down.touch()
+        b.start = b.end = 0
+        self.release_rbuf()
+
+    def data_received(self, data):
+        if self.down is not None and not self.down.closed:
+            self.down.transport.write(data)
+            self.down.touch()
+
+    def eof_received(self):
+        self.eof_in = True
+        if self.down is not None and not self.down.closed:
+            self.down.half_close_from_upstream()
+            return True
+        return False
+
+    def pause_writing(self):
+        if self.down is not None:
+            self.down.pause_read(PAUSE_PEER)
+
+    def resume_writing(self):
+        if self.down is not None:
+            self.down.resume_read(PAUSE_PEER)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        if self.connected:
+            self.cluster.upstream_cx_active -= 1
+        self.connected = False
+        self.transport = None
+        self.unlink()
+        if self.rbuf is not None:
+            self.rbuf.start = self.rbuf.end = 0
+            self.release_rbuf()
+        if self.down is not None and not self.down.closed:
+            # The upstream is gone: flush what we have and close downstream.
+            self.down.close()
+        self.down = None
+
+    cdef void connect_failed(self, bint timeout):
+        if self.down is not None:
+            self.down.close()
+            self.down = None
+
+
+@cython.final
+cdef class TcpDownstream(Conn):
+    cdef ListenerState lst
+    cdef ListenerConf conf
+    cdef TcpUpstream up
+    cdef ReadBuffer rbuf
+    cdef bint closed
+    cdef bint eof_in
+
+    def __cinit__(self, ListenerState lst):
+        self.lst = lst
+
+    def connection_made(self, transport):
+        cdef Worker w = self.lst.worker
+        cdef ListenerConf conf = self.lst.conf
+        cdef Cluster c = conf.cluster
+        cdef int idx
+        cdef uint64_t h = 0
+        cdef bytes ip
+        self.transport = transport
+        self.conf = conf
+        self.link(w)
+        w.stats.downstream_cx_total += 1
+        w.stats.downstream_cx_active += 1
+        w.stats.downstream_cx_tcp += 1
+        transport.set_write_buffer_limits(conf.buffer_limit)
+        if c.hash_kind == HASH_SOURCE_IP:
+            peer = transport.get_extra_info("peername")
+            ip = (peer[0] if peer else "").encode()
+            h = hash_bytes(ip, len(ip), 0)
+        else:
+            h = rand64()
+        idx = c.lb.pick(h)
+        if idx < 0:
+            c.upstream_cx_none_healthy += 1
+            self.close()
+            return
+        # Nothing is read until the upstream is connected: the kernel's
+        # receive buffer holds early bytes, so we never buffer them ourselves.
+        self.pause_read(PAUSE_CONNECT)
+        self.up = TcpUpstream.__new__(TcpUpstream)
+        self.up.down = self
+        self.up.start_connect(w, c, <Endpoint>c.endpoints[idx])
+
+    cdef void upstream_ready(self):
+        self.touch()
+        self.resume_read(PAUSE_CONNECT)
+
+    cdef inline void touch(self):
+        self.set_deadline(DL_IDLE, self.conf.idle_timeout)
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        if self.rbuf is None:
+            self.rbuf = self.worker.bufpool.acquire()
+        return self.rbuf
+
+    def buffer_updated(self, Py_ssize_t n):
+        cdef ReadBuffer b = self.rbuf
+        b.end += n
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+            self.touch()
+        b.start = b.end = 0
+        self.worker.bufpool.release(b)
+        self.rbuf = None
+
+    def data_received(self, data):
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.write(data)
+            self.touch()
+
+    def eof_received(self):
+        self.eof_in = True
+        if self.up is not None and self.up.transport is not None and not self.up.closed:
+            if self.up.eof_in:
+                self.up.transport.write_eof()
+                self.close()
+                return False
+            self.up.transport.write_eof()
+            return True
+        return False
+
+    cdef void half_close_from_upstream(self):
+        if self.closed:
+            return
+        if self.eof_in:
+            self.close()
+        else:
+            self.transport.write_eof()
+
+    def pause_writing(self):
+        if self.up is not None:
+            self.up.pause_read(PAUSE_PEER)
+
+    def resume_writing(self):
+        if self.up is not None:
+            self.up.resume_read(PAUSE_PEER)
+
+    cdef void on_deadline(self, int kind):
+        self.worker.stats.downstream_cx_idle_timeout += 1
+        if self.transport is not None:
+            self.transport.abort()
+        if self.up is not None:
+            self.up.abort()
+
+    cdef void on_drain(self):
+        pass  # TCP streams run until they end or the drain period is over
+
+    cdef void close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        if self.up is not None:
+            self.up.close()
+
+    def connection_lost(self, exc):
+        cdef Worker w = self.worker
+        self.closed = True
+        self.transport = None
+        if w is not None:
+            w.stats.downstream_cx_active -= 1
+        self.unlink()
+        if self.rbuf is not None:
+            self.rbuf = None
+        if self.up is not None:
+            self.up.down = None
+            self.up.close()
+            self.up = None
