@@ -75,6 +75,12 @@ cdef class Http1Parser:
                                          # message; trailer_len == 0 when there were none
     cdef public int req_method           # responses: the method of the request answered
 
+    # --- private resume state (added by the _http1 implementation) ---
+    cdef Py_ssize_t _pos                 # head: offset of the next unparsed line
+    cdef Py_ssize_t _scan                # head: where the search for the next LF resumes
+    cdef int _hstate                     # head: 0 = start line next, 1 = header lines
+    cdef int _seen                       # head: OR of the HF_* flags of all headers so far
+
     cdef void reset(self) noexcept
         # Ready for the next message on the same connection (keeps config).
     cdef void expect_response_to(self, int method) noexcept

@@ -1,0 +1,146 @@
+"""The HTTP desync corpus (http-desync-guardian) against fastmesh._http1.
+
+Each YAML case describes one request (method, uri, version, headers) and how
+dangerous it is. Two properties are checked per case:
+
+* every `Severe` case is rejected by the parser;
+* when the parser accepts a case, the framing it chose (body kind and length)
+  is the one an oracle (h11 or httptools/llhttp) infers, or the oracle
+  rejects the request. A different framing would be a desync between us and
+  a server behind us.
+
+The corpus lives next to the repo in shared/corpus/http-desync-guardian
+(override with FASTMESH_DESYNC_CORPUS). Cases without a Host header get
+`Host: example.com` appended: otherwise every HTTP/1.1 case would stop at
+"Missing Host header" and the framing rules would go untested.
+"""
+import os
+from pathlib import Path
+
+import h11
+import httptools
+import pytest
+import yaml
+
+from fastmesh._http1 import BODY_KIND_CHUNKED, BODY_KIND_LENGTH, BODY_KIND_NONE, Http1Parser
+
+CORPUS = Path(os.environ.get(
+    "FASTMESH_DESYNC_CORPUS",
+    Path(__file__).resolve().parents[1].parent / "shared/corpus/http-desync-guardian"))
+
+CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
+
+
+def _bytes(value):
+    # YAML gives str (or int for bare numbers). "\xa0" in the corpus means the
+    # byte 0xA0 (latin-1); only genuinely non-latin-1 text becomes UTF-8.
+    text = str(value)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def load_cases():
+    if not CORPUS.is_dir():
+        return []
+    cases = []
+    for path in sorted(CORPUS.glob("*.yaml")):
+        with open(path, "rb") as f:
+            docs = yaml.safe_load(f) or []
+        for i, case in enumerate(docs):
+            cases.append(pytest.param(case, id=f"{path.stem}[{i}]:{case['name']}"))
+    return cases
+
+
+def build_head(case):
+    headers = [(_bytes(h["name"]), _bytes(h["value"])) for h in case.get("headers") or []]
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers.append((b"Host", b"example.com"))
+    return (_bytes(case["method"]) + b" " + _bytes(case["uri"]) + b" " + _bytes(case["version"])
+            + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n")
+
+
+def oracle_h11(msg):
+    """Body h11 reads from msg, or None if it rejects / cannot complete it."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(msg)
+    body = b""
+    try:
+        while True:
+            ev = conn.next_event()
+            if isinstance(ev, h11.Data):
+                body += ev.data
+            elif isinstance(ev, h11.EndOfMessage):
+                return body
+            elif ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return "incomplete"
+    except h11.RemoteProtocolError:
+        return None
+
+
+def oracle_httptools(msg):
+    class Proto:
+        body, done = b"", 0
+
+        def on_body(self, b):
+            self.body += b
+
+        def on_message_complete(self):
+            self.done += 1
+
+    proto = Proto()
+    try:
+        httptools.HttpRequestParser(proto).feed_data(msg)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        return None
+    return proto.body if proto.done == 1 else "incomplete"
+
+
+CASES = load_cases()
+
+
+@pytest.mark.skipif(not CASES, reason=f"desync corpus not found at {CORPUS} "
+                    "(set FASTMESH_DESYNC_CORPUS)")
+@pytest.mark.parametrize("case", CASES)
+def test_desync_case(case):
+    raw_head = build_head(case)
+    p = Http1Parser(True)
+    r = p.py_parse_head(raw_head)
+    tier = case["expected"]["tier"]
+    if tier == "Severe":
+        assert r == -1, f"Severe case accepted: {raw_head!r}"
+        assert p.error_status in (400, 501, 505)
+        assert p.error_reason
+        return
+    if r == -1:
+        return                      # stricter than required: fine
+    assert r == len(raw_head), f"head not consumed whole: {r} of {len(raw_head)}"
+
+    # Give the message the body our framing expects, then ask the oracles
+    # how they frame exactly those bytes.
+    if p.body == BODY_KIND_LENGTH:
+        body = b"x" * p.content_length
+        msg = raw_head + body
+    elif p.body == BODY_KIND_CHUNKED:
+        body = b"hello"
+        msg = raw_head + CHUNKED_BODY
+    else:
+        assert p.body == BODY_KIND_NONE
+        body = b""
+        msg = raw_head
+    answers = {"h11": oracle_h11(msg), "httptools": oracle_httptools(msg)}
+    accepted = {k: v for k, v in answers.items() if v is not None}
+    mismatched = {k: v for k, v in accepted.items() if v != body}
+    # Accepted by an oracle => framed identically by it.
+    assert not mismatched, (
+        f"framing mismatch for {raw_head!r}: ours body={body[:20]!r}... "
+        f"(len {len(body)}), oracles: { {k: (v if isinstance(v, str) else len(v)) for k, v in answers.items()} }")
+
+
+def test_corpus_has_severe_cases():
+    if not CASES:
+        pytest.skip(f"desync corpus not found at {CORPUS}")
+    assert sum(1 for c in CASES if c.values[0]["expected"]["tier"] == "Severe") >= 50
