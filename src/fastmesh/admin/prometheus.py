@@ -53,7 +53,7 @@ def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     dst = clusters.setdefault(cname, {})
                     for k, v in cstats.items():
                         dst[k] = dst.get(k, 0) + v
-            elif isinstance(value, (int, float)):
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[key] = out.get(key, 0) + value
     out["clusters"] = clusters
     return out

@@ -42,7 +42,7 @@ class WorkerHandle:
 
     async def request(self, msg: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None:
         """Send one control message and wait for its answer."""
-        if self.chan is None:
+        if self.chan is None or not self.ready:
             return None
         async with self.lock:
             try:
@@ -142,19 +142,23 @@ class Supervisor:
         finally:
             child.close()
         w.started_at = time.monotonic()
-        w.chan = await Channel.open(parent)
-        await w.chan.send({"op": "config", "text": self.config_text, "source": self.source})
+        # The handshake uses its own reference: stats/reload requests only see
+        # the channel once the worker is ready.
+        chan = await Channel.open(parent)
+        await chan.send({"op": "config", "text": self.config_text, "source": self.source})
         try:
-            msg = await asyncio.wait_for(w.chan.recv(), 30)
+            msg = await asyncio.wait_for(chan.recv(), 30)
         except asyncio.TimeoutError:
             msg = None
         if msg is None or msg.get("op") != "ready":
             log.error("worker %d failed to start: %s", w.id,
                       (msg or {}).get("error", "no answer"))
+            chan.close()
             if w.proc.returncode is None:
                 w.proc.kill()
             await w.proc.wait()
             return False
+        w.chan = chan
         w.ready = True
         self.addresses = msg.get("addresses", {})
         return True
@@ -218,6 +222,7 @@ class Supervisor:
         merged["workers"] = self.nworkers
         merged["workers_ready"] = sum(1 for w in self.workers if w.ready)
         merged["worker_restarts_total"] = sum(w.restarts for w in self.workers)
+        merged["worker_pids"] = [w.proc.pid for w in self.workers if w.proc is not None]
         merged["config_reloads_ok"] = self.reloads_ok
         merged["config_reloads_failed"] = self.reloads_failed
         return merged
