@@ -282,6 +282,7 @@ cdef class Worker:
     cdef readonly Snapshot snapshot
     cdef readonly dict listeners        # name -> ListenerState
     cdef dict pools                     # (host, port) -> EndpointPool
+    cdef dict cluster_stats             # cluster name -> ClusterStats
     cdef BufferPool bufpool
     cdef readonly Stats stats
     cdef Conn conns                     # head of the timer list
@@ -295,6 +296,7 @@ cdef class Worker:
         self.snapshot = None
         self.listeners = {}
         self.pools = {}
+        self.cluster_stats = {}
         self.bufpool = BufferPool(buffer_size)
         self.stats = Stats()
         self.conns = None
@@ -310,6 +312,11 @@ cdef class Worker:
         cdef Cluster c
         cdef Endpoint ep
         for c in snap.clusters.values():
+            st = self.cluster_stats.get(c.name)
+            if st is None:
+                self.cluster_stats[c.name] = c.st
+            else:
+                c.st = st
             for ep in c.endpoints:
                 key = (ep.host, ep.port)
                 pool = self.pools.get(key)
@@ -376,9 +383,8 @@ cdef class Worker:
         cdef Cluster c
         d = self.stats.as_dict()
         clusters = {}
-        if self.snapshot is not None:
-            for name, c in self.snapshot.clusters.items():
-                clusters[name] = c.stats_dict()
+        for name, st in self.cluster_stats.items():
+            clusters[name] = (<ClusterStats>st).as_dict()
         d["clusters"] = clusters
         d["buffers_allocated"] = self.bufpool.allocated
         d["buffers_reused"] = self.bufpool.reused

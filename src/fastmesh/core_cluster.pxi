@@ -65,18 +65,11 @@ cdef class Endpoint:
 
 
 @cython.final
-cdef class Cluster:
-    """A named group of endpoints with a load balancer and upstream settings."""
-    cdef readonly str name
-    cdef readonly LoadBalancer lb
-    cdef readonly list endpoints
-    cdef int hash_kind
-    cdef bytes hash_header               # lower-case header name for HASH_HEADER
-    cdef readonly double connect_timeout
-    cdef readonly double idle_timeout
-    cdef readonly Py_ssize_t buffer_limit
-    cdef readonly long max_requests_per_connection
-    # counters (Envoy's cluster stat names)
+cdef class ClusterStats:
+    """A cluster's counters (Envoy's cluster stat names). One object per
+    cluster name per worker, handed from snapshot to snapshot on reload so
+    counters survive config changes and requests in flight on the old tables
+    still update the same gauges."""
     cdef public long long upstream_rq_total
     cdef public long long upstream_rq_active
     cdef public long long upstream_rq_2xx
@@ -92,6 +85,34 @@ cdef class Cluster:
     cdef public long long upstream_cx_destroy_with_active_rq
     cdef public long long upstream_cx_reused
     cdef public long long upstream_cx_none_healthy
+
+    cdef inline void count_status(self, int status) noexcept:
+        if status < 300:
+            self.upstream_rq_2xx += 1
+        elif status < 400:
+            self.upstream_rq_3xx += 1
+        elif status < 500:
+            self.upstream_rq_4xx += 1
+        else:
+            self.upstream_rq_5xx += 1
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in CLUSTER_STAT_NAMES}
+
+
+@cython.final
+cdef class Cluster:
+    """A named group of endpoints with a load balancer and upstream settings."""
+    cdef readonly str name
+    cdef readonly LoadBalancer lb
+    cdef readonly list endpoints
+    cdef int hash_kind
+    cdef bytes hash_header               # lower-case header name for HASH_HEADER
+    cdef readonly double connect_timeout
+    cdef readonly double idle_timeout
+    cdef readonly Py_ssize_t buffer_limit
+    cdef readonly long max_requests_per_connection
+    cdef public ClusterStats st           # counters; kept by the worker across reloads
 
     def __init__(self, str name, LoadBalancer lb, list endpoints, str hash_header=None,
                  bint hash_source_ip=False, double connect_timeout=5.0,
@@ -114,19 +135,10 @@ cdef class Cluster:
         self.idle_timeout = idle_timeout
         self.buffer_limit = buffer_limit
         self.max_requests_per_connection = max_requests_per_connection
-
-    cdef inline void count_status(self, int status) noexcept:
-        if status < 300:
-            self.upstream_rq_2xx += 1
-        elif status < 400:
-            self.upstream_rq_3xx += 1
-        elif status < 500:
-            self.upstream_rq_4xx += 1
-        else:
-            self.upstream_rq_5xx += 1
+        self.st = ClusterStats()
 
     def stats_dict(self):
-        return {name: getattr(self, name) for name in CLUSTER_STAT_NAMES}
+        return self.st.as_dict()
 
     def __repr__(self):
         return f"Cluster({self.name!r}, {self.lb.policy}, {self.endpoints})"

@@ -78,7 +78,7 @@ cdef class UpstreamHttp(UpstreamBase):
     def connection_made(self, transport):
         self.transport = transport
         self.connected = True
-        self.cluster.upstream_cx_active += 1
+        self.cluster.st.upstream_cx_active += 1
         transport.set_write_buffer_limits(self.cluster.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.down is None:
@@ -105,7 +105,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.down = None
         d.up = None
         self.cluster.lb.request_finished(self.lb_idx)
-        self.cluster.upstream_rq_active -= 1
+        self.cluster.st.upstream_rq_active -= 1
         # Undo pauses either side put on the other.
         self.resume_read(PAUSE_PEER)
         d.resume_read(PAUSE_PEER)
@@ -184,6 +184,7 @@ cdef class UpstreamHttp(UpstreamBase):
                     return
                 if seg > 0:
                     d.add_body(data + off, seg)
+                    d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)   # progress
                 b.start += r
                 if p.message_done:
                     d.end_body(data, p)
@@ -202,7 +203,7 @@ cdef class UpstreamHttp(UpstreamBase):
                               and not self.closed and not self.worker.draining
                               and (self.cluster.max_requests_per_connection == 0
                                    or self.requests < self.cluster.max_requests_per_connection))
-        self.cluster.count_status(self.parser.status)
+        self.cluster.st.count_status(self.parser.status)
         self.detach()
         if reusable:
             self.release_rbuf()
@@ -251,7 +252,7 @@ cdef class UpstreamHttp(UpstreamBase):
         cdef HttpDownstream d = self.down
         self.closed = True
         if self.connected:
-            self.cluster.upstream_cx_active -= 1
+            self.cluster.st.upstream_cx_active -= 1
         self.connected = False
         self.transport = None
         self.unlink()
@@ -260,7 +261,7 @@ cdef class UpstreamHttp(UpstreamBase):
             self.release_rbuf()
         if d is None:
             return
-        self.cluster.upstream_cx_destroy_with_active_rq += 1
+        self.cluster.st.upstream_cx_destroy_with_active_rq += 1
         self.detach()
         if self.tunnel:
             d.close()
@@ -270,7 +271,7 @@ cdef class UpstreamHttp(UpstreamBase):
             # on a fresh connection.
             if (self.requests > 1 and not self.got_bytes and d.req_body == BODY_NONE
                     and not d.retried):
-                self.cluster.upstream_rq_retry += 1
+                self.cluster.st.upstream_rq_retry += 1
                 d.retry()
             else:
                 d.upstream_failed(502, b"upstream connect error or disconnect/reset before headers\n")
@@ -305,6 +306,7 @@ cdef class HttpDownstream(Conn):
     cdef bint retried
     cdef bint chunked_out      # response body is chunk-encoded toward the client
     cdef bint tunnel_eof_in
+    cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
     cdef bytes client_ip
     cdef bytes req_head        # the request head as sent upstream (kept for a retry)
     cdef int req_method
@@ -495,7 +497,7 @@ cdef class HttpDownstream(Conn):
             h = 0
         idx = c.lb.pick(h)
         if idx < 0:
-            c.upstream_cx_none_healthy += 1
+            c.st.upstream_cx_none_healthy += 1
             self.consume_head_reply(r, 503, b"no healthy upstream\n")
             return
         self.route = route
@@ -513,12 +515,21 @@ cdef class HttpDownstream(Conn):
             self.state = DS_WAIT
         else:
             self.state = DS_BODY
-        c.upstream_rq_total += 1
-        if route.timeout > 0:
-            self.set_deadline(DL_RESPONSE, route.timeout)
+        c.st.upstream_rq_total += 1
+        if self.req_done:
+            self.arm_response_timer()
         else:
+            # While the body uploads only the stream idle timeout applies.
             self.set_deadline(DL_RESPONSE, conf.stream_idle_timeout)
         self.attach_upstream(False)
+
+    cdef inline void arm_response_timer(self):
+        # The route timeout runs from the end of the request until the
+        # response head arrives (then the stream idle timeout takes over).
+        if self.route is not None and self.route.timeout > 0:
+            self.set_deadline(DL_RESPONSE, self.route.timeout)
+        else:
+            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
 
     cdef uint64_t header_hash(self, const char* base, bytes name):
         cdef Http1Parser p = self.parser
@@ -606,11 +617,11 @@ cdef class HttpDownstream(Conn):
         cdef Endpoint ep = <Endpoint>self.cluster.endpoints[self.lb_idx]
         cdef UpstreamHttp up = None
         self.cluster.lb.request_started(self.lb_idx)
-        self.cluster.upstream_rq_active += 1
+        self.cluster.st.upstream_rq_active += 1
         if not fresh:
             up = ep.pool.get()
         if up is not None:
-            self.cluster.upstream_cx_reused += 1
+            self.cluster.st.upstream_cx_reused += 1
             self.up = up
             up.begin(self, self.lb_idx, self.req_method)
             up.transport.write(self.req_head)
@@ -654,6 +665,7 @@ cdef class HttpDownstream(Conn):
                     self.local_reply(p.error_status, (p.error_reason or "bad request").encode() + b"\n")
                 return False
             if seg > 0:
+                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)   # progress
                 if self.req_body == BODY_CHUNKED:
                     o.add_hex(seg)
                     o.add("\r\n", 2)
@@ -670,6 +682,8 @@ cdef class HttpDownstream(Conn):
                     o.add("\r\n", 2)
                 self.req_done = True
                 self.state = DS_WAIT
+                if not self.resp_started:
+                    self.arm_response_timer()
                 break
             if r == 0:
                 more = False
@@ -712,6 +726,9 @@ cdef class HttpDownstream(Conn):
         cdef bint keep_cl = rp.body == BODY_NONE and status != 204 and status >= 200
         self.resp_started = True
         self.worker.stats.count_status(status)
+        # The head arrived: the route timeout is over; the body may take as
+        # long as it makes progress.
+        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
         if not self.req_done:
             # Answered before the whole request arrived: the rest of the
             # request cannot be told apart from a next request; close after.
@@ -879,6 +896,7 @@ cdef class HttpDownstream(Conn):
         if self.tunnel_eof_in:
             self.close()
         else:
+            self.tunnel_eof_out = True
             self.transport.write_eof()
 
     def eof_received(self):
@@ -886,6 +904,11 @@ cdef class HttpDownstream(Conn):
             self.tunnel_eof_in = True
             if self.up.transport.can_write_eof():
                 self.up.transport.write_eof()
+            if self.tunnel_eof_out:
+                # Both directions have ended: close the pair (our
+                # connection_lost closes the upstream side).
+                self.close()
+                return False
             return True
         if self.in_request and not self.req_done and self.req_body == BODY_NONE:
             pass
@@ -913,7 +936,7 @@ cdef class HttpDownstream(Conn):
             self.close()
         elif kind == DL_RESPONSE:
             if self.cluster is not None:
-                self.cluster.upstream_rq_timeout += 1
+                self.cluster.st.upstream_rq_timeout += 1
             if self.up is not None:
                 self.up.detach_and_abort()
             if self.resp_started:

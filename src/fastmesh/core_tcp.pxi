@@ -24,7 +24,7 @@ cdef class UpstreamBase(Conn):
         self.cluster = c
         self.ep = ep
         self.link(w)
-        c.upstream_cx_total += 1
+        c.st.upstream_cx_total += 1
         self.set_deadline(DL_CONNECT, c.connect_timeout)
         coro = w.loop.create_connection(self, ep.host, ep.port)
         self.connect_task = w.loop.create_task(coro)
@@ -39,14 +39,14 @@ cdef class UpstreamBase(Conn):
                 self.unlink()
             return
         if fut.cancelled():
-            self.cluster.upstream_cx_connect_timeout += 1
+            self.cluster.st.upstream_cx_connect_timeout += 1
             self.closed = True
             self.unlink()
             self.connect_failed(True)
             return
         exc = fut.exception()
         if exc is not None:
-            self.cluster.upstream_cx_connect_fail += 1
+            self.cluster.st.upstream_cx_connect_fail += 1
             self.closed = True
             self.unlink()
             self.connect_failed(False)
@@ -102,7 +102,7 @@ cdef class TcpUpstream(UpstreamBase):
     def connection_made(self, transport):
         self.transport = transport
         self.connected = True
-        self.cluster.upstream_cx_active += 1
+        self.cluster.st.upstream_cx_active += 1
         transport.set_write_buffer_limits(self.cluster.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.down is None or self.down.closed:
@@ -143,7 +143,7 @@ cdef class TcpUpstream(UpstreamBase):
     def connection_lost(self, exc):
         self.closed = True
         if self.connected:
-            self.cluster.upstream_cx_active -= 1
+            self.cluster.st.upstream_cx_active -= 1
         self.connected = False
         self.transport = None
         self.unlink()
@@ -195,7 +195,7 @@ cdef class TcpDownstream(Conn):
             h = rand64()
         idx = c.lb.pick(h)
         if idx < 0:
-            c.upstream_cx_none_healthy += 1
+            c.st.upstream_cx_none_healthy += 1
             self.close()
             return
         # Nothing is read until the upstream is connected: the kernel's

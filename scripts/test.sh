@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install fastmesh with its test and bench extras (and the system tools the
+# suite runs against), then run the whole test suite. Works on a fresh
+# Debian/Ubuntu machine as root or with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+# System tools: nginx (origin for bench), haproxy (bench peer), wrk (HTTP/1.1 load),
+# h2load from nghttp2-client (HTTP/2 load), a C compiler for the Cython build.
+need=()
+command -v nginx   >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk     >/dev/null || need+=(wrk)
+command -v h2load  >/dev/null || need+=(nghttp2-client)
+command -v gcc     >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+python3 -m pip install -q -e '.[test,bench]'
+python3 -m pytest -q -p no:cacheprovider "$@"
