@@ -309,7 +309,9 @@ cdef inline int _content_length(const unsigned char* p, Py_ssize_t n, uint64_t* 
 
 cdef inline int _transfer_encoding(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     # Only a single `chunked` is accepted. A syntactically fine list of other
-    # codings is "unsupported" (501); anything else is malformed (400).
+    # codings is "unsupported", anything else malformed; both get 400 (not
+    # RFC 9112's optional 501): a proxy cannot tell an unknown coding from a
+    # smuggling attempt, and the request must never be taken as valid.
     cdef Py_ssize_t i
     cdef unsigned char c
     if n == 7 and _ieq(p, b"chunked", 7):
@@ -351,8 +353,6 @@ cdef Py_ssize_t _fail(Http1Parser self, int code) except -2:
         self.error_status = 431
     elif code == E_VERSION_UNSUPPORTED:
         self.error_status = 505
-    elif code == E_TE_UNSUPPORTED:
-        self.error_status = 501
     else:
         self.error_status = 400
     reason = _REASONS[code]

@@ -391,6 +391,8 @@ cdef class HttpDownstream(Conn):
                     return
                 if r < 0:
                     self.worker.stats.downstream_cx_protocol_error += 1
+                    # (the method of this request, not of the previous one: no body for HEAD)
+                    self.req_method = self.parser.method
                     self.in_request = True
                     self.worker.stats.downstream_rq_total += 1
                     self.worker.stats.downstream_rq_active += 1
@@ -924,6 +926,7 @@ cdef class HttpDownstream(Conn):
         cdef Worker w = self.worker
         if kind == DL_HEADERS:
             w.stats.downstream_rq_header_timeout += 1
+            self.req_method = self.parser.method
             self.in_request = True
             w.stats.downstream_rq_total += 1
             w.stats.downstream_rq_active += 1

@@ -207,6 +207,12 @@ cdef class TcpDownstream(Conn):
 
     cdef void upstream_ready(self):
         self.touch()
+        # Bytes (and an EOF) that arrived before the upstream was connected.
+        self.forward()
+        if self.eof_in:
+            if not self.closed:
+                self.up.transport.write_eof()
+            return
         self.resume_read(PAUSE_CONNECT)
 
     cdef inline void touch(self):
@@ -215,25 +221,43 @@ cdef class TcpDownstream(Conn):
     def get_buffer(self, Py_ssize_t sizehint):
         if self.rbuf is None:
             self.rbuf = self.worker.bufpool.acquire()
+        elif self.rbuf.cap - self.rbuf.end < 1024:
+            self.rbuf.compact()
+            if self.rbuf.cap - self.rbuf.end < 1024:
+                self.rbuf.reserve(16384, self.rbuf.cap + 65536)
         return self.rbuf
 
     def buffer_updated(self, Py_ssize_t n):
+        self.rbuf.end += n
+        self.forward()
+
+    def data_received(self, data):
+        if self.rbuf is None:
+            self.rbuf = self.worker.bufpool.acquire()
+        self.rbuf.feed(data)
+        self.forward()
+
+    cdef void forward(self):
+        # Pass the buffered bytes upstream. Until the upstream is connected
+        # they stay in rbuf: uvloop starts reading right after connection_made()
+        # even though it paused reading, so early bytes do arrive here.
         cdef ReadBuffer b = self.rbuf
-        b.end += n
-        if self.up is not None and self.up.transport is not None:
-            self.up.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
-            self.touch()
+        if b is None or b.end == b.start:
+            return
+        if self.up is None or self.up.transport is None:
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self.up.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+        self.touch()
         b.start = b.end = 0
         self.worker.bufpool.release(b)
         self.rbuf = None
 
-    def data_received(self, data):
-        if self.up is not None and self.up.transport is not None:
-            self.up.transport.write(data)
-            self.touch()
-
     def eof_received(self):
         self.eof_in = True
+        if self.up is not None and self.up.transport is None and not self.up.closed:
+            return True    # still connecting: upstream_ready() passes the EOF on
         if self.up is not None and self.up.transport is not None and not self.up.closed:
             if self.up.eof_in:
                 self.up.transport.write_eof()
