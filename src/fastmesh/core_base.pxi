@@ -118,6 +118,8 @@ cdef enum:
     PAUSE_PEER = 1       # the other side's write buffer is above its high watermark
     PAUSE_BUFFER = 2     # our read buffer holds bytes we cannot process yet
     PAUSE_CONNECT = 4    # the upstream is still connecting
+    PAUSE_WRITE = 8      # our own writes toward this peer are above the high
+                         # watermark: new requests would only add output
 
 # What a connection's deadline means when it passes.
 cdef enum:

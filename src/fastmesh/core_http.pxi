@@ -306,6 +306,7 @@ cdef class HttpDownstream(Conn):
     cdef bint retried
     cdef bint chunked_out      # response body is chunk-encoded toward the client
     cdef bint tunnel_eof_in
+    cdef bint write_blocked    # transport above its high watermark (pause_writing)
     cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
     cdef bytes client_ip
     cdef bytes req_head        # the request head as sent upstream (kept for a retry)
@@ -382,8 +383,9 @@ cdef class HttpDownstream(Conn):
             if b is None or b.end == b.start:
                 return
             if self.state == DS_IDLE:
-                if self.in_request:
+                if self.in_request or self.write_blocked:
                     return   # pipelined: waits until the current response is done
+                             # and the client has taken what we wrote
                 r = self.parser.parse_head(b.data + b.start, b.end - b.start)
                 if r == 0:
                     if self.deadline_kind != DL_HEADERS:
@@ -869,12 +871,21 @@ cdef class HttpDownstream(Conn):
             self.transport.write(self.out.take())
 
     def pause_writing(self):
+        # The client reads slower than we write: slow the upstream down and
+        # stop taking new (pipelined) requests whose answers would pile up.
+        self.write_blocked = True
+        self.pause_read(PAUSE_WRITE)
         if self.up is not None:
             self.up.pause_read(PAUSE_PEER)
 
     def resume_writing(self):
+        self.write_blocked = False
         if self.up is not None:
             self.up.resume_read(PAUSE_PEER)
+        self.resume_read(PAUSE_WRITE)
+        if not self.closed and not self.in_request:
+            self.process()
+            self.flush()
 
     # --- upgrade tunnels ------------------------------------------------------
 
