@@ -79,6 +79,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return uvloop.run(_run(args))
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fastmesh.bench import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -94,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="check a config file")
     val.add_argument("-c", "--config", required=True)
     val.set_defaults(func=_cmd_validate)
+
+    bench = sub.add_parser("bench", help="benchmark fastmesh against Envoy (and HAProxy, nginx)",
+                           description="Whole-proxy benchmark on 127.0.0.1; see docs/bench.md.")
+    from fastmesh.bench import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)

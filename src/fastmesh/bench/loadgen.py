@@ -1,0 +1,140 @@
+"""Load generators: build the command, run it, parse what it prints.
+
+`LOADGENS` maps a scenario's `loadgen` key to a class with
+`tool` (the program, for the missing-tool check), `script(workdir)` (write
+any helper file once) and `command(url, scenario, duration, workdir)` and
+`parse(text) -> RunResult`. wrk is the only one today; h2load (h2 scenario)
+slots in next to it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+# wrk calls done() once at the end with the merged latency histogram (in
+# microseconds). Its text output has only p50/75/90/99, so the percentiles,
+# exact counters and error counts are also printed here, machine-readably.
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH summary requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout))
+  io.write(string.format(
+    "BENCH latency_us mean=%.1f max=%d p50=%d p75=%d p90=%d p99=%d p999=%d\n",
+    latency.mean, latency.max, latency:percentile(50), latency:percentile(75),
+    latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+@dataclass
+class RunResult:
+    requests: int = 0
+    duration_s: float = 0.0
+    requests_per_sec: float = 0.0
+    bytes: int = 0
+    latency_ms: dict = field(default_factory=dict)   # "p50", "p75", "p90", "p99", "p99.9"
+    errors: dict = field(default_factory=dict)       # connect/read/write/timeout/status
+    raw: str = ""
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+_SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def _count(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)([kKMG]?)", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk count {text!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def parse_wrk(text: str) -> RunResult:
+    """Parse wrk's output (with `--latency`, optionally with the BENCH lines
+    of WRK_LUA, which are preferred: they are exact and have p99.9)."""
+    r = RunResult(raw=text)
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+\w+), ([\d.]+\w*B) read", text, re.M)
+    if m:
+        r.requests = int(m.group(1))
+        r.duration_s = _ms(m.group(2)) / 1000
+    m = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    if m:
+        r.requests_per_sec = float(m.group(1))
+    in_dist = False
+    for line in text.splitlines():
+        if line.strip().startswith("Latency Distribution"):
+            in_dist = True
+            continue
+        if in_dist:
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)%\s+(\S+)\s*", line)
+            if not m:
+                in_dist = False
+                continue
+            pct = m.group(1).rstrip("0").rstrip(".") if "." in m.group(1) else m.group(1)
+            r.latency_ms["p" + pct] = _ms(m.group(2))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
+    if m:
+        errors.update(connect=int(m.group(1)), read=int(m.group(2)),
+                      write=int(m.group(3)), timeout=int(m.group(4)))
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    if m:
+        errors["status"] = int(m.group(1))
+    r.errors = errors
+
+    m = re.search(r"^BENCH summary (.*)$", text, re.M)
+    if m:
+        kv = dict(p.split("=") for p in m.group(1).split())
+        r.requests = int(kv["requests"])
+        r.duration_s = int(kv["duration_us"]) / 1e6
+        r.bytes = int(kv["bytes"])
+        r.errors = {k: int(kv[k]) for k in ("connect", "read", "write", "timeout", "status")}
+        if r.duration_s > 0:
+            r.requests_per_sec = r.requests / r.duration_s
+    m = re.search(r"^BENCH latency_us (.*)$", text, re.M)
+    if m:
+        kv = dict(p.split("=") for p in m.group(1).split())
+        for key, name in (("p50", "p50"), ("p75", "p75"), ("p90", "p90"),
+                          ("p99", "p99"), ("p999", "p99.9")):
+            r.latency_ms[name] = float(kv[key]) / 1000
+        r.latency_ms["mean"] = float(kv["mean"]) / 1000
+        r.latency_ms["max"] = float(kv["max"]) / 1000
+    return r
+
+
+class Wrk:
+    tool = "wrk"
+
+    def __init__(self, path: str):
+        self.path = path
+        self.script_path: str | None = None
+
+    def prepare(self, workdir: str) -> None:
+        self.script_path = os.path.join(workdir, "bench-wrk.lua")
+        with open(self.script_path, "w", encoding="utf-8") as f:
+            f.write(WRK_LUA)
+
+    def command(self, url: str, scenario, duration: float) -> list[str]:
+        return [self.path, f"-t{scenario.threads}", f"-c{scenario.connections}",
+                f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency",
+                "-s", self.script_path, url]
+
+    def parse(self, text: str) -> RunResult:
+        return parse_wrk(text)
+
+
+LOADGENS = {"wrk": Wrk}

