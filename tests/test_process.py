@@ -80,7 +80,7 @@ def write_config(path: Path, port: int, admin: int, origin: int, marker: str = "
 class Fastmesh:
     """`fastmesh run` as a child process, with its ports."""
 
-    def __init__(self, tmp: Path, origin: int, workers: int = 2) -> None:
+    def __init__(self, tmp: Path, origin: int, workers: int = 2, single: bool = False) -> None:
         self.port, self.admin = free_port(), free_port()
         self.cfg = tmp / "fastmesh.yaml"
         self.origin = origin
@@ -88,7 +88,7 @@ class Fastmesh:
         self.log = open(tmp / "fastmesh.log", "w+b")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastmesh", "run", "-c", str(self.cfg),
-             "--workers", str(workers)],
+             "--workers", str(workers)] + (["--single-process"] if single else []),
             stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
@@ -150,6 +150,13 @@ def fastmesh(tmp_path, origin):
     fm.stop()
 
 
+@pytest.fixture(params=["supervisor", "single-process"])
+def any_mode(request, tmp_path, origin):
+    fm = Fastmesh(tmp_path, origin, single=request.param == "single-process")
+    yield fm
+    fm.stop()
+
+
 def test_workers_share_the_port_and_admin_sums_their_stats(fastmesh):
     st = fastmesh.stats()
     assert st["workers"] == 2 and st["workers_ready"] == 2
@@ -169,7 +176,8 @@ def test_workers_share_the_port_and_admin_sums_their_stats(fastmesh):
     assert dump["clusters"][0]["endpoints"][0]["port"] == fastmesh.origin
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_zero(fastmesh):
+def test_sigterm_drains_in_flight_requests_and_exits_zero(any_mode):
+    fastmesh = any_mode
     result: dict = {}
 
     def slow() -> None:
@@ -194,7 +202,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(fastmesh):
     assert "draining" in fastmesh.output()
 
 
-def test_sighup_reload_under_load_drops_nothing(fastmesh, tmp_path):
+def test_sighup_reload_under_load_drops_nothing(any_mode, tmp_path):
+    fastmesh = any_mode
     stop = threading.Event()
     failures: list[str] = []
     counts = [0] * 4
@@ -234,6 +243,7 @@ def test_sighup_reload_under_load_drops_nothing(fastmesh, tmp_path):
     assert failures == []
     assert all(c > 0 for c in counts)
     st = fastmesh.stats()
+    assert st["downstream_rq_5xx"] == 0
     assert st["config_reloads_ok"] == 4
     assert st["config_reloads_failed"] == 4
     out = fastmesh.output()

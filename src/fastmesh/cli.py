@@ -30,8 +30,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from fastmesh.runtime.supervisor import Supervisor
-
     demo = None
     if args.config is None:
         from fastmesh.runtime.demo import start_demo_origin
@@ -49,7 +47,15 @@ async def _run(args: argparse.Namespace) -> int:
             return 1
         source = path
     try:
-        sup = Supervisor(text, source, path=path, workers=args.workers, log_level=args.log_level)
+        if args.single_process:
+            from fastmesh.runtime.single import SingleProcess
+
+            sup = SingleProcess(text, source, path=path)
+        else:
+            from fastmesh.runtime.supervisor import Supervisor
+
+            sup = Supervisor(text, source, path=path, workers=args.workers,
+                             log_level=args.log_level)
     except ConfigError as exc:
         print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
         return 1
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-c", "--config", help="YAML config file (docs/config.md)")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="worker processes sharing the ports (default: one per core)")
+    run.add_argument("--single-process", action="store_true",
+                     help="one process that is its own worker (no supervisor): the "
+                          "smallest footprint, like Envoy --concurrency 1")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_cmd_run)

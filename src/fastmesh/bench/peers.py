@@ -145,6 +145,7 @@ class Fastmesh(Peer):
         pp = os.environ.get("PYTHONPATH")
         return ["env", f"PYTHONPATH={src}{os.pathsep + pp if pp else ''}",
                 sys.executable, "-m", "fastmesh", "run", "-c", path, "--workers", "1",
+                "--single-process",
                 "--log-level", "warning"]
 
 

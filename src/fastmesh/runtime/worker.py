@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -39,6 +40,10 @@ async def serve(fd: int, worker_id: int) -> int:
         await chan.send({"op": "failed", "error": str(exc)})
         log.error("worker %d: cannot start: %s", worker_id, exc)
         return 1
+    # What exists now lives as long as the process: keep it out of the
+    # cyclic collector's scans.
+    gc.collect()
+    gc.freeze()
     await chan.send({"op": "ready", "pid": os.getpid(),
                      "addresses": {k: list(v) for k, v in plane.addresses.items()}})
 
