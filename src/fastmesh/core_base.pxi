@@ -9,6 +9,15 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk, timespec* ts)
     int CLOCK_MONOTONIC
 
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_write "write" (int fd, const void* buf, size_t n)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN
+    int EINTR
+
+
 cdef inline double mono_now() noexcept nogil:
     # The vDSO makes this ~20 ns: cheaper than asking the loop through Python.
     cdef timespec ts
@@ -147,6 +156,42 @@ cdef class Conn:
     cdef int deadline_kind
     cdef object transport
     cdef int read_paused          # PAUSE_* bits
+    cdef int fd                   # the socket, for direct writes (-1: none)
+    cdef bint uv_pending          # the transport holds unsent bytes of ours
+
+    cdef inline void set_transport(self, object transport):
+        self.transport = transport
+        self.uv_pending = False
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+
+    cdef int send(self, const char* p, Py_ssize_t n) except -1:
+        # Write straight to the socket when the transport has nothing queued:
+        # the common case costs one write(2) and no Python object. Whatever
+        # the kernel does not take (or any error, which the transport will then
+        # report through connection_lost) goes through transport.write(), and
+        # from then on everything does, until its buffer has drained, so bytes
+        # never overtake each other.
+        cdef ssize_t r = 0
+        if n <= 0 or self.transport is None:
+            return 0
+        if self.uv_pending:
+            if self.transport.get_write_buffer_size():
+                self.transport.write(PyBytes_FromStringAndSize(p, n))
+                return 0
+            self.uv_pending = False
+        if self.fd >= 0:
+            while True:
+                r = c_write(self.fd, p, n)
+                if r >= 0 or errno != EINTR:
+                    break
+            if r == n:
+                return 0
+            if r < 0:
+                r = 0
+        self.uv_pending = True
+        self.transport.write(PyBytes_FromStringAndSize(p + r, n - r))
+        return 0
 
     cdef inline void link(self, Worker w):
         self.worker = w
@@ -211,12 +256,17 @@ cdef class ListenerConf:
     cdef readonly int max_headers
     cdef readonly bint xff_append
     cdef readonly bint gen_request_id
+    cdef readonly int h2_max_concurrent_streams     # HTTP/2 clients (core_h2.pxi)
+    cdef readonly int h2_initial_stream_window
+    cdef readonly int h2_initial_connection_window
 
     def __init__(self, str name, str protocol, Router router=None, Cluster cluster=None,
                  double idle_timeout=3600.0, double headers_timeout=10.0,
                  double stream_idle_timeout=300.0, Py_ssize_t buffer_limit=1048576,
                  Py_ssize_t max_head_bytes=61440, int max_headers=100,
-                 bint xff_append=True, bint gen_request_id=True):
+                 bint xff_append=True, bint gen_request_id=True,
+                 int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
+                 int h2_initial_connection_window=1048576):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -236,6 +286,9 @@ cdef class ListenerConf:
         self.max_headers = max_headers
         self.xff_append = xff_append
         self.gen_request_id = gen_request_id
+        self.h2_max_concurrent_streams = h2_max_concurrent_streams
+        self.h2_initial_stream_window = h2_initial_stream_window
+        self.h2_initial_connection_window = h2_initial_connection_window
 
 
 @cython.final

@@ -100,7 +100,7 @@ cdef class TcpUpstream(UpstreamBase):
     cdef bint eof_in
 
     def connection_made(self, transport):
-        self.transport = transport
+        self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
         transport.set_write_buffer_limits(self.cluster.buffer_limit)
@@ -115,7 +115,7 @@ cdef class TcpUpstream(UpstreamBase):
         cdef ReadBuffer b = self.rbuf
         b.end += n
         if self.down is not None and not self.down.closed:
-            self.down.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+            self.down.send(b.data + b.start, b.end - b.start)
             self.down.touch()
         b.start = b.end = 0
         self.release_rbuf()
@@ -180,7 +180,7 @@ cdef class TcpDownstream(Conn):
         cdef int idx
         cdef uint64_t h = 0
         cdef bytes ip
-        self.transport = transport
+        self.set_transport(transport)
         self.conf = conf
         self.link(w)
         w.stats.downstream_cx_total += 1
@@ -248,7 +248,7 @@ cdef class TcpDownstream(Conn):
             if self.transport is not None:
                 self.transport.pause_reading()
             return
-        self.up.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+        self.up.send(b.data + b.start, b.end - b.start)
         self.touch()
         b.start = b.end = 0
         self.worker.bufpool.release(b)
