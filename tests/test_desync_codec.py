@@ -14,51 +14,23 @@ The corpus lives next to the repo in shared/corpus/http-desync-guardian
 `Host: example.com` appended: otherwise every HTTP/1.1 case would stop at
 "Missing Host header" and the framing rules would go untested.
 """
-import os
-from pathlib import Path
 
 import h11
 import httptools
 import pytest
-import yaml
+
+from support import desync
 
 from fastmesh._http1 import BODY_KIND_CHUNKED, BODY_KIND_LENGTH, BODY_KIND_NONE, Http1Parser
 
-CORPUS = Path(os.environ.get(
-    "FASTMESH_DESYNC_CORPUS",
-    Path(__file__).resolve().parents[1].parent / "shared/corpus/http-desync-guardian"))
-
-CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
-
-
-def _bytes(value):
-    # YAML gives str (or int for bare numbers). "\xa0" in the corpus means the
-    # byte 0xA0 (latin-1); only genuinely non-latin-1 text becomes UTF-8.
-    text = str(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
+CHUNKED_BODY = desync.CHUNKED_BODY
+CORPUS = desync.CORPUS
+_bytes = desync.corpus_bytes
+build_head = desync.build_head
 
 
 def load_cases():
-    if not CORPUS.is_dir():
-        return []
-    cases = []
-    for path in sorted(CORPUS.glob("*.yaml")):
-        with open(path, "rb") as f:
-            docs = yaml.safe_load(f) or []
-        for i, case in enumerate(docs):
-            cases.append(pytest.param(case, id=f"{path.stem}[{i}]:{case['name']}"))
-    return cases
-
-
-def build_head(case):
-    headers = [(_bytes(h["name"]), _bytes(h["value"])) for h in case.get("headers") or []]
-    if not any(name.lower() == b"host" for name, _ in headers):
-        headers.append((b"Host", b"example.com"))
-    return (_bytes(case["method"]) + b" " + _bytes(case["uri"]) + b" " + _bytes(case["version"])
-            + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n")
+    return desync.load_cases(skip_if_missing=False)
 
 
 def oracle_h11(msg):

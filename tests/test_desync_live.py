@@ -18,49 +18,23 @@ The corpus lives next to the repo in shared/corpus/http-desync-guardian
 (override with FASTMESH_DESYNC_CORPUS). As in test_desync_codec.py, cases
 without a Host header get `Host: example.com` appended.
 """
-import os
 import socket
-from pathlib import Path
 
 import h11
 import pytest
-import yaml
 
+from support import desync
 from support.harness import Client, ResponseError, http_config
 
-CORPUS = Path(os.environ.get(
-    "FASTMESH_DESYNC_CORPUS",
-    Path(__file__).resolve().parents[2] / "shared/corpus/http-desync-guardian"))
-
 SECOND = b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
-CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
-
-
-def _bytes(value):
-    text = str(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def load_cases():
-    if not CORPUS.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"desync corpus not found at {CORPUS} (set FASTMESH_DESYNC_CORPUS)"))]
-    cases = []
-    for path in sorted(CORPUS.glob("*.yaml")):
-        with open(path, "rb") as f:
-            docs = yaml.safe_load(f) or []
-        for i, case in enumerate(docs):
-            cases.append(pytest.param(case, id=f"{path.stem}[{i}]:{case['name']}"))
-    return cases
+CHUNKED_BODY = desync.CHUNKED_BODY
+CORPUS = desync.CORPUS
+_bytes = desync.corpus_bytes
+load_cases = desync.load_cases
 
 
 def build(case):
-    headers = [(_bytes(h["name"]), _bytes(h["value"])) for h in case.get("headers") or []]
-    if not any(name.lower() == b"host" for name, _ in headers):
-        headers.append((b"Host", b"example.com"))
+    headers = desync.case_headers(case)
     body = b""
     te = [v for n, v in headers if n.strip().lower() == b"transfer-encoding"]
     cl = [v for n, v in headers if n.strip().lower() == b"content-length"]
@@ -73,9 +47,7 @@ def build(case):
             n = -1
         if 0 <= n <= 1 << 20:
             body = b"A" * n
-    head = (_bytes(case["method"]) + b" " + _bytes(case["uri"]) + b" " + _bytes(case["version"])
-            + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n")
-    return head + body
+    return desync.build_head(case) + body
 
 
 def allowed_targets(case):
@@ -147,7 +119,7 @@ def read_responses(c: Client, first_method: bytes, limit=2):
     while len(out) < limit:
         try:
             r = c.read_response(first_method if not out else b"GET")
-        except ResponseError as e:
+        except ResponseError:
             if not c.buf and c.eof:
                 break           # clean close
             raise

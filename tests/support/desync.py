@@ -1,0 +1,61 @@
+"""The http-desync-guardian corpus, shared by the codec and live-proxy tests.
+
+The corpus lives next to the repository in shared/corpus/http-desync-guardian
+(override with FASTMESH_DESYNC_CORPUS). Cases without a Host header get
+`Host: example.com` appended: otherwise every HTTP/1.1 case would stop at
+"Missing Host header" and the framing rules would go untested.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+CORPUS = Path(os.environ.get(
+    "FASTMESH_DESYNC_CORPUS",
+    Path(__file__).resolve().parents[3] / "shared/corpus/http-desync-guardian"))
+
+CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
+
+
+def corpus_bytes(value) -> bytes:
+    """YAML gives str (or int for bare numbers). "\\xa0" in the corpus means the
+    byte 0xA0 (latin-1); only genuinely non-latin-1 text becomes UTF-8."""
+    text = str(value)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def load_cases(skip_if_missing: bool = True) -> list:
+    """One pytest.param per corpus case, with ids "file[i]:name"."""
+    if not CORPUS.is_dir():
+        if not skip_if_missing:
+            return []
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"desync corpus not found at {CORPUS} (set FASTMESH_DESYNC_CORPUS)"))]
+    cases = []
+    for path in sorted(CORPUS.glob("*.yaml")):
+        with open(path, "rb") as f:
+            docs = yaml.safe_load(f) or []
+        for i, case in enumerate(docs):
+            cases.append(pytest.param(case, id=f"{path.stem}[{i}]:{case['name']}"))
+    return cases
+
+
+def case_headers(case) -> list[tuple[bytes, bytes]]:
+    headers = [(corpus_bytes(h["name"]), corpus_bytes(h["value"]))
+               for h in case.get("headers") or []]
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers.append((b"Host", b"example.com"))
+    return headers
+
+
+def build_head(case) -> bytes:
+    """Request line and headers of a case, ending with the blank line."""
+    return (corpus_bytes(case["method"]) + b" " + corpus_bytes(case["uri"]) + b" "
+            + corpus_bytes(case["version"]) + b"\r\n"
+            + b"".join(n + b": " + v + b"\r\n" for n, v in case_headers(case)) + b"\r\n")
