@@ -264,3 +264,64 @@ def test_bench_end_to_end(tmp_path):
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps
     assert not list(tmp_path.glob("fastmesh-bench-*"))
+
+
+# ------------------------------------------------------------------ h2load (h2, grpc)
+
+H2LOAD_OUT = """starting benchmark...
+spawning thread #0: 16 total client(s). Timing-based test with 0s of warm-up time and 5s of main duration for measurements.
+Application protocol: h2c
+
+finished in 5.00s, 35118.40 req/s, 1.21MB/s
+requests: 175592 total, 175752 started, 175592 done, 175500 succeeded, 92 failed, 10 errored, 3 timeout
+status codes: 175500 2xx, 0 3xx, 80 4xx, 12 5xx
+traffic: 6.05MB (6344086) total, 2.68MB (2810336) headers (space savings 92.14%), 2.18MB (2282696) data
+                     min         max         mean         sd        +/- sd
+time for request:      321us     12.60ms      4.53ms      1.26ms    71.20%
+time for connect:      138us       462us       297us        90us    62.50%
+time to 1st byte:      1.02ms      4.13ms      2.71ms       914us    62.50%
+req/s           :    2183.33     2211.58     2194.90        8.94    68.75%
+"""
+
+
+def test_parse_h2load_summary_and_log(tmp_path):
+    log = tmp_path / "h2load.log"
+    log.write_text("".join(f"{1000 + i}\t200\t{(i + 1) * 10}\n" for i in range(1000))
+                   + "2000\t503\t1\n")
+    r = loadgen.parse_h2load(H2LOAD_OUT, str(log))
+    assert r.requests == 175500 and r.requests_per_sec == 35118.40 and r.duration_s == 5.0
+    assert r.bytes == 6344086
+    assert r.errors == {"connect": 0, "read": 10, "write": 0, "timeout": 3, "status": 92}
+    assert r.latency_ms["mean"] == 4.53 and r.latency_ms["max"] == 12.60
+    # percentiles from the per-request log (µs), only 2xx/3xx lines
+    assert r.latency_ms["p50"] == 5.01 and r.latency_ms["p99"] == 9.91
+    assert r.latency_ms["p99.9"] == 10.0
+
+
+def test_h2load_command_for_h2_and_grpc(tmp_path):
+    h = loadgen.H2load("/usr/bin/h2load")
+    h.prepare(str(tmp_path))
+    argv = h.command("http://127.0.0.1:1/", scenarios.SCENARIOS["h2"], 5)
+    assert argv[:5] == ["/usr/bin/h2load", "-t1", "-c16", "-m10", "-D5"]
+    assert "-d" not in argv and argv[-1] == "http://127.0.0.1:1/"
+    argv = h.command("http://127.0.0.1:1/fmbench.Bench/Unary", scenarios.SCENARIOS["grpc"], 5)
+    i = argv.index("-d")
+    body = open(argv[i + 1], "rb").read()
+    assert body[0] == 0 and int.from_bytes(body[1:5], "big") == len(body) - 5
+    assert "content-type: application/grpc" in argv and "te: trailers" in argv
+
+
+def test_peer_configs_for_h2_and_grpc(tmp_path):
+    fm = peers.Fastmesh().config("grpc", 1000, 2000)
+    assert fm["clusters"][0]["protocol"] == "http2"
+    assert "protocol" not in peers.Fastmesh().config("h2", 1000, 2000)["clusters"][0]
+    env = peers.Envoy().bootstrap("grpc", 1000, 2000, str(tmp_path / "a"))
+    cl = env["static_resources"]["clusters"][0]
+    opts = cl["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in opts["explicit_http_config"]
+    hcm = env["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["codec_type"] == "AUTO" and "http2_protocol_options" in hcm
+    assert "typed_extension_protocol_options" not in peers.Envoy().bootstrap(
+        "h2", 1000, 2000, str(tmp_path / "b"))["static_resources"]["clusters"][0]
+    assert peers.NginxProxy().supports("h2") is not None

@@ -786,7 +786,7 @@ def test_docs_mention_every_key() -> None:
     doc = (ROOT / "docs" / "config.md").read_text()
     from fastmesh.control import config as mod
     keys = set(mod._ROOT_KEYS + mod._ADMIN_KEYS + mod._LISTENER_COMMON + mod._LISTENER_HTTP
-               + mod._VHOST_KEYS + mod._ROUTE_KEYS + mod._MATCH_KEYS + mod._HEADER_KEYS
+               + mod._HTTP2_KEYS + mod._VHOST_KEYS + mod._ROUTE_KEYS + mod._MATCH_KEYS + mod._HEADER_KEYS
                + mod._CLUSTER_KEYS + mod._ENDPOINT_KEYS
                + ("minimum_ring_size", "maximum_ring_size", "table_size", "status", "body",
                   "weight", "header", "source_ip"))
@@ -800,10 +800,75 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "name", "address", "port", "protocol", "cluster", "idle_timeout",
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
-        "virtual_hosts"]
+        "virtual_hosts", "http2"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
-        "max_requests_per_connection", "endpoints"]
+        "max_requests_per_connection", "endpoints", "protocol"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout"]
+
+
+# ------------------------------------------------------------------ HTTP/2 keys
+
+
+def test_cluster_protocol_default_and_values() -> None:
+    assert parse_config(BASE).clusters[0].protocol == "http1"
+    for value in ("http1", "http2", "auto"):
+        cfg = parse_config(edit(BASE, "  - name: backend\n", f"  - name: backend\n    protocol: {value}\n"))
+        assert cfg.clusters[0].protocol == value
+        assert parse_config(config_to_dict(cfg)) == cfg
+
+
+def test_cluster_protocol_bad_value_names_choices() -> None:
+    err = parse_error(edit(BASE, "  - name: backend\n", "  - name: backend\n    protocol: h2\n"))
+    assert "clusters[0].protocol" in str(err) and "http1, http2, auto" in str(err)
+    assert ":12:" in str(err)
+
+
+def test_listener_http2_settings() -> None:
+    from fastmesh.control.config import Http2Config
+    assert parse_config(BASE).listeners[0].http2 == Http2Config(100, 65536, 1 << 20)
+    cfg = parse_config(edit(BASE, "    port: 10000\n",
+                            "    port: 10000\n    http2: {max_concurrent_streams: 7, "
+                            "initial_stream_window_size: 131072, "
+                            "initial_connection_window_size: 4194304}\n"))
+    assert cfg.listeners[0].http2 == Http2Config(7, 131072, 4194304)
+    assert parse_config(config_to_dict(cfg)) == cfg
+    from fastmesh.control.compile import build_snapshot
+    snap = build_snapshot(cfg)
+    lc = snap.listeners["ingress"]
+    assert (lc.h2_max_concurrent_streams, lc.h2_initial_stream_window,
+            lc.h2_initial_connection_window) == (7, 131072, 4194304)
+
+
+@pytest.mark.parametrize("bad", ["{max_concurrent_streams: 0}",
+                                 "{initial_stream_window_size: 100}",
+                                 "{initial_connection_window_size: 2147483648}",
+                                 "{max_streams: 5}"])
+def test_listener_http2_bad_values(bad: str) -> None:
+    err = parse_error(edit(BASE, "    port: 10000\n", f"    port: 10000\n    http2: {bad}\n"))
+    assert "listeners[0].http2" in str(err)
+
+
+def test_http2_settings_forbidden_on_tcp_listener() -> None:
+    text = """\
+listeners:
+  - name: t
+    port: 1
+    protocol: tcp
+    cluster: backend
+    http2: {max_concurrent_streams: 5}
+clusters:
+  - name: backend
+    endpoints:
+      - {address: 127.0.0.1, port: 8081}
+"""
+    err = parse_error(text)
+    assert "http2" in str(err) and "tcp" in str(err)
+
+
+def test_cluster_protocol_compiles() -> None:
+    from fastmesh.control.compile import build_snapshot
+    cfg = parse_config(edit(BASE, "  - name: backend\n", "  - name: backend\n    protocol: auto\n"))
+    assert build_snapshot(cfg).clusters["backend"].protocol_name == "auto"

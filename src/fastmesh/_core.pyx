@@ -17,7 +17,9 @@ C calls (as uvloop does with its handles/*.pyx):
   core_base.pxi     clock, ids, counters, the connection base class, Worker
   core_cluster.pxi  Cluster, Endpoint, per-endpoint upstream connection pools
   core_tcp.pxi      the TCP proxy (connection splicing)
-  core_http.pxi     the HTTP/1.1 reverse proxy (downstream and upstream sides)
+  core_http.pxi     the HTTP/1.1 reverse proxy (downstream and upstream sides) and
+                    ProxyStream, the per-request interface the upstream side talks to
+  core_h2.pxi       HTTP/2: downstream connections/streams, multiplexed upstreams
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -39,3 +41,4 @@ include "core_base.pxi"
 include "core_cluster.pxi"
 include "core_tcp.pxi"
 include "core_http.pxi"
+include "core_h2.pxi"

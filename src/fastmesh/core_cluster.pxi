@@ -5,6 +5,11 @@
 # to the worker, keyed by endpoint address, so a reload keeps warm
 # connections.
 
+cdef enum:  # Cluster.protocol: how requests go to the endpoints
+    PROTO_HTTP1 = 0
+    PROTO_HTTP2 = 1           # h2c prior knowledge, multiplexed (core_h2.pxi)
+    PROTO_AUTO = 2            # the client's protocol (Envoy's USE_DOWNSTREAM_PROTOCOL)
+
 cdef enum:
     HASH_NONE = 0
     HASH_HEADER = 1
@@ -15,11 +20,22 @@ cdef enum:
 cdef class EndpointPool:
     """Idle keep-alive HTTP/1.1 connections to one endpoint (LIFO: the most
     recently used connection is the least likely to have been closed by the
-    upstream)."""
+    upstream), and the HTTP/2 connections that can still open streams."""
     cdef list idle
+    cdef list h2conns
+    cdef uint32_t h2_max_streams  # the endpoint's last SETTINGS_MAX_CONCURRENT_STREAMS
 
     def __cinit__(self):
         self.idle = []
+        self.h2conns = []
+        self.h2_max_streams = 100
+
+    cdef UpstreamH2 get_h2(self):
+        cdef UpstreamH2 c
+        for c in self.h2conns:
+            if c.has_room():
+                return c
+        return None
 
     cdef UpstreamHttp get(self):
         cdef UpstreamHttp c
@@ -36,10 +52,13 @@ cdef class EndpointPool:
 
     cdef void close_all(self):
         cdef UpstreamHttp c
+        cdef UpstreamH2 h
         idle, self.idle = self.idle, []
         for c in idle:
             c.in_pool = False
             c.close()
+        for h in list(self.h2conns):
+            h.drain()
 
     def __len__(self):
         return len(self.idle)
@@ -112,12 +131,13 @@ cdef class Cluster:
     cdef readonly double idle_timeout
     cdef readonly Py_ssize_t buffer_limit
     cdef readonly long max_requests_per_connection
+    cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
     cdef public ClusterStats st           # counters; kept by the worker across reloads
 
     def __init__(self, str name, LoadBalancer lb, list endpoints, str hash_header=None,
                  bint hash_source_ip=False, double connect_timeout=5.0,
                  double idle_timeout=60.0, Py_ssize_t buffer_limit=1048576,
-                 long max_requests_per_connection=0):
+                 long max_requests_per_connection=0, str protocol="http1"):
         if lb.n != len(endpoints):
             raise ValueError(f"cluster {name}: load balancer has {lb.n} endpoints, "
                              f"cluster has {len(endpoints)}")
@@ -135,7 +155,19 @@ cdef class Cluster:
         self.idle_timeout = idle_timeout
         self.buffer_limit = buffer_limit
         self.max_requests_per_connection = max_requests_per_connection
+        if protocol == "http1":
+            self.protocol = PROTO_HTTP1
+        elif protocol == "http2":
+            self.protocol = PROTO_HTTP2
+        elif protocol == "auto":
+            self.protocol = PROTO_AUTO
+        else:
+            raise ValueError(f"cluster {name}: protocol must be http1, http2 or auto")
         self.st = ClusterStats()
+
+    @property
+    def protocol_name(self):
+        return ("http1", "http2", "auto")[self.protocol]
 
     def stats_dict(self):
         return self.st.as_dict()

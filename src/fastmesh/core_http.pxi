@@ -50,10 +50,114 @@ cdef inline bint ci_equal(const char* a, Py_ssize_t alen, const char* b, Py_ssiz
     return True
 
 
+
+cdef class ProxyStream(Conn):
+    """One request/response exchange, as an upstream connection sees it.
+
+    The upstream side (UpstreamHttp for HTTP/1.1, UpstreamH2 for HTTP/2)
+    talks to the request it serves only through these cdef methods, so it
+    does not care whether the client came over HTTP/1.1 (HttpDownstream: the
+    connection is the stream) or HTTP/2 (H2ServerStream: one per stream of an
+    H2Downstream). Virtual cdef calls: a C vtable lookup, no Python call.
+    """
+    cdef ListenerConf conf
+    cdef UpstreamHttp up         # HTTP/1.1 upstream serving this request, or
+    cdef UpstreamH2 up2          # the HTTP/2 upstream connection and our
+    cdef uint32_t up_sid         # stream on it (0 while not yet opened)
+    cdef Route route
+    cdef Cluster cluster
+    cdef int lb_idx
+    cdef int req_method
+    cdef int req_body            # BODY_* (BODY_NONE: bodiless, safe to retry)
+    cdef bint req_done           # the request, body included, was fully received
+    cdef bint resp_started       # response head written to the client
+    cdef bint retried
+    cdef bint closed
+    cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
+    # HTTP/2 upstream: the request header list, request body bytes its flow
+    # control has not taken yet (bounded by the client's window or by pausing
+    # an HTTP/1.1 client) and response DATA not yet acknowledged upstream
+    cdef HeaderList up_hdrs
+    cdef OutBuf up_pending
+    cdef bint up_end             # END_STREAM goes after up_pending
+    cdef HeaderList up_trl       # ... with these trailers (when not None)
+    cdef bint up_done            # END_STREAM went upstream
+    cdef int up_state            # HTTP/2 upstream response: 0 none, 1 head, 2 ended
+    cdef int64_t up_unacked
+
+    cdef void attach_h2(self, Endpoint ep):
+        # Open this request on an HTTP/2 connection to ep: one with room from
+        # the endpoint's pool, or a new one (streams wait until it connects).
+        cdef UpstreamH2 c = ep.pool.get_h2()
+        self.cluster.lb.request_started(self.lb_idx)
+        self.cluster.st.upstream_rq_active += 1
+        if c is None:
+            c = UpstreamH2.__new__(UpstreamH2)
+            c.setup()
+            ep.pool.h2conns.append(c)
+            c.start_connect(self.worker, self.cluster, ep)
+        else:
+            self.cluster.st.upstream_cx_reused += 1
+        c.attach(self)
+
+    cdef void cancel_upstream(self):
+        # The client side gave up on this request.
+        if self.up is not None:
+            self.up.detach_and_abort()
+        if self.up2 is not None:
+            self.up2.cancel(self)
+
+    # --- called by the upstream side (overridden) ---
+    cdef void upstream_ready(self, UpstreamHttp up):
+        pass
+    cdef void write_interim(self, Http1Parser rp, const char* base):
+        pass
+    cdef void write_response_head(self, Http1Parser rp, const char* base):
+        pass
+    cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
+                                     int n, bint end):
+        pass
+    cdef void add_body(self, const char* data, Py_ssize_t n):
+        pass
+    cdef void end_body(self, const char* data, Http1Parser rp):
+        pass
+    cdef void end_body_h2(self, const char* base, HeaderSlice* hs, int n):
+        pass
+    cdef void response_complete(self):
+        pass
+    cdef void upstream_failed(self, int status, bytes body):
+        pass
+    cdef void retry(self):
+        pass
+    cdef void start_tunnel(self):
+        pass
+    cdef void touch_tunnel(self):
+        pass
+    cdef void half_close_tunnel(self):
+        pass
+    cdef void flush(self):
+        pass
+    cdef void close(self):
+        pass
+    cdef void abort(self):
+        pass
+    cdef void peer_paused(self):
+        # The upstream's write buffer is full: stop feeding it request bytes.
+        self.pause_read(PAUSE_PEER)
+    cdef void peer_resumed(self):
+        self.resume_read(PAUSE_PEER)
+    cdef bint can_take(self):
+        # May the HTTP/2 upstream acknowledge response DATA it just handed us?
+        return True
+    cdef void up_body_sent(self, Py_ssize_t n):
+        # The HTTP/2 upstream's flow control took n more bytes of up_pending.
+        pass
+
+
 @cython.final
 cdef class UpstreamHttp(UpstreamBase):
     """One HTTP/1.1 connection to an endpoint; pooled between requests."""
-    cdef HttpDownstream down
+    cdef ProxyStream down
     cdef Http1Parser parser
     cdef bint head_done
     cdef bint in_pool
@@ -62,7 +166,7 @@ cdef class UpstreamHttp(UpstreamBase):
     cdef long requests         # requests sent on this connection
     cdef int lb_idx
 
-    cdef void begin(self, HttpDownstream down, int lb_idx, int method):
+    cdef void begin(self, ProxyStream down, int lb_idx, int method):
         self.down = down
         self.lb_idx = lb_idx
         self.head_done = False
@@ -88,7 +192,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.down.upstream_ready(self)
 
     cdef void connect_failed(self, bint timeout):
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         if d is None:
             return
         self.detach()
@@ -99,7 +203,7 @@ cdef class UpstreamHttp(UpstreamBase):
 
     cdef void detach(self):
         # End this connection's part in the current request.
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         if d is None:
             return
         self.down = None
@@ -108,7 +212,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.cluster.st.upstream_rq_active -= 1
         # Undo pauses either side put on the other.
         self.resume_read(PAUSE_PEER)
-        d.resume_read(PAUSE_PEER)
+        d.peer_resumed()
 
     def buffer_updated(self, Py_ssize_t n):
         self.rbuf.end += n
@@ -121,7 +225,7 @@ cdef class UpstreamHttp(UpstreamBase):
 
     cdef void on_data(self):
         cdef ReadBuffer b = self.rbuf
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         if d is None:
             # Bytes on an idle pooled connection: the upstream broke the
             # protocol (or is closing); it cannot be reused.
@@ -138,7 +242,7 @@ cdef class UpstreamHttp(UpstreamBase):
             self.rbuf.compact()
             self.release_rbuf()
 
-    cdef void process_response(self, HttpDownstream d):
+    cdef void process_response(self, ProxyStream d):
         cdef ReadBuffer b = self.rbuf
         cdef Http1Parser p = self.parser
         cdef Py_ssize_t r, off = 0, seg = 0
@@ -194,7 +298,7 @@ cdef class UpstreamHttp(UpstreamBase):
                     break
         d.flush()
 
-    cdef void finish(self, HttpDownstream d):
+    cdef void finish(self, ProxyStream d):
         # The response is complete. Decide whether this connection can serve
         # another request before handing control back to the downstream (which
         # may at once start its next, pipelined request).
@@ -220,14 +324,14 @@ cdef class UpstreamHttp(UpstreamBase):
         self.abort()
 
     cdef void fail(self, int status, bytes body):
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         self.detach()
         self.abort()
         if d is not None:
             d.upstream_failed(status, body)
 
     def eof_received(self):
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         if d is None:
             return False
         if self.tunnel:
@@ -242,14 +346,14 @@ cdef class UpstreamHttp(UpstreamBase):
 
     def pause_writing(self):
         if self.down is not None:
-            self.down.pause_read(PAUSE_PEER)
+            self.down.peer_paused()
 
     def resume_writing(self):
         if self.down is not None:
-            self.down.resume_read(PAUSE_PEER)
+            self.down.peer_resumed()
 
     def connection_lost(self, exc):
-        cdef HttpDownstream d = self.down
+        cdef ProxyStream d = self.down
         self.closed = True
         if self.connected:
             self.cluster.st.upstream_cx_active -= 1
@@ -288,35 +392,27 @@ cdef class UpstreamHttp(UpstreamBase):
 
 
 @cython.final
-cdef class HttpDownstream(Conn):
-    """A client connection on an HTTP listener."""
+cdef class HttpDownstream(ProxyStream):
+    """A client connection on an HTTP listener (HTTP/1.1: the connection is
+    the stream; a connection that opens with the HTTP/2 preface is handed to
+    an H2Downstream)."""
     cdef ListenerState lst
-    cdef ListenerConf conf
     cdef Http1Parser parser
     cdef ReadBuffer rbuf
     cdef OutBuf out            # toward the client
     cdef OutBuf upout          # toward the upstream
-    cdef UpstreamHttp up
     cdef int state
-    cdef bint closed
     cdef bint in_request       # a request is being served (head seen, response not complete)
-    cdef bint req_done         # the request, body included, was fully received
-    cdef bint resp_started     # response head written to the client
     cdef bint close_after      # close once the current response is written
-    cdef bint retried
     cdef bint chunked_out      # response body is chunk-encoded toward the client
     cdef bint tunnel_eof_in
     cdef bint write_blocked    # transport above its high watermark (pause_writing)
     cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
+    cdef bint seen_head        # a request head was seen (no HTTP/2 preface after that)
+    cdef bint pumping          # inside stream_body_h2 (no re-entry from up_body_sent)
     cdef bytes client_ip
-    cdef bytes req_head        # the request head as sent upstream (kept for a retry)
-    cdef int req_method
     cdef int req_minor
-    cdef int req_body
     cdef bint req_keep_alive
-    cdef Route route
-    cdef Cluster cluster
-    cdef int lb_idx
 
     def __cinit__(self, ListenerState lst):
         self.lst = lst
@@ -378,6 +474,7 @@ cdef class HttpDownstream(Conn):
     cdef void process(self):
         cdef ReadBuffer b
         cdef Py_ssize_t r
+        cdef H2Downstream h2d
         while not self.closed:
             b = self.rbuf
             if b is None or b.end == b.start:
@@ -386,6 +483,16 @@ cdef class HttpDownstream(Conn):
                 if self.in_request or self.write_blocked:
                     return   # pipelined: waits until the current response is done
                              # and the client has taken what we wrote
+                if not self.seen_head and b.data[b.start] == b'P':
+                    # HTTP/2 with prior knowledge: the client preface decides.
+                    r = b.end - b.start
+                    if memcmp(b.data + b.start, PyBytes_AS_STRING(H2_PREFACE), r if r < 24 else 24) == 0:
+                        if r < 24:
+                            return
+                        h2d = H2Downstream.__new__(H2Downstream)
+                        h2d.take_over(self)
+                        return
+                self.seen_head = True
                 r = self.parser.parse_head(b.data + b.start, b.end - b.start)
                 if r == 0:
                     if self.deadline_kind != DL_HEADERS:
@@ -404,6 +511,10 @@ cdef class HttpDownstream(Conn):
                     return
                 self.on_head(r)
             elif self.state == DS_BODY:
+                if self.up2 is not None:
+                    if not self.stream_body_h2():
+                        return
+                    continue
                 if self.up is None or not self.up.connected:
                     return
                 if not self.stream_body():
@@ -444,6 +555,11 @@ cdef class HttpDownstream(Conn):
         self.resp_started = False
         self.retried = False
         self.chunked_out = False
+        self.up_end = False
+        self.up_done = False
+        self.up_trl = None
+        self.up_state = 0
+        self.up_unacked = 0
         self.req_method = p.method
         self.req_minor = p.minor
         self.req_body = p.body
@@ -507,8 +623,12 @@ cdef class HttpDownstream(Conn):
         self.route = route
         self.cluster = c
         self.lb_idx = idx
-        self.build_request_head(base, path, path_len + query_len, host, host_len, absolute,
-                                <Endpoint>c.endpoints[idx])
+        if c.protocol == PROTO_HTTP2:
+            self.build_h2_request(base, path, path_len + query_len, host, host_len, absolute,
+                                  <Endpoint>c.endpoints[idx])
+        else:
+            self.build_request_head(base, path, path_len + query_len, host, host_len, absolute,
+                                    <Endpoint>c.endpoints[idx])
         if p.expect_continue:
             # Answer Expect ourselves (as Envoy does by default) and strip it:
             # the body starts flowing while the upstream connection is made.
@@ -620,6 +740,9 @@ cdef class HttpDownstream(Conn):
     cdef void attach_upstream(self, bint fresh):
         cdef Endpoint ep = <Endpoint>self.cluster.endpoints[self.lb_idx]
         cdef UpstreamHttp up = None
+        if self.cluster.protocol == PROTO_HTTP2:
+            self.attach_h2(ep)
+            return
         self.cluster.lb.request_started(self.lb_idx)
         self.cluster.st.upstream_rq_active += 1
         if not fresh:
@@ -778,7 +901,7 @@ cdef class HttpDownstream(Conn):
             o.add("connection: keep-alive\r\n", 24)
         o.add("\r\n", 2)
 
-    cdef inline void add_body(self, const char* data, Py_ssize_t n):
+    cdef void add_body(self, const char* data, Py_ssize_t n):
         cdef OutBuf o = self.out
         if self.chunked_out:
             o.add_hex(n)
@@ -803,6 +926,7 @@ cdef class HttpDownstream(Conn):
         self.route = None
         self.cluster = None
         self.req_head = None
+        self.up_hdrs = None
         if self.close_after or not self.req_done:
             self.close()
             return
@@ -826,6 +950,166 @@ cdef class HttpDownstream(Conn):
         if not self.req_done:
             self.close_after = True
         self.local_reply(status, body)
+
+    # --- HTTP/2 upstream (core_h2.pxi) ------------------------------------------
+
+    cdef void build_h2_request(self, const char* base, const char* target,
+                               Py_ssize_t target_len, const char* host,
+                               Py_ssize_t host_len, bint absolute, Endpoint ep):
+        # The HTTP/1.1 request as an HTTP/2 header list: Host becomes
+        # :authority; hop-by-hop fields, Expect and the framing headers go
+        # (content-length stays when the length is known; TE only as trailers).
+        cdef Http1Parser p = self.parser
+        cdef HeaderList hl = HeaderList()
+        cdef HeaderList rest
+        cdef int i, f
+        cdef HeaderSlice* hs
+        cdef bytes auth
+        hl.add(":method", 7, base + p.method_off, p.method_len, 0)
+        hl.add(":scheme", 7, "http", 4, 0)
+        if host_len:
+            hl.add(":authority", 10, host, host_len, 0)
+        else:
+            auth = f"{ep.host}:{ep.port}".encode()
+            hl.add(":authority", 10, auth, len(auth), 0)
+        hl.add(":path", 5, target, target_len, 0)
+        rest = build_h2_request(base, p.headers, p.nheaders, self.client_ip, self.conf, False)
+        for i in range(rest.n):
+            hs = &rest.hs[i]
+            f = hs.flags
+            if f & HF_EXPECT or f & HF_CONTENT_LENGTH:
+                continue
+            hl.add(rest.base() + hs.name_off, hs.name_len, rest.base() + hs.value_off,
+                   hs.value_len, f)
+        if p.body == BODY_LENGTH:
+            hl.add_uint("content-length", 14, p.content_length)
+        self.up_hdrs = hl
+        if self.up_pending is None:
+            self.up_pending = OutBuf(4096)
+        self.up_pending.len = 0
+        self.up_end = p.body == BODY_NONE
+
+    cdef bint stream_body_h2(self):
+        # Request body toward an HTTP/2 upstream: unframed, into up_pending
+        # (its flow control takes it from there); the client is paused while
+        # more than H2_STREAM_BUFFER bytes wait.
+        cdef ReadBuffer b = self.rbuf
+        cdef Http1Parser p = self.parser
+        cdef Py_ssize_t r, off = 0, seg = 0
+        cdef const char* data
+        cdef bint more = True
+        self.pumping = True
+        while b.end > b.start:
+            if self.up_pending.len >= H2_STREAM_BUFFER:
+                if self.up2 is not None:
+                    self.up2.pump(self)
+                    self.up2.flush()
+                if self.up_pending.len >= H2_STREAM_BUFFER:
+                    # up_body_sent() resumes once the upstream took half of it
+                    self.pause_read(PAUSE_PEER)
+                    more = False
+                    break
+            data = b.data + b.start
+            r = p.parse_body(data, b.end - b.start, &off, &seg)
+            if r < 0:
+                self.pumping = False
+                self.worker.stats.downstream_cx_protocol_error += 1
+                self.close_after = True
+                self.cancel_upstream()
+                if self.resp_started:
+                    self.abort()
+                else:
+                    self.local_reply(p.error_status, (p.error_reason or "bad request").encode() + b"\n")
+                return False
+            if seg > 0:
+                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+                self.up_pending.add(data + off, seg)
+            b.start += r
+            if p.message_done:
+                if p.trailer_len:
+                    self.up_trl = HeaderList()
+                    self.up_trl.add_h1_lines(data + p.trailer_off, p.trailer_len)
+                self.up_end = True
+                self.req_done = True
+                self.state = DS_WAIT
+                if not self.resp_started:
+                    self.arm_response_timer()
+                break
+            if r == 0:
+                more = False
+                break
+        if self.up2 is not None:
+            self.up2.pump(self)
+            self.up2.flush()
+        self.pumping = False
+        return more and self.state == DS_BODY
+
+    cdef void up_body_sent(self, Py_ssize_t n):
+        if (self.read_paused & (PAUSE_PEER | PAUSE_BUFFER) and not self.pumping
+                and self.up_pending.len < H2_STREAM_BUFFER // 2):
+            self.resume_read(PAUSE_PEER | PAUSE_BUFFER)
+            self.process()
+            self.flush()
+
+    cdef bint can_take(self):
+        return not self.write_blocked
+
+    cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
+                                     int n, bint end):
+        cdef OutBuf o = self.out
+        cdef int i
+        cdef bint have_cl = False
+        cdef bytes reason = REASONS.get(status, b"Unknown")
+        self.resp_started = True
+        self.worker.stats.count_status(status)
+        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        if not self.req_done:
+            self.close_after = True
+        o.add("HTTP/1.1 ", 9)
+        o.add_uint(status)
+        o.add(" ", 1)
+        o.add_bytes(reason)
+        o.add("\r\n", 2)
+        for i in range(n):
+            if hs[i].name_len and base[hs[i].name_off] == b':':
+                continue
+            if hs[i].flags & (HF_HOP | HF_TRANSFER_ENCODING):
+                continue
+            if hs[i].flags & HF_CONTENT_LENGTH:
+                have_cl = True
+            o.add(base + hs[i].name_off, hs[i].name_len)
+            o.add(": ", 2)
+            o.add(base + hs[i].value_off, hs[i].value_len)
+            o.add("\r\n", 2)
+        if end:
+            if (not have_cl and status >= 200 and status != 204 and status != 304
+                    and self.req_method != M_HEAD):
+                o.add("content-length: 0\r\n", 19)
+        elif not have_cl or self.req_method == M_HEAD:
+            if self.req_minor == 1:
+                self.chunked_out = True
+                o.add("transfer-encoding: chunked\r\n", 28)
+            else:
+                self.close_after = True
+        if self.close_after:
+            o.add("connection: close\r\n", 19)
+        elif self.req_minor == 0:
+            o.add("connection: keep-alive\r\n", 24)
+        o.add("\r\n", 2)
+        self.flush()
+
+    cdef void end_body_h2(self, const char* base, HeaderSlice* hs, int n):
+        cdef int i
+        cdef OutBuf o = self.out
+        if self.chunked_out:
+            o.add("0\r\n", 3)
+            for i in range(n):
+                o.add(base + hs[i].name_off, hs[i].name_len)
+                o.add(": ", 2)
+                o.add(base + hs[i].value_off, hs[i].value_len)
+                o.add("\r\n", 2)
+            o.add("\r\n", 2)
+        self.flush()
 
     # --- responses the proxy makes ---------------------------------------------
 
@@ -866,7 +1150,7 @@ cdef class HttpDownstream(Conn):
 
     # --- writing ----------------------------------------------------------
 
-    cdef inline void flush(self):
+    cdef void flush(self):
         if self.out.len and self.transport is not None:
             self.transport.write(self.out.take())
 
@@ -882,6 +1166,8 @@ cdef class HttpDownstream(Conn):
         self.write_blocked = False
         if self.up is not None:
             self.up.resume_read(PAUSE_PEER)
+        if self.up2 is not None:
+            self.up2.ack(self)
         self.resume_read(PAUSE_WRITE)
         if not self.closed and not self.in_request:
             self.process()
@@ -900,7 +1186,7 @@ cdef class HttpDownstream(Conn):
         # Bytes the client sent after its upgrade request belong to the tunnel.
         self.process()
 
-    cdef inline void touch_tunnel(self):
+    cdef void touch_tunnel(self):
         self.set_deadline(DL_IDLE, self.conf.idle_timeout)
 
     cdef void half_close_tunnel(self):
@@ -951,8 +1237,7 @@ cdef class HttpDownstream(Conn):
         elif kind == DL_RESPONSE:
             if self.cluster is not None:
                 self.cluster.st.upstream_rq_timeout += 1
-            if self.up is not None:
-                self.up.detach_and_abort()
+            self.cancel_upstream()
             if self.resp_started:
                 self.abort()
             else:
@@ -989,6 +1274,8 @@ cdef class HttpDownstream(Conn):
             w.stats.downstream_rq_active -= 1
             w.stats.downstream_rq_rx_reset += 1
         self.unlink()
+        if self.up2 is not None:
+            self.up2.cancel(self)
         if up is not None:
             if up.tunnel:
                 up.down = None

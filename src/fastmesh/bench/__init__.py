@@ -26,7 +26,7 @@ EXIT_MISSING_TOOL = 2
 # Kept here (not imported from the submodules) so that building the `fastmesh`
 # argument parser stays cheap for `fastmesh run`; checked against the tables
 # in run() and in tests.
-SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp"]
+SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
 PROXY_NAMES = ["fastmesh", "envoy", "haproxy", "nginx"]
 
 

@@ -3,8 +3,8 @@
 `LOADGENS` maps a scenario's `loadgen` key to a class with
 `tool` (the program, for the missing-tool check), `script(workdir)` (write
 any helper file once) and `command(url, scenario, duration, workdir)` and
-`parse(text) -> RunResult`. wrk is the only one today; h2load (h2 scenario)
-slots in next to it.
+`parse(text) -> RunResult`. wrk drives the HTTP/1.1 scenarios, h2load
+(nghttp2) the h2 and grpc ones.
 """
 from __future__ import annotations
 
@@ -137,4 +137,85 @@ class Wrk:
         return parse_wrk(text)
 
 
-LOADGENS = {"wrk": Wrk}
+_H2LOAD_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_h2load(text: str, log_path: str | None = None) -> RunResult:
+    """Parse h2load's summary; percentiles come from its --log-file (one line
+    per request: start time, status, duration in microseconds) when given."""
+    r = RunResult(raw=text)
+    m = re.search(r"^finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s, ", text, re.M)
+    if m:
+        r.duration_s = float(m.group(1)) * _H2LOAD_UNITS_MS[m.group(2)] / 1000
+        r.requests_per_sec = float(m.group(3))
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
+    if m:
+        r.requests = int(m.group(4))
+        errors["read"] = int(m.group(6))
+        errors["timeout"] = int(m.group(7))
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        errors["status"] = int(m.group(3)) + int(m.group(4))
+    r.errors = errors
+    m = re.search(r"^traffic: \S+ \((\d+)\) total", text, re.M)
+    if m:
+        r.bytes = int(m.group(1))
+    m = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+"
+                  r"([\d.]+)(us|ms|s)", text, re.M)
+    if m:
+        r.latency_ms["max"] = float(m.group(3)) * _H2LOAD_UNITS_MS[m.group(4)]
+        r.latency_ms["mean"] = float(m.group(5)) * _H2LOAD_UNITS_MS[m.group(6)]
+    if log_path and os.path.exists(log_path):
+        durs = []
+        with open(log_path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1].isdigit() and 200 <= int(parts[1]) < 400:
+                    durs.append(int(parts[2]))
+        durs.sort()
+        if durs:
+            for name, q in (("p50", 0.50), ("p75", 0.75), ("p90", 0.90), ("p99", 0.99),
+                            ("p99.9", 0.999)):
+                r.latency_ms[name] = durs[min(len(durs) - 1, int(q * len(durs)))] / 1000
+    return r
+
+
+class H2load:
+    """h2load (nghttp2) over h2c with prior knowledge: `connections` clients,
+    `streams` concurrent streams each; for gRPC a fixed POST body and the
+    gRPC headers."""
+    tool = "h2load"
+
+    def __init__(self, path: str):
+        self.path = path
+        self.workdir: str | None = None
+        self.log_path: str | None = None
+        self.grpc_body: str | None = None
+
+    def prepare(self, workdir: str) -> None:
+        from fastmesh.bench.grpcorigin import grpc_frame
+
+        self.workdir = workdir
+        self.grpc_body = os.path.join(workdir, "bench-grpc-request.bin")
+        with open(self.grpc_body, "wb") as f:
+            f.write(grpc_frame())
+
+    def command(self, url: str, scenario, duration: float) -> list[str]:
+        self.log_path = os.path.join(self.workdir or ".", "bench-h2load.log")
+        if os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+        argv = [self.path, f"-t{scenario.threads}", f"-c{scenario.connections}",
+                f"-m{scenario.streams}", f"-D{max(1, round(duration))}",
+                f"--log-file={self.log_path}"]
+        if scenario.mode == "grpc":
+            argv += ["-d", self.grpc_body, "-H", "content-type: application/grpc",
+                     "-H", "te: trailers"]
+        return argv + [url]
+
+    def parse(self, text: str) -> RunResult:
+        return parse_h2load(text, self.log_path)
+
+
+LOADGENS = {"wrk": Wrk, "h2load": H2load}

@@ -80,7 +80,7 @@ class Peer:
     name = ""
     tool = ""
     required = False          # missing -> exit 2 (instead of skipped with a note)
-    modes = ("http", "tcp")
+    modes = ("http", "tcp", "h2", "grpc")
 
     def available(self) -> str | None:
         if tools.which(self.tool) is None:
@@ -115,6 +115,10 @@ class Fastmesh(Peer):
     def config(self, mode: str, port: int, origin_port: int) -> dict:
         cluster = {"name": "origin", "connect_timeout": "5s",
                    "endpoints": [{"address": "127.0.0.1", "port": origin_port}]}
+        if mode == "grpc":
+            # h2 toward the grpcio origin (the h2 scenario's origin is HTTP/1.1 nginx;
+            # every http listener takes h2c from clients).
+            cluster["protocol"] = "http2"
         if mode == "tcp":
             listener = {"name": "bench", "address": "127.0.0.1", "port": port,
                         "protocol": "tcp", "cluster": "origin"}
@@ -172,7 +176,14 @@ class Envoy(Peer):
                     "@type": "type.googleapis.com/envoy.extensions.filters.network."
                              "http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": "bench",
+                    # AUTO: HTTP/2 when the connection opens with the h2 preface (h2c
+                    # prior knowledge), else HTTP/1.1; http2_protocol_options as ours:
+                    # 100 streams, 64 KiB stream / 1 MiB connection windows.
                     "codec_type": "AUTO",
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": 100,
+                        "initial_stream_window_size": 65536,
+                        "initial_connection_window_size": 1048576},
                     "generate_request_id": False,
                     "route_config": {"name": "all", "virtual_hosts": [{
                         "name": "all", "domains": ["*"],
@@ -198,9 +209,20 @@ class Envoy(Peer):
                         "max_retries": VERY_HIGH}]},
                     "load_assignment": {"cluster_name": "origin", "endpoints": [{
                         "lb_endpoints": [{"endpoint": {"address": sock(origin_port)}}]}]},
+                    **self._upstream_protocol(mode),
                 }],
             },
         }
+
+    @staticmethod
+    def _upstream_protocol(mode: str) -> dict:
+        if mode != "grpc":
+            return {}
+        return {"typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}}
 
     def command(self, workdir, mode, port, origin_port):
         self._admin_path = os.path.join(workdir, f"envoy-{mode}-admin.txt")
@@ -250,7 +272,7 @@ frontend bench
     default_backend origin
 
 backend origin
-    server origin 127.0.0.1:{origin_port}
+    server origin 127.0.0.1:{origin_port}{" proto h2" if mode == "grpc" else ""}
 """
         path = self._write(workdir, f"haproxy-{mode}.cfg", cfg)
         return [tools.require("haproxy"), "-db", "-f", path]
@@ -259,6 +281,8 @@ backend origin
 class NginxProxy(Peer):
     name = "nginx"
     tool = "nginx"
+    modes = ("http", "tcp")   # nginx serves h2c only on an h2-only listener (no HTTP/1.1
+                              # on that port), and cannot proxy gRPC without grpc_pass
 
     def supports(self, mode):
         if mode == "tcp":

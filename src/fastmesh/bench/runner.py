@@ -83,6 +83,12 @@ def preflight(opts: Options) -> tuple[list[str], list[str], list[str]]:
     for t in needed:
         if tools.which(t) is None:
             fatal.append(str(tools.MissingTool(t)))
+    if any(SCENARIOS[s].origin == "grpc" for s in opts.scenarios):
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            fatal.append("grpcio not found (the grpc scenario's origin and check): "
+                         "pip install grpcio")
     proxies = []
     for name in opts.proxies:
         peer = PEERS[name]
@@ -182,11 +188,13 @@ class Bench:
         return self.procs.start(name, procs.pin_prefix(cpu) + argv, self.workdir,
                                 os.path.join(self.workdir, f"{name}.log"))
 
-    def _wait_responding(self, p: procs.Proc, port: int, timeout: float) -> float:
-        """Poll GET / through `port` until it answers; ms since spawn."""
+    def _wait_responding(self, p: procs.Proc, port: int, timeout: float,
+                         check=None) -> float:
+        """Poll GET / (or `check(port)`) through `port` until it answers; ms since spawn."""
         deadline = time.monotonic() + timeout
+        check = check or _responds
         while time.monotonic() < deadline:
-            if _responds(port):
+            if check(port):
                 return (time.monotonic() - p.spawned_at) * 1000
             if not p.alive():
                 raise BenchError(f"{p.name} exited during startup (status {p.popen.returncode}):\n"
@@ -207,18 +215,39 @@ class Bench:
                     f"CPU {self.proxy_cpu}" if self.proxy_cpu is not None else " (no pinning)"))
         return port
 
+    def _start_grpc_origin(self) -> tuple[procs.Proc, int]:
+        """The grpc scenario's origin: a grpcio server (grpcorigin.py)."""
+        from fastmesh.bench import grpcorigin
+
+        port = procs.free_port()
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pp = os.environ.get("PYTHONPATH")
+        argv = ["env", f"PYTHONPATH={src}{os.pathsep + pp if pp else ''}",
+                sys.executable, "-m", "fastmesh.bench.grpcorigin", str(port)]
+        p = self._start("grpc-origin", argv, self.load_cpu)
+        self._wait_responding(p, port, 20, grpcorigin.call_ok)
+        self.say(f"grpc origin: grpcio on 127.0.0.1:{port}")
+        return p, port
+
     def _start_proxy(self, name: str, scenario, origin_port: int) -> Target:
         peer = PEERS[name]
         port = procs.free_port()
         argv = peer.command(self.workdir, scenario.mode, port, origin_port)
         p = self._start(f"{name}-{scenario.name}", argv, self.proxy_cpu)
         t = Target(name, port, p)
-        t.startup_ms = self._wait_responding(p, port, 30)
+        check = None
+        if scenario.origin == "grpc":
+            from fastmesh.bench.grpcorigin import call_ok as check
+        t.startup_ms = self._wait_responding(p, port, 30, check)
         deadline = time.monotonic() + 10
         while not peer.ready():
             if time.monotonic() > deadline:
                 raise BenchError(f"{name} answers but never reports ready")
             time.sleep(0.01)
+        if scenario.origin == "grpc":
+            time.sleep(0.3)
+            t.idle_rss_kib = procs.status_kib(p.pids(), "VmRSS")
+            return t
         r = http_get(port, scenario.path, timeout=2)
         if r is None or r[0] != 200 or len(r[1]) != scenario.body_size:
             raise BenchError(f"{name}: GET {scenario.path} through the proxy did not return "
@@ -233,7 +262,12 @@ class Bench:
         o = self.opts
         self.say(f"[{scenario.name}] {scenario.title}")
         skipped = {}
-        targets = [Target(DIRECT, origin_port)]
+        origin_proc = None
+        if scenario.origin == "grpc":
+            origin_proc, origin_port = self._start_grpc_origin()
+        # The direct row needs an origin that speaks the load generator's
+        # protocol (not so for h2 -> the HTTP/1.1 nginx origin).
+        targets = [Target(DIRECT, origin_port)] if scenario.direct else []
         try:
             for name in proxies:
                 why = PEERS[name].supports(scenario.mode)
@@ -258,6 +292,8 @@ class Bench:
             for t in targets:
                 if t.proc is not None:
                     self.procs.stop(t.proc)
+            if origin_proc is not None:
+                self.procs.stop(origin_proc)
         return self._aggregate(scenario, targets, skipped)
 
     def _measured_run(self, scenario, t: Target, rnd: int) -> None:

@@ -26,6 +26,9 @@ class Scenario:
     connections: int = 64
     threads: int = 1          # load generator threads (it has one core)
     body_size: int = len(SMALL_BODY)
+    streams: int = 1          # h2load: concurrent streams per connection
+    origin: str = "nginx"     # "nginx" (HTTP/1.1) | "grpc" (grpcio, see grpcorigin.py)
+    direct: bool = True       # also measure the origin without a proxy
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -40,6 +43,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              path="/64k", body_size=LARGE_BODY_SIZE),
     Scenario("tcp", "L4 (TCP) proxy, HTTP/1.1 keep-alive through it, 64 connections, GET /",
              "tcp"),
+    # h2c (prior knowledge) toward the proxy, HTTP/1.1 toward the nginx origin.
+    Scenario("h2", "HTTP/2 (h2c), 16 connections x 10 streams, GET / (13 B) to an HTTP/1.1 "
+             "origin", "h2", loadgen="h2load", connections=16, streams=10, direct=False),
+    # h2c on both sides; the grpcio origin echoes a 15-byte message.
+    Scenario("grpc", "gRPC unary over h2c, 16 connections x 10 streams, h2 upstream (grpcio "
+             "origin)", "grpc", loadgen="h2load", connections=16, streams=10,
+             path="/fmbench.Bench/Unary", body_size=0, origin="grpc"),
 ]}
 
-DEFAULT_SCENARIOS = ["h1", "h1-conn1", "h1-64k", "tcp"]
+DEFAULT_SCENARIOS = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]

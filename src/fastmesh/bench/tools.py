@@ -154,6 +154,7 @@ def machine_info() -> dict:
             "haproxy": tool_version("haproxy"),
             "nginx": tool_version("nginx"),
             "wrk": tool_version("wrk"),
+            "h2load": tool_version("h2load"),
         },
         "argv": sys.argv,
     }

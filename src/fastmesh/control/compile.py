@@ -63,6 +63,7 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.Cluster:
         connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout,
         buffer_limit=cfg.per_connection_buffer_limit,
         max_requests_per_connection=cfg.max_requests_per_connection,
+        protocol=cfg.protocol,
     )
 
 
@@ -112,6 +113,9 @@ def build_listener(cfg: ListenerConfig, clusters: dict[str, _core.Cluster]) -> _
         max_headers=cfg.max_headers_count,
         xff_append=cfg.xff_append,
         gen_request_id=cfg.generate_request_id,
+        h2_max_concurrent_streams=cfg.http2.max_concurrent_streams,
+        h2_initial_stream_window=cfg.http2.initial_stream_window_size,
+        h2_initial_connection_window=cfg.http2.initial_connection_window_size,
     )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "RouteMatchConfig",
     "HeaderMatchConfig",
     "WeightedClusterConfig",
+    "Http2Config",
     "DirectResponseConfig",
     "ClusterConfig",
     "HashPolicyConfig",
@@ -58,6 +59,7 @@ __all__ = [
 
 PROTOCOLS: tuple[str, ...] = ("http", "tcp")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
+UPSTREAM_PROTOCOLS: tuple[str, ...] = ("http1", "http2", "auto")
 ROUTE_ACTIONS: tuple[str, ...] = ("cluster", "weighted_clusters", "direct_response")
 
 # Defaults (seconds for durations, bytes for sizes). docs/config.md lists the same values.
@@ -77,6 +79,10 @@ DEFAULT_CLUSTER_IDLE_TIMEOUT = 60.0
 DEFAULT_RING_MIN = 1024
 DEFAULT_RING_MAX = 8388608          # Envoy's default and upper bound (8M entries)
 DEFAULT_MAGLEV_TABLE_SIZE = 65537   # Envoy's default; a prime
+DEFAULT_H2_MAX_CONCURRENT_STREAMS = 100
+DEFAULT_H2_INITIAL_STREAM_WINDOW = 65536
+DEFAULT_H2_INITIAL_CONNECTION_WINDOW = 1 << 20
+H2_MAX_WINDOW = (1 << 31) - 1
 MAX_MAGLEV_TABLE_SIZE = 5000011     # Envoy's upper bound; a prime
 MAX_BUFFER_LIMIT = 1 << 30
 MAX_ROUTE_WEIGHT = 1_000_000
@@ -202,6 +208,16 @@ class VirtualHostConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Http2Config:
+    """HTTP/2 settings a listener announces to its h2 clients (Envoy's
+    http2_protocol_options names)."""
+
+    max_concurrent_streams: int = DEFAULT_H2_MAX_CONCURRENT_STREAMS
+    initial_stream_window_size: int = DEFAULT_H2_INITIAL_STREAM_WINDOW
+    initial_connection_window_size: int = DEFAULT_H2_INITIAL_CONNECTION_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """A listening socket. HTTP-only fields keep their defaults on tcp listeners."""
 
@@ -219,6 +235,8 @@ class ListenerConfig:
     xff_append: bool
     generate_request_id: bool
     virtual_hosts: tuple[VirtualHostConfig, ...]   # http only; () for tcp
+    http2: Http2Config = Http2Config()             # http only
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +276,7 @@ class ClusterConfig:
     per_connection_buffer_limit: int
     max_requests_per_connection: int   # 0 = unlimited
     endpoints: tuple[EndpointConfig, ...]
+    protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +383,9 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         max_headers_count=lst.max_headers_count,
         xff_append=lst.xff_append,
         generate_request_id=lst.generate_request_id,
+        http2={"max_concurrent_streams": lst.http2.max_concurrent_streams,
+               "initial_stream_window_size": lst.http2.initial_stream_window_size,
+               "initial_connection_window_size": lst.http2.initial_connection_window_size},
         virtual_hosts=[
             {
                 "name": vh.name,
@@ -425,6 +447,7 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
         idle_timeout=c.idle_timeout,
         per_connection_buffer_limit=c.per_connection_buffer_limit,
         max_requests_per_connection=c.max_requests_per_connection,
+        protocol=c.protocol,
         endpoints=[{"address": e.address, "port": e.port, "weight": e.weight}
                    for e in c.endpoints],
     )
@@ -889,14 +912,17 @@ _ADMIN_KEYS = ("address", "port")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
-                  "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts")
+                  "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
+                  "http2")
+_HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
+               "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
 _ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout",)
 _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
-                 "endpoints")
+                 "endpoints", "protocol")
 _ENDPOINT_KEYS = ("address", "port", "weight")
 
 
@@ -966,6 +992,21 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         xff_append=m.get("xff_append", _bool, True) if http else True,
         generate_request_id=m.get("generate_request_id", _bool, True) if http else True,
         virtual_hosts=virtual_hosts,
+        http2=m.section("http2", _parse_http2, Http2Config()) if http else Http2Config(),
+    )
+
+
+def _parse_http2(ctx: _Ctx, path: Path, value: Any) -> Http2Config:
+    m = _Map(ctx, path, value, _HTTP2_KEYS, "http2 settings")
+    return Http2Config(
+        max_concurrent_streams=m.get("max_concurrent_streams", _int(1, H2_MAX_WINDOW),
+                                     DEFAULT_H2_MAX_CONCURRENT_STREAMS),
+        initial_stream_window_size=m.get("initial_stream_window_size",
+                                         _int(65535, H2_MAX_WINDOW),
+                                         DEFAULT_H2_INITIAL_STREAM_WINDOW),
+        initial_connection_window_size=m.get("initial_connection_window_size",
+                                             _int(65535, H2_MAX_WINDOW),
+                                             DEFAULT_H2_INITIAL_CONNECTION_WINDOW),
     )
 
 
@@ -1120,6 +1161,7 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         max_requests_per_connection=m.get("max_requests_per_connection",
                                           _int(0, (1 << 32) - 1), 0),
         endpoints=endpoints,
+        protocol=m.get("protocol", _enum(UPSTREAM_PROTOCOLS), "http1"),
     )
 
 
