@@ -158,6 +158,7 @@ cdef class Conn:
     cdef int read_paused          # PAUSE_* bits
     cdef int fd                   # the socket, for direct writes (-1: none)
     cdef bint uv_pending          # the transport holds unsent bytes of ours
+    cdef bint closed              # we closed (or aborted) it: the fd may be gone
 
     cdef inline void set_transport(self, object transport):
         self.transport = transport
@@ -174,6 +175,11 @@ cdef class Conn:
         # never overtake each other.
         cdef ssize_t r = 0
         if n <= 0 or self.transport is None:
+            return 0
+        if self.closed:
+            # After close() uvloop may have released the fd already: only the
+            # transport knows what to do with late bytes.
+            self.transport.write(PyBytes_FromStringAndSize(p, n))
             return 0
         if self.uv_pending:
             if self.transport.get_write_buffer_size():

@@ -213,7 +213,7 @@ cdef class UpstreamH2(UpstreamBase):
             self.flush()
 
     def connection_made(self, transport):
-        self.transport = transport
+        self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
         transport.set_write_buffer_limits(self.cluster.buffer_limit)
@@ -290,7 +290,8 @@ cdef class UpstreamH2(UpstreamBase):
 
     cdef inline void flush(self):
         if self.transport is not None and self.h2.out.len:
-            self.transport.write(self.h2.out.take())
+            self.send(self.h2.out.data, self.h2.out.len)
+            self.h2.out.clear()
             if not self.write_blocked:
                 self.h2.flushed()
 
@@ -519,7 +520,6 @@ cdef class H2Downstream(Conn):
     cdef ReadBuffer rbuf
     cdef dict streams            # sid -> H2ServerStream
     cdef bytes client_ip
-    cdef bint closed
     cdef bint write_blocked
     cdef bint draining
     cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
@@ -529,7 +529,7 @@ cdef class H2Downstream(Conn):
         cdef ListenerConf conf = h1.conf
         self.lst = h1.lst
         self.conf = conf
-        self.transport = h1.transport
+        self.set_transport(h1.transport)
         self.rbuf = h1.rbuf
         self.client_ip = h1.client_ip
         self.streams = {}
@@ -642,7 +642,8 @@ cdef class H2Downstream(Conn):
 
     cdef inline void flush(self):
         if self.transport is not None and self.h2.out.len:
-            self.transport.write(self.h2.out.take())
+            self.send(self.h2.out.data, self.h2.out.len)
+            self.h2.out.clear()
             if not self.write_blocked:
                 self.h2.flushed()
 
@@ -970,13 +971,15 @@ cdef class H2ServerStream(ProxyStream):
     cdef void upstream_ready(self, UpstreamHttp up):
         cdef int64_t n
         if self.h1buf is not None and self.h1buf.len:
-            up.transport.write(self.req_head + self.h1buf.take())
+            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
+            up.send(self.h1buf.data, self.h1buf.len)
+            self.h1buf.clear()
             n = self.h1buf_raw
             self.h1buf_raw = 0
             self.ack(n)
             self.conn.flush_later()
         else:
-            up.transport.write(self.req_head)
+            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
 
     cdef void retry(self):
         self.retried = True
@@ -1008,9 +1011,9 @@ cdef class H2ServerStream(ProxyStream):
                 o.add("\r\n", 2)
                 o.add(p, n)
                 o.add("\r\n", 2)
-                self.up.transport.write(o.take())
+                self.up.send(o.data, o.len)
             else:
-                self.up.transport.write(PyBytes_FromStringAndSize(p, n))
+                self.up.send(p, n)
             self.ack(n)
         else:
             if self.h1buf is None:
@@ -1049,7 +1052,8 @@ cdef class H2ServerStream(ProxyStream):
             o.add("\r\n", 2)
             self.chunked_up = False      # the last chunk is written
             if self.up.transport is not None and o is not self.h1buf:
-                self.up.transport.write(o.take())
+                self.up.send(o.data, o.len)
+                o.clear()
         self.on_req_end()
 
     cdef void on_req_end(self):
@@ -1067,7 +1071,7 @@ cdef class H2ServerStream(ProxyStream):
         elif self.chunked_up and self.up is not None:
             self.chunked_up = False
             if self.up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):
-                self.up.transport.write(b"0\r\n\r\n")
+                self.up.send("0\r\n\r\n", 5)
             else:
                 if self.h1buf is None:
                     self.h1buf = OutBuf(64)

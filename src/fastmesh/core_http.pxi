@@ -72,7 +72,6 @@ cdef class ProxyStream(Conn):
     cdef bint req_done           # the request, body included, was fully received
     cdef bint resp_started       # response head written to the client
     cdef bint retried
-    cdef bint closed
     cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
     # HTTP/2 upstream: the request header list, request body bytes its flow
     # control has not taken yet (bounded by the client's window or by pausing
@@ -180,7 +179,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.set_deadline(DL_NONE, 0)
 
     def connection_made(self, transport):
-        self.transport = transport
+        self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
         transport.set_write_buffer_limits(self.cluster.buffer_limit)
@@ -233,7 +232,7 @@ cdef class UpstreamHttp(UpstreamBase):
             return
         self.got_bytes = True
         if self.tunnel:
-            d.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+            d.send(b.data + b.start, b.end - b.start)
             b.start = b.end
             d.touch_tunnel()
         else:
@@ -275,7 +274,7 @@ cdef class UpstreamHttp(UpstreamBase):
                 if p.upgrade:
                     d.start_tunnel()
                     if b.end > b.start:
-                        d.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+                        d.send(b.data + b.start, b.end - b.start)
                         b.start = b.end
                     break
                 if p.body == BODY_NONE:
@@ -420,7 +419,7 @@ cdef class HttpDownstream(ProxyStream):
     def connection_made(self, transport):
         cdef Worker w = self.lst.worker
         cdef ListenerConf conf = self.lst.conf
-        self.transport = transport
+        self.set_transport(transport)
         self.conf = conf
         self.link(w)
         w.stats.downstream_cx_total += 1
@@ -522,7 +521,7 @@ cdef class HttpDownstream(ProxyStream):
             elif self.state == DS_TUNNEL:
                 if self.up is None or self.up.transport is None:
                     return
-                self.up.transport.write(PyBytes_FromStringAndSize(b.data + b.start, b.end - b.start))
+                self.up.send(b.data + b.start, b.end - b.start)
                 b.start = b.end
                 self.touch_tunnel()
                 return
@@ -751,7 +750,7 @@ cdef class HttpDownstream(ProxyStream):
             self.cluster.st.upstream_cx_reused += 1
             self.up = up
             up.begin(self, self.lb_idx, self.req_method)
-            up.transport.write(self.req_head)
+            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
             self.process()
         else:
             up = UpstreamHttp.__new__(UpstreamHttp)
@@ -760,7 +759,7 @@ cdef class HttpDownstream(ProxyStream):
             up.start_connect(self.worker, self.cluster, ep)
 
     cdef void upstream_ready(self, UpstreamHttp up):
-        up.transport.write(self.req_head)
+        up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
         self.resume_read(PAUSE_BUFFER)
         self.process()
         self.flush()
@@ -816,7 +815,8 @@ cdef class HttpDownstream(ProxyStream):
                 more = False
                 break
         if o.len and self.up is not None and self.up.transport is not None:
-            self.up.transport.write(o.take())
+            self.up.send(o.data, o.len)
+            o.clear()
         o.clear()
         if self.req_done and not self.in_request:
             pass
@@ -1152,7 +1152,8 @@ cdef class HttpDownstream(ProxyStream):
 
     cdef void flush(self):
         if self.out.len and self.transport is not None:
-            self.transport.write(self.out.take())
+            self.send(self.out.data, self.out.len)
+            self.out.clear()
 
     def pause_writing(self):
         # The client reads slower than we write: slow the upstream down and

@@ -13,7 +13,6 @@ cdef class UpstreamBase(Conn):
     cdef Endpoint ep
     cdef object connect_task
     cdef bint connected
-    cdef bint closed
     cdef ReadBuffer rbuf
 
     def __call__(self):
@@ -120,9 +119,9 @@ cdef class TcpUpstream(UpstreamBase):
         b.start = b.end = 0
         self.release_rbuf()
 
-    def data_received(self, data):
+    def data_received(self, bytes data):
         if self.down is not None and not self.down.closed:
-            self.down.transport.write(data)
+            self.down.send(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
             self.down.touch()
 
     def eof_received(self):
@@ -167,7 +166,6 @@ cdef class TcpDownstream(Conn):
     cdef ListenerConf conf
     cdef TcpUpstream up
     cdef ReadBuffer rbuf
-    cdef bint closed
     cdef bint eof_in
 
     def __cinit__(self, ListenerState lst):
