@@ -696,10 +696,11 @@ cdef inline bint _never_index(const char* name, Py_ssize_t nlen, Py_ssize_t vlen
     return False
 
 
-cdef inline bint _no_index(const char* name, Py_ssize_t nlen) noexcept nogil:
+cdef inline bint _no_index(const char* name, Py_ssize_t nlen, Py_ssize_t vlen) noexcept nogil:
     # Values that change on (almost) every message only churn the table
-    # (nghttp2's list).
-    if nlen == 5: return memcmp(name, b":path", 5) == 0
+    # (nghttp2's list). A short :path is indexed: in a mesh most requests are
+    # RPCs to a few method paths (gRPC), which then cost one byte each.
+    if nlen == 5: return memcmp(name, b":path", 5) == 0 and vlen > 64
     if nlen == 3: return memcmp(name, b"age", 3) == 0
     if nlen == 14: return memcmp(name, b"content-length", 14) == 0
     if nlen == 4: return memcmp(name, b"etag", 4) == 0
@@ -813,7 +814,7 @@ cdef class HpackEncoder:
             if full_idx and not sensitive:
                 _enc_int(out, <uint64_t>full_idx, 7, 0x80)
                 continue
-            index = (not sensitive and not _no_index(name, nlen)
+            index = (not sensitive and not _no_index(name, nlen, vlen)
                      and ENTRY_OVERHEAD + nlen + vlen <= self.t.max_size * 3 // 4)
             if index:
                 _enc_int(out, <uint64_t>name_idx, 6, 0x40)

@@ -185,6 +185,8 @@ cdef class UpstreamH2(UpstreamBase):
     cdef bint write_blocked
     cdef bint draining
     cdef bint dead               # failing its streams: open nothing more
+    cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
+    cdef list dirty              # streams with request body/end to pump at the flush
 
     cdef void setup(self):
         self.h2 = H2Connection(True)
@@ -210,7 +212,7 @@ cdef class UpstreamH2(UpstreamBase):
         if self.connected:
             self.set_deadline(DL_NONE, 0)
             self.open_waiting()
-            self.flush()
+            self.flush_later()
 
     def connection_made(self, transport):
         self.set_transport(transport)
@@ -295,12 +297,42 @@ cdef class UpstreamH2(UpstreamBase):
             if not self.write_blocked:
                 self.h2.flushed()
 
+    cdef void flush_later(self):
+        # Frames for several streams (one client read may start many) leave
+        # together at the end of this loop iteration: one write, and one read
+        # for the upstream, instead of one per stream.
+        if not self.flush_pending and self.transport is not None:
+            self.flush_pending = True
+            self.worker.loop.call_soon(self._deferred_flush)
+
+    cdef void pump_later(self, ProxyStream s):
+        # Request DATA and END_STREAM wait for the end of the loop iteration:
+        # a body and its end that arrived in one client read go out as one
+        # DATA frame with END_STREAM, and all streams' frames in one write.
+        if not s.pump_queued:
+            s.pump_queued = True
+            if self.dirty is None:
+                self.dirty = []
+            self.dirty.append(s)
+        self.flush_later()
+
+    def _deferred_flush(self):
+        cdef ProxyStream s
+        self.flush_pending = False
+        if self.dirty:
+            dirty, self.dirty = self.dirty, None
+            for s in dirty:
+                s.pump_queued = False
+                if s.up2 is self:
+                    self.pump(s)
+        self.flush()
+
     cdef void ack(self, ProxyStream s):
         # The client side drained what this upstream stream sent us.
         if s.up_unacked and s.up_sid:
             self.h2.consumed(s.up_sid, s.up_unacked)
             s.up_unacked = 0
-            self.flush()
+            self.flush_later()
 
     def buffer_updated(self, Py_ssize_t n):
         self.rbuf.end += n
@@ -997,8 +1029,7 @@ cdef class H2ServerStream(ProxyStream):
         if self.up2 is not None or (self.cluster is not None and self.cluster.protocol != PROTO_HTTP1):
             self.up_pending.add(p, n)
             if self.up2 is not None:
-                self.up2.pump(self)
-                self.up2.flush()
+                self.up2.pump_later(self)
             return
         if self.up is None:
             # Answered already (no upstream): the rest of the body is dropped.
@@ -1066,8 +1097,7 @@ cdef class H2ServerStream(ProxyStream):
         if self.up2 is not None or (self.cluster is not None and self.cluster.protocol != PROTO_HTTP1):
             self.up_end = True
             if self.up2 is not None:
-                self.up2.pump(self)
-                self.up2.flush()
+                self.up2.pump_later(self)
         elif self.chunked_up and self.up is not None:
             self.chunked_up = False
             if self.up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):

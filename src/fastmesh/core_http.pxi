@@ -81,6 +81,7 @@ cdef class ProxyStream(Conn):
     cdef bint up_end             # END_STREAM goes after up_pending
     cdef HeaderList up_trl       # ... with these trailers (when not None)
     cdef bint up_done            # END_STREAM went upstream
+    cdef bint pump_queued        # waiting in its UpstreamH2's `dirty` list
     cdef int up_state            # HTTP/2 upstream response: 0 none, 1 head, 2 ended
     cdef int64_t up_unacked
 
@@ -1002,8 +1003,7 @@ cdef class HttpDownstream(ProxyStream):
         while b.end > b.start:
             if self.up_pending.len >= H2_STREAM_BUFFER:
                 if self.up2 is not None:
-                    self.up2.pump(self)
-                    self.up2.flush()
+                    self.up2.pump_later(self)
                 if self.up_pending.len >= H2_STREAM_BUFFER:
                     # up_body_sent() resumes once the upstream took half of it
                     self.pause_read(PAUSE_PEER)
@@ -1039,8 +1039,7 @@ cdef class HttpDownstream(ProxyStream):
                 more = False
                 break
         if self.up2 is not None:
-            self.up2.pump(self)
-            self.up2.flush()
+            self.up2.pump_later(self)
         self.pumping = False
         return more and self.state == DS_BODY
 
