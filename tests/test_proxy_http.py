@@ -570,6 +570,10 @@ def test_websocket_server_half_closes_first(proxy, origin, clients):
                         and s["clusters"]["origin"]["upstream_cx_active"] == 0)
     assert st["downstream_cx_active"] == 0
     assert st["clusters"]["origin"]["upstream_cx_active"] == 0
+    # The origin runs in its own thread: give it a moment to read the EOF.
+    deadline = time.monotonic() + 3
+    while origin.ws_client_eof == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert origin.ws_client_eof == 1
 
 
