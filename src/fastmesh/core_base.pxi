@@ -159,7 +159,6 @@ cdef class Conn:
     cdef int fd                   # the socket, for direct writes (-1: none)
     cdef bint uv_pending          # the transport holds unsent bytes of ours
     cdef bint closed              # we closed (or aborted) it: the fd may be gone
-    cdef bint flush_pending       # waiting in the worker's batch (flush_later)
 
     cdef inline void set_transport(self, object transport):
         self.transport = transport
@@ -234,14 +233,6 @@ cdef class Conn:
 
     cdef void on_drain(self):
         pass
-
-    cdef void deferred_flush(self):
-        # What flush_later() asked for: write what was collected.
-        pass
-
-    def _deferred_flush(self):
-        self.flush_pending = False
-        self.deferred_flush()
 
     cdef inline void pause_read(self, int why):
         if self.read_paused == 0 and self.transport is not None:
@@ -360,8 +351,6 @@ cdef class Worker:
     cdef object tick_handle
     cdef double tick_interval
     cdef readonly long long active_requests
-    cdef bint in_batch                  # inside a socket read's handling
-    cdef list dirty                     # Conns to flush when that handling ends
 
     def __init__(self, loop, double tick_interval=0.1, Py_ssize_t buffer_size=32768):
         self.loop = loop
@@ -375,37 +364,6 @@ cdef class Worker:
         self.draining = False
         self.tick_interval = tick_interval
         self.tick_handle = None
-        self.in_batch = False
-        self.dirty = []
-
-    # --- batching -----------------------------------------------------------
-    # One socket read can produce frames for many other connections (an
-    # upstream HTTP/2 read carries responses for streams of many clients).
-    # Connections that got something to write during a read's handling ask
-    # for a flush (defer_flush) and are written once, when the handling ends:
-    # one write per connection per read, without an extra loop iteration.
-
-    cdef inline bint enter_batch(self):
-        if self.in_batch:
-            return False
-        self.in_batch = True
-        return True
-
-    cdef void leave_batch(self):
-        cdef Conn c
-        while self.dirty:
-            dirty, self.dirty = self.dirty, []
-            for c in dirty:
-                c.flush_pending = False
-                c.deferred_flush()
-        self.in_batch = False
-
-    cdef void defer_flush(self, Conn c):
-        # The caller has set c.flush_pending.
-        if self.in_batch:
-            self.dirty.append(c)
-        else:
-            self.loop.call_soon(c._deferred_flush)
 
     # --- control ---------------------------------------------------------
 

@@ -28,7 +28,7 @@ cdef class EndpointPool:
     def __cinit__(self):
         self.idle = []
         self.h2conns = []
-        self.h2_max_streams = 1000
+        self.h2_max_streams = 100
 
     cdef UpstreamH2 get_h2(self):
         cdef UpstreamH2 c

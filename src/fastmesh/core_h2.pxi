@@ -185,6 +185,7 @@ cdef class UpstreamH2(UpstreamBase):
     cdef bint write_blocked
     cdef bint draining
     cdef bint dead               # failing its streams: open nothing more
+    cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
     cdef list dirty              # streams with request body/end to pump at the flush
 
     cdef void setup(self):
@@ -298,11 +299,11 @@ cdef class UpstreamH2(UpstreamBase):
 
     cdef void flush_later(self):
         # Frames for several streams (one client read may start many) leave
-        # together when that read has been handled: one write, and one read
+        # together at the end of this loop iteration: one write, and one read
         # for the upstream, instead of one per stream.
         if not self.flush_pending and self.transport is not None:
             self.flush_pending = True
-            self.worker.defer_flush(self)
+            self.worker.loop.call_soon(self._deferred_flush)
 
     cdef void pump_later(self, ProxyStream s):
         # Request DATA and END_STREAM wait for the end of the loop iteration:
@@ -315,8 +316,9 @@ cdef class UpstreamH2(UpstreamBase):
             self.dirty.append(s)
         self.flush_later()
 
-    cdef void deferred_flush(self):
+    def _deferred_flush(self):
         cdef ProxyStream s
+        self.flush_pending = False
         if self.dirty:
             dirty, self.dirty = self.dirty, None
             for s in dirty:
@@ -333,12 +335,8 @@ cdef class UpstreamH2(UpstreamBase):
             self.flush_later()
 
     def buffer_updated(self, Py_ssize_t n):
-        cdef Worker w = self.worker
-        cdef bint outer = w.enter_batch()
         self.rbuf.end += n
         self.on_data()
-        if outer:
-            w.leave_batch()
 
     def data_received(self, data):
         self.get_buffer(len(data))
@@ -556,6 +554,7 @@ cdef class H2Downstream(Conn):
     cdef bytes client_ip
     cdef bint write_blocked
     cdef bint draining
+    cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
     cdef HeaderList hl           # scratch: response heads
 
     cdef void take_over(self, HttpDownstream h1):
@@ -595,12 +594,8 @@ cdef class H2Downstream(Conn):
         return b
 
     def buffer_updated(self, Py_ssize_t n):
-        cdef Worker w = self.worker
-        cdef bint outer = w.enter_batch()
         self.rbuf.end += n
         self.on_data()
-        if outer:
-            w.leave_batch()
 
     def data_received(self, data):
         self.get_buffer(len(data))
@@ -687,9 +682,10 @@ cdef class H2Downstream(Conn):
     cdef void flush_later(self):
         if not self.flush_pending and self.transport is not None:
             self.flush_pending = True
-            self.worker.defer_flush(self)
+            self.worker.loop.call_soon(self._deferred_flush)
 
-    cdef void deferred_flush(self):
+    def _deferred_flush(self):
+        self.flush_pending = False
         self.flush()
 
     def pause_writing(self):

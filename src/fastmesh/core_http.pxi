@@ -215,12 +215,8 @@ cdef class UpstreamHttp(UpstreamBase):
         d.peer_resumed()
 
     def buffer_updated(self, Py_ssize_t n):
-        cdef Worker w = self.worker
-        cdef bint outer = w.enter_batch()
         self.rbuf.end += n
         self.on_data()
-        if outer:
-            w.leave_batch()
 
     def data_received(self, data):
         self.get_buffer(len(data))
@@ -453,12 +449,8 @@ cdef class HttpDownstream(ProxyStream):
         return b
 
     def buffer_updated(self, Py_ssize_t n):
-        cdef Worker w = self.worker
-        cdef bint outer = w.enter_batch()
         self.rbuf.end += n
         self.on_data()
-        if outer:
-            w.leave_batch()
 
     def data_received(self, data):
         # Loops without BufferedProtocol support (stdlib asyncio) land here.
