@@ -525,19 +525,31 @@ cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
 
 
 
+cdef inline Py_ssize_t _next_list_item(const unsigned char* p, Py_ssize_t i, Py_ssize_t end,
+                                       Py_ssize_t* s, Py_ssize_t* t) noexcept:
+    # One element of a comma-separated header list (RFC 9110 5.6.1) starting
+    # at i: *s/*t bound it without OWS (*s == *t for an empty element).
+    # Returns where the next element starts.
+    cdef Py_ssize_t b, e
+    while i < end and (p[i] == SP or p[i] == HTAB or p[i] == b','):
+        i += 1
+    b = i
+    while i < end and p[i] != b',':
+        i += 1
+    e = i
+    while e > b and (p[e - 1] == SP or p[e - 1] == HTAB):
+        e -= 1
+    s[0] = b
+    t[0] = e
+    return i
+
+
 cdef inline int _connection_tokens(Http1Parser self, const unsigned char* p, HeaderSlice* h) noexcept:
     # Connection = #connection-option; returns CONN_* bits.
     cdef Py_ssize_t i = h.value_off, end = h.value_off + h.value_len, s, t
     cdef int bits = 0
     while i < end:
-        while i < end and (p[i] == SP or p[i] == HTAB or p[i] == b','):
-            i += 1
-        s = i
-        while i < end and p[i] != b',':
-            i += 1
-        t = i
-        while t > s and (p[t - 1] == SP or p[t - 1] == HTAB):
-            t -= 1
+        i = _next_list_item(p, i, end, &s, &t)
         if t == s:
             continue
         if t - s == 5 and _ieq(p + s, b"close", 5):
@@ -567,14 +579,7 @@ cdef void _mark_connection_options(Http1Parser self, const unsigned char* p) noe
         j = h.value_off
         end = h.value_off + h.value_len
         while j < end:
-            while j < end and (p[j] == SP or p[j] == HTAB or p[j] == b','):
-                j += 1
-            s = j
-            while j < end and p[j] != b',':
-                j += 1
-            t = j
-            while t > s and (p[t - 1] == SP or p[t - 1] == HTAB):
-                t -= 1
+            j = _next_list_item(p, j, end, &s, &t)
             if t == s:
                 continue
             for k in range(self.nheaders):
