@@ -2,6 +2,7 @@
 socket and as an h2c origin; HTTP/1.1 origins from support.origin. Covers the
 translations h2->h1, h1->h2, h2->h2, header mapping, trailers, flow control
 with large bodies, resets, slow readers, errors as h2 responses, h2load."""
+import json
 import shutil
 import socket
 import subprocess
@@ -339,6 +340,55 @@ def test_drain_finishes_in_flight_streams(start_proxy, origin, h2origin):
     assert ended == set(sids)
     # two-phase: GOAWAY(2^31-1) then GOAWAY(last stream id), then the close
     assert goaways and goaways[-1].error_code == 0 and goaways[-1].last_stream_id == 9
+
+
+def test_reload_that_removes_the_listener_drains_its_h2_connections(start_proxy, origin, h2origin):
+    # A reload that renames the listener removes "web": its HTTP/2 connection
+    # gets the two-phase GOAWAY and still finishes the streams in flight.
+    from fastmesh import _h2
+    cfg = config(origin, h2origin)
+    p = start_proxy(cfg)
+    sock = socket.create_connection(p.address("web"), timeout=5)
+    conn = _h2.Connection(client_side=True)
+    conn.initiate_connection()
+    sids = [1, 3, 5]
+    for sid in sids:
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"),
+                                (":authority", "a"), (":path", "/h2/sleep/0.5")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    time.sleep(0.1)
+    renamed = json.loads(json.dumps(cfg))
+    renamed["listeners"][0]["name"] = "web2"
+    p.reload(renamed)
+    status, ended, goaways = {}, set(), []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, _h2.ResponseReceived):
+                status[ev.stream_id] = dict(ev.headers)[b":status"]
+            elif isinstance(ev, _h2.StreamEnded):
+                ended.add(ev.stream_id)
+            elif isinstance(ev, _h2.ConnectionTerminated):
+                goaways.append(ev)
+        out = conn.data_to_send()
+        if out:
+            try:
+                sock.sendall(out)
+            except OSError:
+                pass
+    sock.close()
+    assert status == {sid: b"200" for sid in sids}
+    assert ended == set(sids)
+    assert goaways and goaways[-1].error_code == 0 and goaways[-1].last_stream_id == 5
+    # the renamed listener serves new connections
+    c = H2Client(p.address("web2"))
+    try:
+        assert c.get("/gone").status == 410
+    finally:
+        c.close()
 
 
 def _start_drain(p):

@@ -514,6 +514,19 @@ def test_reload_under_keepalive(start_proxy, origin, clients):
     assert [r.target for r in origin.received()] == [b"/new", b"/old"]
 
 
+def test_reload_that_removes_the_listener_closes_its_keepalive_connections(
+        start_proxy, origin, clients):
+    cfg = http_config(origin)
+    p = start_proxy(cfg)
+    idle = clients(addr(p))
+    assert idle.request("GET", "/a").status == 200       # now idle, keep-alive
+    renamed = http_config(origin, listener={"name": "web2"})
+    p.reload(renamed)
+    assert idle.is_closed_by_peer()                       # drained like on SIGTERM
+    fresh = clients(p.address("web2"))
+    assert fresh.request("GET", "/b").body == b"hello /b\n"
+
+
 def test_stats_by_response_class(start_proxy, origin, clients):
     p = start_proxy(http_config(origin, routes=[
         {"match": {"path": "/direct"}, "direct_response": {"status": 302, "body": ""}},

@@ -234,6 +234,10 @@ cdef class Conn:
     cdef void on_drain(self):
         pass
 
+    cdef ListenerState listener_of(self):
+        # Downstream connections answer with the listener they came in on.
+        return None
+
     cdef inline void pause_read(self, int why):
         if self.read_paused == 0 and self.transport is not None:
             self.transport.pause_reading()
@@ -402,7 +406,19 @@ cdef class Worker:
         return st
 
     def drop_listener(self, str name):
-        self.listeners.pop(name, None)
+        """A reload removed (or moved) this listener: its connections drain
+        as on shutdown (HTTP/1.1: Connection: close after the current
+        response; HTTP/2: two-phase GOAWAY), the rest of the worker goes on."""
+        cdef Conn c, nxt
+        st = self.listeners.pop(name, None)
+        if st is None:
+            return
+        c = self.conns
+        while c is not None:
+            nxt = c.next
+            if c.listener_of() is st:
+                c.on_drain()
+            c = nxt
 
     def start_drain(self):
         """Stop reusing connections: idle keep-alive connections close now,

@@ -727,6 +727,9 @@ cdef class H2Downstream(Conn):
             self.h2.goaway(H2_NO_ERROR, NULL, 0)
             self.close()
 
+    cdef ListenerState listener_of(self):
+        return self.lst
+
     cdef void on_drain(self):
         if self.draining or self.closed:
             return

@@ -1244,6 +1244,9 @@ cdef class HttpDownstream(ProxyStream):
                 self.close_after = True
                 self.local_reply(504, b"upstream request timeout\n")
 
+    cdef ListenerState listener_of(self):
+        return self.lst
+
     cdef void on_drain(self):
         self.close_after = True
         if not self.in_request:

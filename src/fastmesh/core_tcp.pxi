@@ -288,6 +288,9 @@ cdef class TcpDownstream(Conn):
         if self.up is not None:
             self.up.abort()
 
+    cdef ListenerState listener_of(self):
+        return self.lst
+
     cdef void on_drain(self):
         pass  # TCP streams run until they end or the drain period is over
 
