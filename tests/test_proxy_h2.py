@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -316,26 +315,7 @@ def test_drain_finishes_in_flight_streams(start_proxy, origin, h2origin):
     sock.sendall(conn.data_to_send())
     time.sleep(0.1)
     p.call(_start_drain(p))
-    status, ended, goaways = {}, set(), []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        data = sock.recv(65536)
-        if not data:
-            break
-        for ev in conn.receive_data(data):
-            if isinstance(ev, _h2.ResponseReceived):
-                status[ev.stream_id] = dict(ev.headers)[b":status"]
-            elif isinstance(ev, _h2.StreamEnded):
-                ended.add(ev.stream_id)
-            elif isinstance(ev, _h2.ConnectionTerminated):
-                goaways.append(ev)
-        out = conn.data_to_send()
-        if out:
-            try:
-                sock.sendall(out)
-            except OSError:
-                pass
-    sock.close()
+    status, ended, goaways = _serve_until_closed(sock, conn)
     assert status == {sid: b"200" for sid in sids}
     assert ended == set(sids)
     # two-phase: GOAWAY(2^31-1) then GOAWAY(last stream id), then the close
@@ -360,6 +340,22 @@ def test_reload_that_removes_the_listener_drains_its_h2_connections(start_proxy,
     renamed = json.loads(json.dumps(cfg))
     renamed["listeners"][0]["name"] = "web2"
     p.reload(renamed)
+    status, ended, goaways = _serve_until_closed(sock, conn)
+    assert status == {sid: b"200" for sid in sids}
+    assert ended == set(sids)
+    assert goaways and goaways[-1].error_code == 0 and goaways[-1].last_stream_id == 5
+    # the renamed listener serves new connections
+    c = H2Client(p.address("web2"))
+    try:
+        assert c.get("/gone").status == 410
+    finally:
+        c.close()
+
+
+def _serve_until_closed(sock, conn):
+    """Drive our codec's client until the proxy closes the connection (at
+    most 5 s): statuses and ended streams by id, and the GOAWAYs received."""
+    from fastmesh import _h2
     status, ended, goaways = {}, set(), []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -380,15 +376,7 @@ def test_reload_that_removes_the_listener_drains_its_h2_connections(start_proxy,
             except OSError:
                 pass
     sock.close()
-    assert status == {sid: b"200" for sid in sids}
-    assert ended == set(sids)
-    assert goaways and goaways[-1].error_code == 0 and goaways[-1].last_stream_id == 5
-    # the renamed listener serves new connections
-    c = H2Client(p.address("web2"))
-    try:
-        assert c.get("/gone").status == 410
-    finally:
-        c.close()
+    return status, ended, goaways
 
 
 def _start_drain(p):
