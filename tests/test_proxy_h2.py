@@ -253,6 +253,27 @@ def test_upstream_max_concurrent_opens_more_connections(start_proxy, origin):
         o.stop()
 
 
+def test_upstream_without_stream_limit_keeps_one_connection(start_proxy, origin):
+    # SETTINGS without MAX_CONCURRENT_STREAMS means no limit: once the pool has
+    # seen them, 150 concurrent streams share the one connection instead of
+    # the 100 assumed before the peer's first SETTINGS.
+    o = H2Origin("unlimited", max_concurrent_streams=0)
+    try:
+        p = start_proxy(config(origin, o))
+        clients = [H2Client(p.address("web")) for _ in range(2)]   # 100 streams each at most
+        assert clients[0].get("/h2/warm").status == 200
+        sids = [[c.request("GET", "/h2/sleep/0.3") for _ in range(75)] for c in clients]
+        for c, ids in zip(clients, sids):
+            for r in c.wait(*ids, timeout=30):
+                assert r.status == 200
+        assert len(o.received()) == 151
+        assert o.connections == 1
+        for c in clients:
+            c.close()
+    finally:
+        o.stop()
+
+
 def test_h2_upstream_connect_failure(start_proxy, origin):
     dead = type("D", (), {"address": ("127.0.0.1", closed_port())})()
     p = start_proxy(config(origin, dead))

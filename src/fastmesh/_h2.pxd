@@ -172,6 +172,7 @@ cdef class H2Connection:
     cdef readonly uint32_t remote_header_table_size, remote_enable_push
     cdef readonly uint32_t remote_max_concurrent, remote_initial_window
     cdef readonly uint32_t remote_max_frame_size, remote_max_header_list_size
+    cdef readonly bint remote_settings_received   # the peer's first SETTINGS arrived
 
     # flow control (connection level)
     cdef readonly int64_t conn_send_window

@@ -992,6 +992,7 @@ cdef class H2Connection:
         cdef H2Stream* st
         if f.flags & FL_ACK:
             return self._event(EV_SETTINGS_ACKED, 0, 0, 0, 0, 0, 0)
+        self.remote_settings_received = True
         i = 0
         while i < f.length:
             ident = (<uint16_t>p[i] << 8) | p[i + 1]

@@ -159,6 +159,7 @@ cdef class Conn:
     cdef int fd                   # the socket, for direct writes (-1: none)
     cdef bint uv_pending          # the transport holds unsent bytes of ours
     cdef bint closed              # we closed (or aborted) it: the fd may be gone
+    cdef bint flush_pending       # in the worker's `dirty` list (flush_later)
 
     cdef inline void set_transport(self, object transport):
         self.transport = transport
@@ -198,6 +199,18 @@ cdef class Conn:
         self.uv_pending = True
         self.transport.write(PyBytes_FromStringAndSize(p + r, n - r))
         return 0
+
+    cdef void flush_later(self):
+        # Output for this connection will be produced by more events of this
+        # loop iteration (several streams, several reads): serialise and write
+        # it once, when the iteration's callbacks are done (Worker.flush_dirty).
+        if not self.flush_pending and self.worker is not None:
+            self.flush_pending = True
+            self.worker.defer_flush(self)
+
+    cdef void flush_deferred(self):
+        # What flush_later postponed: subclasses with buffered output.
+        self.flush_pending = False
 
     cdef inline void link(self, Worker w):
         self.worker = w
@@ -355,6 +368,8 @@ cdef class Worker:
     cdef object tick_handle
     cdef double tick_interval
     cdef readonly long long active_requests
+    cdef list dirty                     # Conns whose flush_later waits for flush_dirty()
+    cdef bint flush_scheduled
 
     def __init__(self, loop, double tick_interval=0.1, Py_ssize_t buffer_size=32768):
         self.loop = loop
@@ -368,6 +383,35 @@ cdef class Worker:
         self.draining = False
         self.tick_interval = tick_interval
         self.tick_handle = None
+        self.dirty = []
+        self.flush_scheduled = False
+
+    # --- deferred writes -----------------------------------------------------
+
+    cdef void defer_flush(self, Conn c):
+        # One callback per loop iteration for the whole worker, however many
+        # connections are dirty: it runs before the loop polls again, so every
+        # connection gets one write per iteration. Measured against flushing at
+        # the end of each read callback: h2 bench 84k vs 64k req/s (RESULTS.md).
+        self.dirty.append(c)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self):
+        self.flush_scheduled = False
+        self.flush_dirty()
+
+    cdef void flush_dirty(self):
+        # Connections that asked for flush_later during this loop iteration.
+        # A flush may dirty more (a stream pumped on one connection credits
+        # another): loop until none is left.
+        cdef Conn c
+        while self.dirty:
+            d, self.dirty = self.dirty, []
+            for c in d:
+                if c.flush_pending:
+                    c.flush_deferred()
 
     # --- control ---------------------------------------------------------
 

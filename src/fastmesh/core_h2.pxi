@@ -185,7 +185,6 @@ cdef class UpstreamH2(UpstreamBase):
     cdef bint write_blocked
     cdef bint draining
     cdef bint dead               # failing its streams: open nothing more
-    cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
     cdef list dirty              # streams with request body/end to pump at the flush
 
     cdef void setup(self):
@@ -297,14 +296,6 @@ cdef class UpstreamH2(UpstreamBase):
             if not self.write_blocked:
                 self.h2.flushed()
 
-    cdef void flush_later(self):
-        # Frames for several streams (one client read may start many) leave
-        # together at the end of this loop iteration: one write, and one read
-        # for the upstream, instead of one per stream.
-        if not self.flush_pending and self.transport is not None:
-            self.flush_pending = True
-            self.worker.loop.call_soon(self._deferred_flush)
-
     cdef void pump_later(self, ProxyStream s):
         # Request DATA and END_STREAM wait for the end of the loop iteration:
         # a body and its end that arrived in one client read go out as one
@@ -316,7 +307,7 @@ cdef class UpstreamH2(UpstreamBase):
             self.dirty.append(s)
         self.flush_later()
 
-    def _deferred_flush(self):
+    cdef void flush_deferred(self):
         cdef ProxyStream s
         self.flush_pending = False
         if self.dirty:
@@ -352,7 +343,14 @@ cdef class UpstreamH2(UpstreamBase):
         else:
             h2.now = mono_now()
             r = h2.receive(b.data + b.start, b.end - b.start)
+            if not self.got_settings and h2.remote_settings_received:
+                # The endpoint's limit (unlimited when its SETTINGS leave it
+                # out), remembered for the next connection's first moments.
+                self.got_settings = True
+                self.ep.pool.h2_max_streams = h2.remote_max_concurrent
             self.handle_events(b.data + b.start)
+            if self.waiting:
+                self.open_waiting()
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
@@ -427,8 +425,7 @@ cdef class UpstreamH2(UpstreamBase):
                     if s is not None:
                         self.pump(s)
             elif ev.type == EV_SETTINGS_CHANGED:
-                self.got_settings = True
-                if ev.code == S_MAX_CONCURRENT_STREAMS:
+                if ev.code == S_MAX_CONCURRENT_STREAMS:     # a later change
                     self.ep.pool.h2_max_streams = <uint32_t>ev.value
                     self.open_waiting()
             elif ev.type == EV_GOAWAY:
@@ -554,7 +551,6 @@ cdef class H2Downstream(Conn):
     cdef bytes client_ip
     cdef bint write_blocked
     cdef bint draining
-    cdef bint flush_pending      # a deferred flush is scheduled (flush_later)
     cdef HeaderList hl           # scratch: response heads
 
     cdef void take_over(self, HttpDownstream h1):
@@ -679,12 +675,7 @@ cdef class H2Downstream(Conn):
             if not self.write_blocked:
                 self.h2.flushed()
 
-    cdef void flush_later(self):
-        if not self.flush_pending and self.transport is not None:
-            self.flush_pending = True
-            self.worker.loop.call_soon(self._deferred_flush)
-
-    def _deferred_flush(self):
+    cdef void flush_deferred(self):
         self.flush_pending = False
         self.flush()
 

@@ -187,7 +187,8 @@ class H2Request:
 
 
 class H2Origin:
-    """An h2c (prior knowledge) origin: one thread per connection."""
+    """An h2c (prior knowledge) origin: one thread per connection.
+    max_concurrent_streams: None for h2's default (100), 0 for an empty SETTINGS."""
 
     def __init__(self, name="h2origin", max_concurrent_streams=None):
         self.name = name
@@ -241,6 +242,13 @@ class H2Origin:
                                         normalize_inbound_headers=False)
         conn = h2.connection.H2Connection(cfg)
         conn.initiate_connection()
+        if self.max_concurrent_streams == 0:
+            # An empty SETTINGS frame on the wire: every setting at its RFC
+            # default, so no stream limit (RFC 9113 6.5.2). h2's own values
+            # match those defaults but for its 100 streams, raised here.
+            conn.data_to_send()
+            conn.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+            sock.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         if self.max_concurrent_streams:
             conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS:
                                   self.max_concurrent_streams})
