@@ -78,6 +78,16 @@ def test_h2_get_to_h1_origin(proxy, origin, client):
     assert rec.header("content-length") is None and rec.header("transfer-encoding") is None
 
 
+def test_h2_client_gets_interim_responses_from_h1_origin(proxy, origin, client):
+    # Each 1xx becomes a HEADERS frame without END_STREAM before the final one.
+    c = client()
+    r = c.get("/early-hints")
+    assert r.status == 200 and bytes(r.body) == b"after hints\n"
+    assert [dict(h)[b":status"] for h in r.interim] == [b"102", b"103"]
+    assert dict(r.interim[1])[b"link"] == b"</style.css>; rel=preload; as=style"
+    assert b"connection" not in dict(r.interim[1])
+
+
 def test_h2_post_body_to_h1_origin_with_and_without_length(proxy, origin, client):
     c = client()
     body = body_bytes(300000)
@@ -219,6 +229,14 @@ def test_h2_to_h2_origin(proxy, h2origin, client):
     assert rec.header(b"x-forwarded-proto") == b"http"
 
 
+def test_h2_to_h2_interim_response(proxy, h2origin, client):
+    c = client()
+    r = c.get("/h2/early-hints")
+    assert r.status == 200 and bytes(r.body) == b"after hints\n"
+    assert [dict(h)[b":status"] for h in r.interim] == [b"103"]
+    assert dict(r.interim[0])[b"link"] == b"</style.css>; rel=preload; as=style"
+
+
 def test_h2_to_h2_large_and_trailers(proxy, h2origin, client):
     c = client()
     body = body_bytes(4 * MiB)
@@ -306,6 +324,14 @@ def test_h1_client_to_h2_origin(proxy, h2origin, clients):
     assert recs[0].header(b"te") == b"trailers"
     assert recs[1].header(b"content-length") == str(len(body)).encode()
     assert bytes(recs[1].body) == body
+
+
+def test_h1_client_gets_interim_response_from_h2_origin(proxy, h2origin, clients):
+    c = clients(proxy.address("web"))
+    r = c.request("GET", "/h2/early-hints")
+    assert r.status == 200 and r.body == b"after hints\n"
+    assert [st for st, _ in r.interim] == [103]
+    assert (b"link", b"</style.css>; rel=preload; as=style") in r.interim[0][1]
 
 
 def test_h1_chunked_with_trailers_to_h2_origin(proxy, h2origin, clients):

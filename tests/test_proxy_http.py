@@ -347,6 +347,17 @@ def test_upstream_close_delimited_becomes_chunked_for_http11(proxy, origin, clie
     assert origin.connections == 2
 
 
+def test_interim_responses_passed_on(proxy, origin, clients):
+    # 102 and 103 Early Hints reach an HTTP/1.1 client before the final response.
+    c = clients(addr(proxy))
+    r = c.request("GET", "/early-hints")
+    assert r.status == 200 and r.body == b"after hints\n"
+    assert [st for st, _ in r.interim] == [102, 103]
+    assert (b"link", b"</style.css>; rel=preload; as=style") in r.interim[1][1]
+    r10 = c.request("GET", "/early-hints")        # the connection stays in sync
+    assert r10.status == 200 and len(r10.interim) == 2
+
+
 def test_expect_100_continue(proxy, origin, clients):
     c = clients(addr(proxy))
     c.send(b"POST /echo HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\n"

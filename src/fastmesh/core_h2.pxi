@@ -390,6 +390,11 @@ cdef class UpstreamH2(UpstreamBase):
                     if ev.flags & EVF_END_STREAM:
                         s.up_state = 2
                     s.flush()
+            elif ev.type == EV_INFORMATIONAL:
+                # 100 Continue was ours to send (or not needed); others go on.
+                s = self.streams.get(ev.stream_id)
+                if s is not None and ev.code != 100 and s.up_state == 0:
+                    s.write_interim_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len)
             elif ev.type == EV_TRAILERS:
                 s = self.streams.get(ev.stream_id)
                 if s is not None and s.up_state == 1:
@@ -1129,7 +1134,37 @@ cdef class H2ServerStream(ProxyStream):
     # --- the response -----------------------------------------------------------
 
     cdef void write_interim(self, Http1Parser rp, const char* base):
-        pass    # 1xx other than 100 are not passed on over HTTP/2 (yet)
+        # A 1xx (103 Early Hints, 102...) from an HTTP/1.1 upstream: a HEADERS
+        # frame without END_STREAM before the final one (RFC 9113 8.1).
+        cdef HeaderList hl = self.conn.hl
+        cdef int i
+        cdef HeaderSlice* hs
+        if self.reset or self.resp_started:
+            return
+        hl.clear()
+        hl.add_uint(":status", 7, rp.status)
+        for i in range(rp.nheaders):
+            hs = &rp.headers[i]
+            if hs.flags & (HF_HOP | HF_TRANSFER_ENCODING | HF_CONTENT_LENGTH):
+                continue
+            hl.add(base + hs.name_off, hs.name_len, base + hs.value_off, hs.value_len, 0)
+        self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, False)
+        self.conn.flush_later()
+
+    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
+        cdef HeaderList hl = self.conn.hl
+        cdef int i
+        if self.reset or self.resp_started:
+            return
+        hl.clear()
+        hl.add_uint(":status", 7, status)
+        for i in range(n):
+            if hs[i].name_len and base[hs[i].name_off] == b':':
+                continue
+            hl.add(base + hs[i].name_off, hs[i].name_len, base + hs[i].value_off,
+                   hs[i].value_len, hs[i].flags & HPACK_NEVER_INDEX)
+        self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, False)
+        self.conn.flush_later()
 
     cdef void write_response_head(self, Http1Parser rp, const char* base):
         cdef HeaderList hl = self.conn.hl

@@ -22,7 +22,8 @@ cdef enum:
     MIN_READ_ROOM = 2048
 
 cdef dict REASONS = {
-    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
+    100: b"Continue", 101: b"Switching Protocols", 102: b"Processing",
+    103: b"Early Hints", 200: b"OK", 201: b"Created",
     202: b"Accepted", 204: b"No Content", 301: b"Moved Permanently", 302: b"Found",
     304: b"Not Modified", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
     404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
@@ -111,6 +112,9 @@ cdef class ProxyStream(Conn):
     cdef void upstream_ready(self, UpstreamHttp up):
         pass
     cdef void write_interim(self, Http1Parser rp, const char* base):
+        pass
+    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
+        # A 1xx (not 100) from an HTTP/2 upstream.
         pass
     cdef void write_response_head(self, Http1Parser rp, const char* base):
         pass
@@ -1052,6 +1056,28 @@ cdef class HttpDownstream(ProxyStream):
 
     cdef bint can_take(self):
         return not self.write_blocked
+
+    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
+        cdef OutBuf o = self.out
+        cdef int i
+        if self.req_minor == 0 or self.resp_started:
+            return   # HTTP/1.0 clients do not expect 1xx
+        o.add("HTTP/1.1 ", 9)
+        o.add_uint(status)
+        o.add(" ", 1)
+        o.add_bytes(REASONS.get(status, b"Informational"))
+        o.add("\r\n", 2)
+        for i in range(n):
+            if hs[i].name_len and base[hs[i].name_off] == b':':
+                continue
+            if hs[i].flags & (HF_HOP | HF_TRANSFER_ENCODING | HF_CONTENT_LENGTH):
+                continue
+            o.add(base + hs[i].name_off, hs[i].name_len)
+            o.add(": ", 2)
+            o.add(base + hs[i].value_off, hs[i].value_len)
+            o.add("\r\n", 2)
+        o.add("\r\n", 2)
+        self.flush()
 
     cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
                                      int n, bint end):

@@ -34,6 +34,7 @@ class H2Response:
     headers: list = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     trailers: list = field(default_factory=list)
+    interim: list = field(default_factory=list)     # header lists of 1xx responses
     ended: bool = False
     reset: int | None = None
 
@@ -129,7 +130,9 @@ class H2Client:
 
     def _on_event(self, ev):
         r = self.responses.get(getattr(ev, "stream_id", None))
-        if isinstance(ev, h2.events.ResponseReceived):
+        if isinstance(ev, h2.events.InformationalResponseReceived):
+            r.interim.append(list(ev.headers))
+        elif isinstance(ev, h2.events.ResponseReceived):
             r.headers = list(ev.headers)
             r.status = int(dict(ev.headers)[b":status"])
         elif isinstance(ev, h2.events.DataReceived):
@@ -302,6 +305,12 @@ class H2Origin:
                 status, body = int(path[8:11]), b""
             elif path.startswith("/sleep/"):
                 time.sleep(float(path[7:]))
+            elif path.startswith("/early-hints"):
+                with wlock:
+                    conn.send_headers(req.stream_id, [
+                        (b":status", b"103"), (b"link", b"</style.css>; rel=preload; as=style")])
+                    send()
+                body = b"after hints\n"
             if body is None:
                 body = f"hello {full}\n".encode()
             with wlock:

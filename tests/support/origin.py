@@ -423,6 +423,13 @@ class Origin(_ServerThread):
                     self.ws_client_eof += 1
             writer.close()
             return False
+        elif kind == "early-hints":
+            # 102 and 103 before the final response (RFC 8297)
+            self._send(conn, writer,
+                       h11.InformationalResponse(status_code=102, headers=head),
+                       h11.InformationalResponse(status_code=103, headers=head + [
+                           ("link", "</style.css>; rel=preload; as=style")]))
+            simple(200, b"after hints\n")
         elif kind == "reset-before-response":
             writer.transport.abort()
             return False
