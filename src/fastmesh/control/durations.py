@@ -1,8 +1,8 @@
 """Durations and byte sizes as written in fastmesh config files.
 
 A duration is a number of seconds (``15``, ``0.25``) or a string of one or
-more ``<number><unit>`` parts with units ``ms``, ``s``, ``m``, ``h``
-(``"250ms"``, ``"1.5s"``, ``"1h30m"``); it becomes float seconds.
+more ``<number><unit>`` parts with units ``us``, ``ms``, ``s``, ``m``, ``h``
+(``"200us"``, ``"250ms"``, ``"1.5s"``, ``"1h30m"``); it becomes float seconds.
 
 A size is a whole number of bytes (``65536``) or a string with a binary
 unit: ``k``/``K``/``KiB``/``KB`` = 1024, ``m``/``M``/``MiB``/``MB`` = 1024**2,
@@ -23,14 +23,16 @@ from decimal import Decimal, InvalidOperation
 __all__ = ["parse_duration", "format_duration", "parse_size", "format_size"]
 
 _DURATION_UNITS: dict[str, Decimal] = {
+    "us": Decimal("0.000001"),
     "ms": Decimal("0.001"),
     "s": Decimal(1),
     "m": Decimal(60),
     "h": Decimal(3600),
 }
-# "ms" before "m" so that "250ms" is not read as 250 minutes followed by "s".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
-_DURATION_FULL = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ms|h|m|s))+")
+# "ms" and "us" before "m" and "s" so that "250ms" is not read as 250 minutes
+# followed by "s".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|ms|h|m|s)")
+_DURATION_FULL = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:us|ms|h|m|s))+")
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1, "b": 1,
@@ -76,7 +78,7 @@ def parse_duration(value: object) -> float:
     if text.startswith("-"):
         raise ValueError(f"duration must not be negative, got {value!r}")
     if not _DURATION_FULL.fullmatch(text):
-        hint = " (missing unit: ms, s, m or h)" if _is_number(text) else ""
+        hint = " (missing unit: us, ms, s, m or h)" if _is_number(text) else ""
         raise ValueError(
             f"invalid duration {value!r}{hint}; expected a number of seconds or a string "
             "like '250ms', '1.5s', '5m', '1h', '1h30m'"
@@ -102,7 +104,7 @@ def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"cannot format {seconds!r} as a duration")
     exact = Decimal(repr(float(seconds)))
-    for unit in ("h", "m", "s", "ms"):
+    for unit in ("h", "m", "s", "ms", "us"):
         count = exact / _DURATION_UNITS[unit]
         if count == count.to_integral_value():
             candidate = f"{int(count)}{unit}"
