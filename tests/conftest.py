@@ -65,8 +65,8 @@ def start_proxy(clients, request):
     after a leak check)."""
     proxies = []
 
-    def start(cfg):
-        p = ProxyThread(cfg).start()
+    def start(cfg, **kw):
+        p = ProxyThread(cfg, **kw).start()
         proxies.append(p)
         return p
 

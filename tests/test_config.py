@@ -85,6 +85,7 @@ def test_base_config_and_defaults() -> None:
     cfg = parse_config(BASE, source="base.yaml")
     assert cfg.source == "base.yaml"
     assert cfg.drain_timeout == 10.0
+    assert cfg.batch_window == 0.0002
     assert cfg.admin is None
 
     (lst,) = cfg.listeners
@@ -263,7 +264,7 @@ def test_bytes_input() -> None:
 @pytest.mark.parametrize(("value", "seconds"), [
     (0, 0.0), (15, 15.0), (0.25, 0.25), ("250ms", 0.25), ("15s", 15.0), ("1.5s", 1.5),
     ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), ("0ms", 0.0), (" 2s ", 2.0),
-    ("1.1ms", 0.0011), (".5s", 0.5), ("1.s", 1.0),
+    ("1.1ms", 0.0011), (".5s", 0.5), ("1.s", 1.0), ("200us", 0.0002), ("1ms500us", 0.0015),
 ])
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
@@ -303,13 +304,13 @@ def test_bad_sizes(value: object, fact: str) -> None:
 
 
 def test_format_helpers() -> None:
-    assert [format_duration(x) for x in (0, 0.25, 15, 300, 3600, 5400, 1.5, 1e-7)] == \
-        ["0h", "250ms", "15s", "5m", "1h", "90m", "1500ms", "0.0000001s"]
+    assert [format_duration(x) for x in (0, 0.25, 15, 300, 3600, 5400, 1.5, 1e-7, 0.0002)] == \
+        ["0h", "250ms", "15s", "5m", "1h", "90m", "1500ms", "0.0000001s", "200us"]
     assert [format_size(x) for x in (0, 100, 16384, 1 << 20, 3 << 30, 1536)] == \
         ["0", "100", "16KiB", "1MiB", "3GiB", "1536"]
 
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_UNITS = {"us": 0.000001, "ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
 @given(whole=st.integers(0, 10**6), frac=st.one_of(st.none(), st.integers(0, 999)),
@@ -382,6 +383,9 @@ ERROR_CASES = [
     ("negative-duration",
      "drain_timeout: -2s\n" + BASE,
      "drain_timeout", 1, "must not be negative"),
+    ("batch-window-too-long",
+     "batch_window: 50ms\n" + BASE,
+     "batch_window", 1, "50000us is too long; at most 10ms"),
     ("bad-duration",
      edit(BASE, "    port: 10000", "    port: 10000\n    stream_idle_timeout: 5 minutes"),
      "listeners[0].stream_idle_timeout", 4, "invalid duration '5 minutes'"),
@@ -872,3 +876,11 @@ def test_cluster_protocol_compiles() -> None:
     from fastmesh.control.compile import build_snapshot
     cfg = parse_config(edit(BASE, "  - name: backend\n", "  - name: backend\n    protocol: auto\n"))
     assert build_snapshot(cfg).clusters["backend"].protocol_name == "auto"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(0, 0.0), ("0us", 0.0), ("500us", 0.0005),
+                                                ("10ms", 0.01)])
+def test_batch_window(value: object, seconds: float) -> None:
+    cfg = parse_config(f"batch_window: {json.dumps(value)}\n" + BASE)
+    assert cfg.batch_window == seconds
+    assert parse_config(config_to_dict(cfg)) == cfg

@@ -292,6 +292,46 @@ def test_upstream_without_stream_limit_keeps_one_connection(start_proxy, origin)
         o.stop()
 
 
+def _closed_loop(p, seconds=1.0, streams=32, conns=2):
+    # conns clients keep `streams` requests each in flight (64 > BATCH_MIN_ACTIVE
+    # = 32), a new one as each completes, for `seconds`.
+    clients = [H2Client(p.address("web")) for _ in range(conns)]
+    live = [{c.request("GET", "/h2/x") for _ in range(streams)} for c in clients]
+    done = 0
+    deadline = time.monotonic() + seconds
+    while any(live):
+        for c, ids in zip(clients, live):
+            if not ids:
+                continue
+            c.read_some(0.05)
+            for sid in [s for s in ids if c.responses[s].done]:
+                r = c.responses[sid]
+                assert r.status == 200 and bytes(r.body) == b"hello /h2/x\n"
+                ids.discard(sid)
+                done += 1
+                if time.monotonic() < deadline:
+                    ids.add(c.request("GET", "/h2/x"))
+    for c in clients:
+        c.close()
+    return done
+
+
+@pytest.mark.parametrize("owns_loop,window,batches", [
+    (True, "2ms", True),       # a worker process's own loop: batches under load
+    (True, 0, False),          # batch_window: 0 turns it off
+    (False, "2ms", False),     # embedded in someone else's loop: never sleeps
+])
+def test_batching_under_load(start_proxy, origin, h2origin, owns_loop, window, batches):
+    p = start_proxy(config(origin, h2origin) | {"batch_window": window}, owns_loop=owns_loop)
+    assert _closed_loop(p) > 64
+    sleeps = p.stats()["loop_batch_sleeps"]
+    assert (sleeps > 0) if batches else (sleeps == 0), sleeps
+    # quiet again: single requests are served (no batching without load)
+    c = H2Client(p.address("web"))
+    assert c.get("/h2/after").status == 200
+    c.close()
+
+
 def test_h2_upstream_connect_failure(start_proxy, origin):
     dead = type("D", (), {"address": ("127.0.0.1", closed_port())})()
     p = start_proxy(config(origin, dead))

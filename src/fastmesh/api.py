@@ -45,11 +45,16 @@ class Proxy:
     ``config`` is a Config, a dict in the YAML schema (docs/config.md), YAML
     text, or a path to a YAML file. ``admin=True`` also serves the config's
     admin listener (/ready, /stats/prometheus, /config_dump) in this loop.
+    ``owns_loop=True`` says the loop serves nothing but this proxy, which
+    lets the worker batch under load (the config's ``batch_window``: it
+    sleeps between polls, holding up every other callback of the loop); by
+    default an embedded proxy never sleeps.
     """
 
-    def __init__(self, config: ConfigLike, *, admin: bool = False, reuse_port: bool = False) -> None:
+    def __init__(self, config: ConfigLike, *, admin: bool = False, reuse_port: bool = False,
+                 owns_loop: bool = False) -> None:
         self.config = to_config(config)
-        self._dataplane = DataPlane(self.config, reuse_port=reuse_port)
+        self._dataplane = DataPlane(self.config, reuse_port=reuse_port, owns_loop=owns_loop)
         self._admin: AdminServer | None = None
         self._want_admin = admin
         self.started = False

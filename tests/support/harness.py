@@ -71,8 +71,9 @@ def tcp_listener(name: str, cluster_name: str, **opts) -> dict:
 class ProxyThread:
     """A fastmesh.Proxy running in a background thread's uvloop loop."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, owns_loop: bool = False) -> None:
         self.config = copy.deepcopy(config)
+        self.owns_loop = owns_loop
         self.loop: asyncio.AbstractEventLoop | None = None
         self.proxy: fastmesh.Proxy | None = None
         self.thread: threading.Thread | None = None
@@ -88,7 +89,7 @@ class ProxyThread:
             asyncio.set_event_loop(loop)
             loop.set_exception_handler(lambda lp, ctx: self.loop_errors.append(ctx))
             try:
-                self.proxy = fastmesh.Proxy(self.config)
+                self.proxy = fastmesh.Proxy(self.config, owns_loop=self.owns_loop)
                 loop.run_until_complete(self.proxy.start())
             except BaseException as e:   # noqa: BLE001
                 err.append(e)

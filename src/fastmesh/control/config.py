@@ -64,6 +64,10 @@ ROUTE_ACTIONS: tuple[str, ...] = ("cluster", "weighted_clusters", "direct_respon
 
 # Defaults (seconds for durations, bytes for sizes). docs/config.md lists the same values.
 DEFAULT_DRAIN_TIMEOUT = 10.0
+# Under load a worker sleeps this long between event-loop polls instead of
+# being woken by every arriving packet (docs/design.md, "Batching under load").
+DEFAULT_BATCH_WINDOW = 0.0002
+MAX_BATCH_WINDOW = 0.01
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
@@ -288,6 +292,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     clusters: tuple[ClusterConfig, ...]
     source: str = dataclasses.field(default="<config>", compare=False)
+    batch_window: float = DEFAULT_BATCH_WINDOW     # seconds, 0 = off
 
     def cluster(self, name: str) -> ClusterConfig:
         """The cluster called ``name``; ``KeyError`` if there is none."""
@@ -356,7 +361,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     int bytes, so the result documents the effective config and is itself a
     valid config: ``parse_config(config_to_dict(c)) == c``.
     """
-    out: dict[str, Any] = {"drain_timeout": cfg.drain_timeout}
+    out: dict[str, Any] = {"drain_timeout": cfg.drain_timeout, "batch_window": cfg.batch_window}
     if cfg.admin is not None:
         out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port}
     out["listeners"] = [_listener_to_dict(listener) for listener in cfg.listeners]
@@ -810,6 +815,13 @@ def _duration(*, positive: bool = False) -> Callable[[Any], float]:
     return conv
 
 
+def _batch_window(value: Any) -> float:
+    seconds = _duration()(value)
+    if seconds > MAX_BATCH_WINDOW:
+        raise _Bad(f"{seconds * 1e6:g}us is too long; at most 10ms (0 turns batching off)")
+    return seconds
+
+
 def _buffer_size(value: Any) -> int:
     try:
         size = parse_size(value)
@@ -907,7 +919,7 @@ def _is_prime(n: int) -> bool:
 
 # Section parsers: (ctx, path, value) -> dataclass. They report their own errors.
 
-_ROOT_KEYS = ("drain_timeout", "admin", "listeners", "clusters")
+_ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters")
 _ADMIN_KEYS = ("address", "port")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit")
@@ -929,6 +941,7 @@ _ENDPOINT_KEYS = ("address", "port", "weight")
 def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     m = _Map(ctx, (), doc, _ROOT_KEYS, "the config document")
     drain = m.get("drain_timeout", _duration(), DEFAULT_DRAIN_TIMEOUT)
+    batch = m.get("batch_window", _batch_window, DEFAULT_BATCH_WINDOW)
     admin = m.section("admin", _parse_admin, None)
     listeners = m.section("listeners", lambda c, p, v: _list(
         c, p, v, _parse_listener, min_items=1, what="listeners"))
@@ -941,7 +954,7 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     _check_cluster_refs(ctx, clusters)
     _check_addresses(ctx, listeners, admin)
     return Config(drain_timeout=drain, admin=admin, listeners=listeners, clusters=clusters,
-                  source=ctx.source)
+                  source=ctx.source, batch_window=batch)
 
 
 def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:

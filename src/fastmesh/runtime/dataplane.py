@@ -56,10 +56,13 @@ class DataPlane:
     """Listeners + Worker for one config, in the current event loop."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 owns_loop: bool = False) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.loop = loop
+        # Batching under load sleeps in the loop: only where the loop is ours.
+        self.owns_loop = owns_loop
         self.worker: _core.Worker | None = None
         self.listeners: dict[str, _Listener] = {}
         self.version = 0
@@ -70,12 +73,17 @@ class DataPlane:
         _core.seed_random(os.urandom(16))
         self.worker = _core.Worker(self.loop)
         self.worker.apply(build_snapshot(self.config, self.version))
+        self._set_batching(self.config)
         try:
             for lc in self.config.listeners:
                 await self._open(lc)
         except BaseException:
             await self._close_listeners(list(self.listeners))
             raise
+
+    def _set_batching(self, config: Config) -> None:
+        assert self.worker is not None
+        self.worker.set_batch_window(config.batch_window if self.owns_loop else 0.0)
 
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
@@ -129,6 +137,7 @@ class DataPlane:
                 s.close()
             raise
         self.worker.apply(snapshot)
+        self._set_batching(config)
         self.version += 1
         await self._close_listeners(moved)
         for name, lc in new.items():

@@ -28,7 +28,7 @@ class SingleProcess:
     def __init__(self, config_text: str, source: str, *, path: str | None) -> None:
         self.config = parse_config(config_text, source=source)
         self.path = path
-        self.plane = DataPlane(self.config, reuse_port=True)
+        self.plane = DataPlane(self.config, reuse_port=True, owns_loop=True)
         self.admin: AdminServer | None = None
         self.stopping = False
         self.reloads_ok = 0

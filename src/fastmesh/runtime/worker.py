@@ -34,7 +34,7 @@ async def serve(fd: int, worker_id: int) -> int:
         return 2
     try:
         config = parse_config(msg["text"], source=msg.get("source", "<config>"))
-        plane = DataPlane(config, reuse_port=True)
+        plane = DataPlane(config, reuse_port=True, owns_loop=True)
         await plane.start()
     except (ConfigError, OSError) as exc:
         await chan.send({"op": "failed", "error": str(exc)})
