@@ -35,7 +35,7 @@ from fastmesh._headers cimport (
 )
 from fastmesh._buffers cimport OutBuf
 from fastmesh._hpack cimport (
-    HpackDecoder, HpackEncoder, HPACK_OK, HPACK_E_COMPRESSION, HPACK_E_TOO_LARGE,
+    HpackDecoder, HpackEncoder, PyHeaders, HPACK_OK, HPACK_E_COMPRESSION, HPACK_E_TOO_LARGE,
     HPACK_E_MALFORMED, HPACK_NEVER_INDEX,
 )
 
@@ -1469,29 +1469,8 @@ cdef class Connection:
         return sid
 
     def send_headers(self, uint32_t stream_id, headers, bint end_stream=False):
-        cdef bytearray buf = bytearray()
-        cdef HeaderSlice* hs
-        cdef int i, n = len(headers)
-        spans = []
-        for item in headers:
-            name, value = item[0], item[1]
-            if isinstance(name, str):
-                name = name.encode("utf-8")
-            if isinstance(value, str):
-                value = value.encode("utf-8")
-            spans.append((len(buf), len(name), len(buf) + len(name), len(value),
-                          HPACK_NEVER_INDEX if (len(item) > 2 and item[2]) else 0))
-            buf += name
-            buf += value
-        hs = <HeaderSlice*>PyMem_Malloc((n or 1) * sizeof(HeaderSlice))
-        if hs == NULL:
-            raise MemoryError()
-        try:
-            for i in range(n):
-                hs[i].name_off, hs[i].name_len, hs[i].value_off, hs[i].value_len, hs[i].flags = spans[i]
-            _check(self.conn.send_headers(stream_id, buf, hs, n, end_stream))
-        finally:
-            PyMem_Free(hs)
+        cdef PyHeaders h = PyHeaders(headers)
+        _check(self.conn.send_headers(stream_id, h.buf, h.hs, h.n, end_stream))
 
     def send_data(self, uint32_t stream_id, bytes data, bint end_stream=False):
         """Sends what the windows allow; returns the number of bytes sent."""

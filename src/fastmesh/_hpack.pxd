@@ -105,3 +105,13 @@ cdef Py_ssize_t huffman_encoded_len(const unsigned char* s, Py_ssize_t n) noexce
 cdef Py_ssize_t huffman_decode(const unsigned char* src, Py_ssize_t n, char* dst) noexcept nogil
     # dst needs room for n * 8 / 5 bytes. Returns bytes written, -1 on bad
     # code (EOS inside, padding > 7 bits or not all ones).
+
+
+cdef class PyHeaders:
+    # A Python header list [(name, value[, sensitive]), ...] (str or bytes)
+    # packed into one buffer with HeaderSlice offsets into it: how the
+    # Python-facing wrappers (HpackEncoder here, H2Connection in _h2) hand
+    # headers to the C code.
+    cdef bytearray buf
+    cdef HeaderSlice* hs
+    cdef int n

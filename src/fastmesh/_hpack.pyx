@@ -955,33 +955,39 @@ cdef class Encoder:
         return self.enc.t.size
 
     def encode(self, headers, huffman=None):
-        cdef bytearray buf = bytearray()
-        cdef list slices = []
-        cdef HeaderSlice* hs
-        cdef int i, n = len(headers)
+        cdef PyHeaders h = PyHeaders(headers)
         cdef bint saved = self.enc.huffman
-        for item in headers:
+        try:
+            if huffman is not None:
+                self.enc.huffman = huffman
+            self._out.clear()
+            self.enc.encode(h.buf, h.hs, h.n, self._out)
+            return self._out.take()
+        finally:
+            self.enc.huffman = saved
+
+
+cdef class PyHeaders:
+    def __cinit__(self, headers):
+        cdef int i
+        self.buf = bytearray()
+        self.n = len(headers)
+        self.hs = <HeaderSlice*>PyMem_Malloc((self.n or 1) * sizeof(HeaderSlice))
+        if self.hs == NULL:
+            raise MemoryError()
+        for i, item in enumerate(headers):
             name, value = item[0], item[1]
             if isinstance(name, str):
                 name = name.encode("utf-8")
             if isinstance(value, str):
                 value = value.encode("utf-8")
-            sens = len(item) > 2 and item[2]
-            slices.append((len(buf), len(name), len(buf) + len(name), len(value),
-                           HPACK_NEVER_INDEX if sens else 0))
-            buf += name
-            buf += value
-        hs = <HeaderSlice*>PyMem_Malloc((n or 1) * sizeof(HeaderSlice))
-        if hs == NULL:
-            raise MemoryError()
-        try:
-            for i in range(n):
-                hs[i].name_off, hs[i].name_len, hs[i].value_off, hs[i].value_len, hs[i].flags = slices[i]
-            if huffman is not None:
-                self.enc.huffman = huffman
-            self._out.clear()
-            self.enc.encode(buf, hs, n, self._out)
-            return self._out.take()
-        finally:
-            self.enc.huffman = saved
-            PyMem_Free(hs)
+            self.hs[i].name_off = len(self.buf)
+            self.hs[i].name_len = len(name)
+            self.hs[i].value_off = len(self.buf) + len(name)
+            self.hs[i].value_len = len(value)
+            self.hs[i].flags = HPACK_NEVER_INDEX if (len(item) > 2 and item[2]) else 0
+            self.buf += name
+            self.buf += value
+
+    def __dealloc__(self):
+        PyMem_Free(self.hs)
