@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +24,9 @@ import h11
 import uvloop
 
 import fastmesh
+
+from support.headers import HeaderLookup
+from support.loopthread import LoopThread
 
 TIMEOUT = 5.0
 
@@ -68,47 +70,30 @@ def tcp_listener(name: str, cluster_name: str, **opts) -> dict:
 
 # ------------------------------------------------------------------ proxy
 
-class ProxyThread:
+class ProxyThread(LoopThread):
     """A fastmesh.Proxy running in a background thread's uvloop loop."""
 
+    thread_name = "fastmesh-proxy"
+
     def __init__(self, config: dict, owns_loop: bool = False) -> None:
+        super().__init__()
         self.config = copy.deepcopy(config)
         self.owns_loop = owns_loop
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.proxy: fastmesh.Proxy | None = None
-        self.thread: threading.Thread | None = None
         self.loop_errors: list = []
+        self.drain_timeout = 0.5
 
-    def start(self) -> "ProxyThread":
-        ready = threading.Event()
-        err: list = []
+    def new_loop(self):
+        loop = uvloop.new_event_loop()
+        loop.set_exception_handler(lambda lp, ctx: self.loop_errors.append(ctx))
+        return loop
 
-        def run():
-            loop = uvloop.new_event_loop()
-            self.loop = loop
-            asyncio.set_event_loop(loop)
-            loop.set_exception_handler(lambda lp, ctx: self.loop_errors.append(ctx))
-            try:
-                self.proxy = fastmesh.Proxy(self.config, owns_loop=self.owns_loop)
-                loop.run_until_complete(self.proxy.start())
-            except BaseException as e:   # noqa: BLE001
-                err.append(e)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+    async def _setup(self) -> None:
+        self.proxy = fastmesh.Proxy(self.config, owns_loop=self.owns_loop)
+        await self.proxy.start()
 
-        self.thread = threading.Thread(target=run, name="fastmesh-proxy", daemon=True)
-        self.thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("proxy did not start")
-        if err:
-            self.thread.join(5)
-            raise err[0]
-        return self
+    async def _shutdown(self) -> None:
+        await self.proxy.stop(self.drain_timeout)
 
     def call(self, coro, timeout=TIMEOUT):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -150,21 +135,9 @@ class ProxyThread:
                              and s["downstream_rq_active"] == 0, timeout)
 
     def stop(self, drain_timeout: float = 0.5) -> None:
-        if self.thread is None:
-            return
-        if self.loop is not None and self.loop.is_running():
-            try:
-                self.call(self.proxy.stop(drain_timeout), timeout=drain_timeout + 5)
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        self.drain_timeout = drain_timeout
+        self.stop_timeout = drain_timeout + 5
+        super().stop()
 
 
 # ------------------------------------------------------------------ client
@@ -174,7 +147,7 @@ class ResponseError(AssertionError):
 
 
 @dataclass
-class Response:
+class Response(HeaderLookup):
     status: int
     reason: bytes
     version: bytes
@@ -184,19 +157,6 @@ class Response:
     interim: list = field(default_factory=list)    # 1xx responses (status, headers)
     raw: bytes = b""                 # the final response's bytes, exactly as received
     framing: str = ""                # "length" | "chunked" | "close" | "none"
-
-    def header(self, name: str | bytes) -> bytes | None:
-        if isinstance(name, str):
-            name = name.encode()
-        vals = [v for n, v in self.headers if n == name.lower()]
-        if len(vals) > 1:
-            raise ResponseError(f"response header {name!r} repeated: {vals}")
-        return vals[0] if vals else None
-
-    def header_values(self, name: str | bytes) -> list:
-        if isinstance(name, str):
-            name = name.encode()
-        return [v for n, v in self.headers if n == name.lower()]
 
     @property
     def connection_close(self) -> bool:

@@ -31,6 +31,7 @@ reached the upstream. The response is chosen by path:
                         b"BYE", half-closes, and waits for the client's EOF
   /reset-before-response  aborts the connection without answering
   /keepalive-close      200 with Connection: close, then closes
+  /early-hints          102, then 103 with a Link header, then 200 "after hints"
   anything else         200 "hello <target>\n"
 
 Every response carries x-origin: <name> (to tell origins apart).
@@ -49,6 +50,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
+from support.headers import HeaderLookup
+from support.loopthread import LoopThread
+
 READ_TIMEOUT = 30.0
 
 
@@ -62,7 +66,7 @@ def sha256(data: bytes) -> str:
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(HeaderLookup):
     conn_id: int
     method: bytes
     target: bytes
@@ -71,30 +75,17 @@ class RecordedRequest:
     body: bytes = b""
     trailers: list = field(default_factory=list)
 
-    def header(self, name: str | bytes) -> bytes | None:
-        """The value of the only header `name` (None if absent; AssertionError if repeated)."""
-        if isinstance(name, str):
-            name = name.encode()
-        vals = [v for n, v in self.headers if n == name.lower()]
-        assert len(vals) <= 1, f"header {name!r} appears {len(vals)} times: {vals}"
-        return vals[0] if vals else None
-
-    def header_values(self, name: str | bytes) -> list:
-        if isinstance(name, str):
-            name = name.encode()
-        return [v for n, v in self.headers if n == name.lower()]
-
     @property
     def path(self) -> str:
         return urlsplit(self.target.decode("latin-1")).path
 
 
-class _ServerThread:
+class _ServerThread(LoopThread):
     """An asyncio loop in a daemon thread; subclasses implement _serve()."""
 
     def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
+        super().__init__()
+        self.thread_name = type(self).__name__
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.host = "127.0.0.1"
@@ -106,67 +97,30 @@ class _ServerThread:
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def start(self):
-        ready = threading.Event()
-        err: list = []
+    async def _setup(self) -> None:
+        self.server = await self._serve()
+        self.port = self.server.sockets[0].getsockname()[1]
 
-        def run():
-            loop = asyncio.new_event_loop()
-            self.loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                self.server = loop.run_until_complete(self._serve())
-                self.port = self.server.sockets[0].getsockname()[1]
-            except BaseException as e:   # noqa: BLE001 - reported to the starter
-                err.append(e)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            # shutting down
-            for t in list(self._tasks):
-                t.cancel()
-            if self._tasks:
-                loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+    async def _shutdown(self) -> None:
+        self.server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), 2)
+        except Exception:   # noqa: BLE001
+            pass
 
-        self.thread = threading.Thread(target=run, name=type(self).__name__, daemon=True)
-        self.thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("server thread did not start")
-        if err:
-            raise err[0]
-        return self
+    def _finish(self, loop) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
 
     def stop(self) -> None:
-        if self.loop is None or self.thread is None:
-            return
-
-        async def shutdown():
-            self.server.close()
-            for w in list(self._writers):
-                w.transport.abort()
-            try:
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-            except Exception:   # noqa: BLE001
-                pass
-
-        if self.loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
-            try:
-                fut.result(5)
-            except Exception:   # noqa: BLE001
-                pass
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        try:
+            super().stop()
+        except Exception:   # noqa: BLE001 - a stuck shutdown must not fail the test
+            self.thread = None
 
     def _track(self):
         t = asyncio.current_task()
