@@ -250,6 +250,35 @@ def test_sighup_reload_under_load_drops_nothing(any_mode, tmp_path):
     assert "reload rejected" in out and f"{fastmesh.cfg}:1: listeners[0]" in out
 
 
+@pytest.mark.parametrize("single", [False, True], ids=["supervisor", "single-process"])
+def test_sigterm_as_soon_as_the_listener_accepts_drains(tmp_path, origin, single):
+    # The stop signal handlers are installed before anything serves: a
+    # SIGTERM the moment the port accepts (the admin listener is not up yet)
+    # drains and exits 0 instead of killing the process (status -15).
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "fastmesh.yaml"
+    write_config(cfg, port, admin, origin)
+    log = open(tmp_path / "fastmesh.log", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "fastmesh", "run", "-c", str(cfg),
+                             "--workers", "1"] + (["--single-process"] if single else []),
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def test_crashed_worker_is_restarted(fastmesh):
     pids = fastmesh.stats()["worker_pids"]
     os.kill(pids[0], signal.SIGKILL)

@@ -34,25 +34,34 @@ class SingleProcess:
         self.reloads_ok = 0
         self.reloads_failed = 0
         self._done = asyncio.Event()
+        self._started = False
+        self._stop_requested = False     # SIGTERM/SIGINT while starting
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Stop signals are ours before the listeners serve: one that arrives
+        # meanwhile must drain, not kill the process outright.
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop)
         await self.plane.start()
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats, config=lambda: self.plane.config,
                                      ready=lambda: not self.stopping)
             await self.admin.start()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._on_stop)
-        loop.add_signal_handler(signal.SIGINT, self._on_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         # Everything allocated so far lives as long as the process: keep it out
         # of the collector's way.
         gc.collect()
         gc.freeze()
+        self._started = True
+        if self._stop_requested:
+            self._on_stop()
 
     def _on_stop(self) -> None:
-        if not self.stopping:
+        if not self._started:
+            self._stop_requested = True      # start() stops once everything is up
+        elif not self.stopping:
             self.stopping = True
             asyncio.ensure_future(self._stop())
 

@@ -70,12 +70,19 @@ class Supervisor:
         self.reloads_failed = 0
         self._done = asyncio.Event()
         self._watchers: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stop_requested = False     # SIGTERM/SIGINT while starting
         self.addresses: dict[str, list[Any]] = {}
 
     # --- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
         """Start the workers (each must report ready) and the admin listener."""
+        loop = asyncio.get_running_loop()
+        # Stop signals are ours before any worker serves: one that arrives
+        # while the others start must drain, not kill this process outright.
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         results = await asyncio.gather(*(self._spawn(w) for w in self.workers))
         if not all(results):
             await self.stop()
@@ -87,11 +94,11 @@ class Supervisor:
                                      stats=self.stats, config=lambda: self.config,
                                      ready=self.is_ready)
             await self.admin.start()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
+        self._started = True
+        if self._stop_requested:
+            asyncio.ensure_future(self.stop())
 
     def is_ready(self) -> bool:
         return not self.stopping and all(w.ready for w in self.workers)
@@ -101,7 +108,9 @@ class Supervisor:
         return 0
 
     def _on_stop_signal(self) -> None:
-        if not self.stopping:
+        if not self._started:
+            self._stop_requested = True      # start() stops once everything is up
+        elif not self.stopping:
             asyncio.ensure_future(self.stop())
 
     async def stop(self) -> None:
