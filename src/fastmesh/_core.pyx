@@ -36,6 +36,7 @@ from fastmesh._lb cimport LoadBalancer, hash_bytes
 from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, ACTION_DIRECT
 
 import socket as _socket
+from time import sleep as _sleep
 
 include "core_base.pxi"
 include "core_cluster.pxi"

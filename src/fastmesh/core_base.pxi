@@ -353,8 +353,6 @@ cdef enum:
     # Requests in flight in a worker before it batches (set_batch_window).
     BATCH_MIN_ACTIVE = 32
 
-from time import sleep as _sleep
-
 
 @cython.final
 cdef class Worker:

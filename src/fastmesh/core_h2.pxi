@@ -82,6 +82,17 @@ cdef class HeaderList:
         self.n += 1
         return 0
 
+    cdef int add_fields(self, const char* base, HeaderSlice* hs, int n, int skip) except -1:
+        # The regular fields of a decoded head (pseudo-headers and fields with a
+        # `skip` flag left out), keeping HPACK's never-index mark.
+        cdef int i
+        for i in range(n):
+            if hs[i].flags & skip or (hs[i].name_len and base[hs[i].name_off] == b':'):
+                continue
+            self.add(base + hs[i].name_off, hs[i].name_len, base + hs[i].value_off,
+                     hs[i].value_len, hs[i].flags & HPACK_NEVER_INDEX)
+        return 0
+
     cdef int add_uint(self, const char* name, Py_ssize_t nl, unsigned long long v) except -1:
         cdef char tmp[24]
         cdef int i = 24
@@ -338,19 +349,21 @@ cdef class UpstreamH2(UpstreamBase):
         cdef ReadBuffer b = self.rbuf
         cdef H2Connection h2 = self.h2
         cdef Py_ssize_t r
+        cdef bint first_settings
         if self.closed:
             b.start = b.end
         else:
             h2.now = mono_now()
             r = h2.receive(b.data + b.start, b.end - b.start)
-            if not self.got_settings and h2.remote_settings_received:
+            first_settings = not self.got_settings and h2.remote_settings_received
+            if first_settings:
                 # The endpoint's limit (unlimited when its SETTINGS leave it
                 # out), remembered for the next connection's first moments.
                 self.got_settings = True
                 self.ep.pool.h2_max_streams = h2.remote_max_concurrent
             self.handle_events(b.data + b.start)
-            if self.waiting:
-                self.open_waiting()
+            if first_settings and self.waiting:
+                self.open_waiting()     # streams held back by the assumed limit
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
@@ -1134,35 +1147,20 @@ cdef class H2ServerStream(ProxyStream):
     # --- the response -----------------------------------------------------------
 
     cdef void write_interim(self, Http1Parser rp, const char* base):
-        # A 1xx (103 Early Hints, 102...) from an HTTP/1.1 upstream: a HEADERS
-        # frame without END_STREAM before the final one (RFC 9113 8.1).
-        cdef HeaderList hl = self.conn.hl
-        cdef int i
-        cdef HeaderSlice* hs
-        if self.reset or self.resp_started:
-            return
-        hl.clear()
-        hl.add_uint(":status", 7, rp.status)
-        for i in range(rp.nheaders):
-            hs = &rp.headers[i]
-            if hs.flags & (HF_HOP | HF_TRANSFER_ENCODING | HF_CONTENT_LENGTH):
-                continue
-            hl.add(base + hs.name_off, hs.name_len, base + hs.value_off, hs.value_len, 0)
-        self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, False)
-        self.conn.flush_later()
+        self.interim(rp.status, base, rp.headers, rp.nheaders, HF_HOP | HF_CONTENT_LENGTH)
 
     cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
+        self.interim(status, base, hs, n, 0)
+
+    cdef void interim(self, int status, const char* base, HeaderSlice* hs, int n, int skip):
+        # A 1xx (103 Early Hints, 102...) from either kind of upstream: a
+        # HEADERS frame without END_STREAM before the final one (RFC 9113 8.1).
         cdef HeaderList hl = self.conn.hl
-        cdef int i
         if self.reset or self.resp_started:
             return
         hl.clear()
         hl.add_uint(":status", 7, status)
-        for i in range(n):
-            if hs[i].name_len and base[hs[i].name_off] == b':':
-                continue
-            hl.add(base + hs[i].name_off, hs[i].name_len, base + hs[i].value_off,
-                   hs[i].value_len, hs[i].flags & HPACK_NEVER_INDEX)
+        hl.add_fields(base, hs, n, skip)
         self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, False)
         self.conn.flush_later()
 
@@ -1223,11 +1221,7 @@ cdef class H2ServerStream(ProxyStream):
                 return
         hl.clear()
         hl.add_uint(":status", 7, status)
-        for i in range(n):
-            if hs[i].name_len and base[hs[i].name_off] == b':':
-                continue
-            hl.add(base + hs[i].name_off, hs[i].name_len, base + hs[i].value_off,
-                   hs[i].value_len, hs[i].flags & HPACK_NEVER_INDEX)
+        hl.add_fields(base, hs, n, 0)
         self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, end)
         if end:
             self.resp_end = self.resp_end_sent = True

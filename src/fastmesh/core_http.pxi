@@ -830,23 +830,29 @@ cdef class HttpDownstream(ProxyStream):
     # --- the response ----------------------------------------------------
 
     cdef void write_interim(self, Http1Parser rp, const char* base):
+        self.interim(rp.status, base + rp.reason_off, rp.reason_len, base, rp.headers,
+                     rp.nheaders)
+
+    cdef void interim(self, int status, const char* reason, Py_ssize_t rlen,
+                      const char* base, HeaderSlice* hs, int n):
+        # A 1xx status line and its fields (no hop-by-hop, no length; no
+        # pseudo-header of an HTTP/2 upstream's head).
         cdef OutBuf o = self.out
         cdef int i
-        cdef HeaderSlice* hs
         if self.req_minor == 0:
             return   # HTTP/1.0 clients do not expect 1xx
         o.add("HTTP/1.1 ", 9)
-        o.add_uint(rp.status)
+        o.add_uint(status)
         o.add(" ", 1)
-        o.add(base + rp.reason_off, rp.reason_len)
+        o.add(reason, rlen)
         o.add("\r\n", 2)
-        for i in range(rp.nheaders):
-            hs = &rp.headers[i]
-            if hs.flags & (HF_HOP | HF_CONTENT_LENGTH):
+        for i in range(n):
+            if hs[i].flags & (HF_HOP | HF_CONTENT_LENGTH) or (
+                    hs[i].name_len and base[hs[i].name_off] == b':'):
                 continue
-            o.add(base + hs.name_off, hs.name_len)
+            o.add(base + hs[i].name_off, hs[i].name_len)
             o.add(": ", 2)
-            o.add(base + hs.value_off, hs.value_len)
+            o.add(base + hs[i].value_off, hs[i].value_len)
             o.add("\r\n", 2)
         o.add("\r\n", 2)
 
@@ -1058,25 +1064,11 @@ cdef class HttpDownstream(ProxyStream):
         return not self.write_blocked
 
     cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
-        cdef OutBuf o = self.out
-        cdef int i
-        if self.req_minor == 0 or self.resp_started:
-            return   # HTTP/1.0 clients do not expect 1xx
-        o.add("HTTP/1.1 ", 9)
-        o.add_uint(status)
-        o.add(" ", 1)
-        o.add_bytes(REASONS.get(status, b"Informational"))
-        o.add("\r\n", 2)
-        for i in range(n):
-            if hs[i].name_len and base[hs[i].name_off] == b':':
-                continue
-            if hs[i].flags & (HF_HOP | HF_TRANSFER_ENCODING | HF_CONTENT_LENGTH):
-                continue
-            o.add(base + hs[i].name_off, hs[i].name_len)
-            o.add(": ", 2)
-            o.add(base + hs[i].value_off, hs[i].value_len)
-            o.add("\r\n", 2)
-        o.add("\r\n", 2)
+        cdef bytes reason
+        if self.resp_started:
+            return
+        reason = REASONS.get(status, b"Informational")
+        self.interim(status, reason, len(reason), base, hs, n)
         self.flush()
 
     cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
