@@ -292,6 +292,26 @@ def test_upstream_without_stream_limit_keeps_one_connection(start_proxy, origin)
         o.stop()
 
 
+def test_goaway_with_first_settings_retries_every_stream(start_proxy, origin):
+    # 150 streams toward a new endpoint: 100 on one connection (the limit
+    # assumed before its SETTINGS), 50 on a second. The first connection's
+    # first bytes are SETTINGS and GOAWAY (last stream 0): its 100 streams are
+    # refused and must be retried elsewhere, not fail.
+    o = H2Origin("goaway", goaway_first=True)
+    try:
+        p = start_proxy(config(origin, o))
+        clients = [H2Client(p.address("web")) for _ in range(2)]
+        sids = [[c.request("GET", "/h2/x") for _ in range(75)] for c in clients]
+        for c, ids in zip(clients, sids):
+            for r in c.wait(*ids, timeout=30):
+                assert r.status == 200 and bytes(r.body) == b"hello /h2/x\n"
+        assert o.connections >= 2
+        for c in clients:
+            c.close()
+    finally:
+        o.stop()
+
+
 def _closed_loop(p, seconds=1.0, streams=32, conns=2):
     # conns clients keep `streams` requests each in flight (64 > BATCH_MIN_ACTIVE
     # = 32), a new one as each completes, for `seconds`.

@@ -193,9 +193,12 @@ class H2Origin:
     """An h2c (prior knowledge) origin: one thread per connection.
     max_concurrent_streams: None for h2's default (100), 0 for an empty SETTINGS."""
 
-    def __init__(self, name="h2origin", max_concurrent_streams=None):
+    def __init__(self, name="h2origin", max_concurrent_streams=None, goaway_first=False):
         self.name = name
         self.max_concurrent_streams = max_concurrent_streams
+        # The first connection gets SETTINGS (1000 streams) and GOAWAY (last
+        # stream 0) in one write, as a server shutting down would, then nothing.
+        self.goaway_first = goaway_first
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -240,6 +243,18 @@ class H2Origin:
             return list(self.requests)
 
     def _serve(self, sock, cid):
+        if self.goaway_first and cid == 1:
+            sock.sendall(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03"
+                         + (1000).to_bytes(4, "big")
+                         + b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(8))
+            sock.settimeout(10)
+            try:
+                while sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+            sock.close()
+            return
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                         validate_inbound_headers=False,
                                         normalize_inbound_headers=False)
