@@ -196,8 +196,9 @@ class H2Origin:
     def __init__(self, name="h2origin", max_concurrent_streams=None, goaway_first=False):
         self.name = name
         self.max_concurrent_streams = max_concurrent_streams
-        # The first connection gets SETTINGS (1000 streams) and GOAWAY (last
-        # stream 0) in one write, as a server shutting down would, then nothing.
+        # The first connection gets SETTINGS (100 streams, as h2 announces on
+        # the others) and GOAWAY (last stream 0) in one write, as a server
+        # shutting down would, then nothing.
         self.goaway_first = goaway_first
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -245,7 +246,7 @@ class H2Origin:
     def _serve(self, sock, cid):
         if self.goaway_first and cid == 1:
             sock.sendall(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03"
-                         + (1000).to_bytes(4, "big")
+                         + (100).to_bytes(4, "big")
                          + b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(8))
             sock.settimeout(10)
             try:
