@@ -1,0 +1,115 @@
+"""Writing a ``Config`` back out as plain data in the shape of the config file.
+
+Every default is written out, so the result documents the effective config
+(the admin ``/config_dump`` endpoint serves it as JSON) and is itself a
+valid config: ``parse_config(config_to_dict(c)) == c``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastmesh.control.schema import ClusterConfig, Config, ListenerConfig, RouteConfig
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain JSON-serialisable data, in the shape of the config file.
+
+    Every default is written out, durations as float seconds and sizes as
+    int bytes, so the result documents the effective config and is itself a
+    valid config: ``parse_config(config_to_dict(c)) == c``.
+    """
+    out: dict[str, Any] = {"drain_timeout": cfg.drain_timeout, "batch_window": cfg.batch_window}
+    if cfg.admin is not None:
+        out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port}
+    out["listeners"] = [_listener_to_dict(listener) for listener in cfg.listeners]
+    out["clusters"] = [_cluster_to_dict(cluster) for cluster in cfg.clusters]
+    return out
+
+
+def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": lst.name,
+        "address": lst.address,
+        "port": lst.port,
+        "protocol": lst.protocol,
+        "idle_timeout": lst.idle_timeout,
+        "per_connection_buffer_limit": lst.per_connection_buffer_limit,
+    }
+    if lst.protocol == "tcp":
+        out["cluster"] = lst.cluster
+        return out
+    out.update(
+        request_headers_timeout=lst.request_headers_timeout,
+        stream_idle_timeout=lst.stream_idle_timeout,
+        max_request_headers_kb=lst.max_request_headers_kb,
+        max_headers_count=lst.max_headers_count,
+        xff_append=lst.xff_append,
+        generate_request_id=lst.generate_request_id,
+        http2={"max_concurrent_streams": lst.http2.max_concurrent_streams,
+               "initial_stream_window_size": lst.http2.initial_stream_window_size,
+               "initial_connection_window_size": lst.http2.initial_connection_window_size},
+        virtual_hosts=[
+            {
+                "name": vh.name,
+                "domains": list(vh.domains),
+                "routes": [_route_to_dict(route) for route in vh.routes],
+            }
+            for vh in lst.virtual_hosts
+        ],
+    )
+    return out
+
+
+def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
+    m = route.match
+    match: dict[str, Any] = {}
+    for key in ("prefix", "path", "regex"):
+        if getattr(m, key) is not None:
+            match[key] = getattr(m, key)
+    match["case_sensitive"] = m.case_sensitive
+    if m.headers:
+        match["headers"] = [
+            {
+                "name": h.name,
+                **{k: getattr(h, k) for k in ("exact", "prefix", "regex", "present")
+                   if getattr(h, k) is not None},
+                "invert": h.invert,
+            }
+            for h in m.headers
+        ]
+    out: dict[str, Any] = {}
+    if route.name is not None:
+        out["name"] = route.name
+    out["match"] = match
+    if route.action == "cluster":
+        out["cluster"] = route.cluster
+    elif route.action == "weighted_clusters":
+        out["weighted_clusters"] = [{"name": w.name, "weight": w.weight}
+                                    for w in route.weighted_clusters]
+    else:
+        assert route.direct_response is not None
+        out["direct_response"] = {"status": route.direct_response.status,
+                                  "body": route.direct_response.body}
+    if route.action != "direct_response":
+        out["timeout"] = route.timeout
+    return out
+
+
+def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": c.name, "lb": c.lb}
+    if c.hash_policy is not None:
+        out["hash_policy"] = ({"header": c.hash_policy.header} if c.hash_policy.header
+                              else {"source_ip": True})
+    if c.lb == "ring_hash":
+        out["ring_hash"] = {"minimum_ring_size": c.ring_min, "maximum_ring_size": c.ring_max}
+    if c.lb == "maglev":
+        out["maglev"] = {"table_size": c.maglev_table_size}
+    out.update(
+        connect_timeout=c.connect_timeout,
+        idle_timeout=c.idle_timeout,
+        per_connection_buffer_limit=c.per_connection_buffer_limit,
+        max_requests_per_connection=c.max_requests_per_connection,
+        protocol=c.protocol,
+        endpoints=[{"address": e.address, "port": e.port, "weight": e.weight}
+                   for e in c.endpoints],
+    )
+    return out

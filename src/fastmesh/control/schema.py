@@ -1,0 +1,216 @@
+"""The config schema: frozen dataclasses, their defaults and limits, the enums.
+
+This is the shape a validated config takes: a tree of frozen dataclasses
+holding tuples (never lists), so one ``Config`` can be shared by every
+worker without copying or locking. The constants here are the defaults
+and limits docs/config.md lists. Nothing here reads YAML or checks values;
+``validation`` does that and ``dump`` writes a ``Config`` back out.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+PROTOCOLS: tuple[str, ...] = ("http", "tcp")
+LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
+UPSTREAM_PROTOCOLS: tuple[str, ...] = ("http1", "http2", "auto")
+ROUTE_ACTIONS: tuple[str, ...] = ("cluster", "weighted_clusters", "direct_response")
+
+# Defaults (seconds for durations, bytes for sizes). docs/config.md lists the same values.
+DEFAULT_DRAIN_TIMEOUT = 10.0
+# Under load a worker sleeps this long between event-loop polls instead of
+# being woken by every arriving packet (docs/design.md, "Batching under load").
+DEFAULT_BATCH_WINDOW = 0.0002
+MAX_BATCH_WINDOW = 0.01
+DEFAULT_ADMIN_ADDRESS = "127.0.0.1"
+DEFAULT_ADMIN_PORT = 9901
+DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
+DEFAULT_LISTENER_IDLE_TIMEOUT = 3600.0
+DEFAULT_BUFFER_LIMIT = 1 << 20
+DEFAULT_REQUEST_HEADERS_TIMEOUT = 10.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_REQUEST_HEADERS_KB = 60
+DEFAULT_MAX_HEADERS_COUNT = 100
+DEFAULT_ROUTE_TIMEOUT = 15.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_CLUSTER_IDLE_TIMEOUT = 60.0
+DEFAULT_RING_MIN = 1024
+DEFAULT_RING_MAX = 8388608          # Envoy's default and upper bound (8M entries)
+DEFAULT_MAGLEV_TABLE_SIZE = 65537   # Envoy's default; a prime
+DEFAULT_H2_MAX_CONCURRENT_STREAMS = 100
+DEFAULT_H2_INITIAL_STREAM_WINDOW = 65536
+DEFAULT_H2_INITIAL_CONNECTION_WINDOW = 1 << 20
+H2_MAX_WINDOW = (1 << 31) - 1
+MAX_MAGLEV_TABLE_SIZE = 5000011     # Envoy's upper bound; a prime
+MAX_BUFFER_LIMIT = 1 << 30
+MAX_ROUTE_WEIGHT = 1_000_000
+MAX_TOTAL_WEIGHT = (1 << 32) - 1    # the data plane sums weights in an unsigned int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin listener (stats, /config_dump). Plain HTTP; keep it on loopback."""
+
+    address: str = DEFAULT_ADMIN_ADDRESS
+    port: int = DEFAULT_ADMIN_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatchConfig:
+    """One request-header condition of a route. Exactly one of exact/prefix/regex/present is set."""
+
+    name: str                   # lowercased
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None    # full match of the header value
+    present: bool | None = None
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatchConfig:
+    """The path condition (exactly one of prefix/path/regex) plus header conditions."""
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None    # full match of the path, query string excluded
+    # prefix is compared with path + query string (as Envoy), path and regex with the path.
+    # case_sensitive applies to prefix and path only (regex: use "(?i)").
+    case_sensitive: bool = True
+    headers: tuple[HeaderMatchConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedClusterConfig:
+    """One target of a ``weighted_clusters`` action."""
+
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponseConfig:
+    """A response the proxy sends itself, without an upstream."""
+
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One route. ``action`` says which of cluster/weighted_clusters/direct_response is set."""
+
+    name: str | None
+    match: RouteMatchConfig
+    action: str                 # "cluster" | "weighted_clusters" | "direct_response"
+    cluster: str | None = None
+    weighted_clusters: tuple[WeightedClusterConfig, ...] = ()
+    direct_response: DirectResponseConfig | None = None
+    timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHostConfig:
+    """A set of domains (matched against Host) and their routes, first match wins."""
+
+    name: str
+    domains: tuple[str, ...]    # lowercased
+    routes: tuple[RouteConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Config:
+    """HTTP/2 settings a listener announces to its h2 clients (Envoy's
+    http2_protocol_options names)."""
+
+    max_concurrent_streams: int = DEFAULT_H2_MAX_CONCURRENT_STREAMS
+    initial_stream_window_size: int = DEFAULT_H2_INITIAL_STREAM_WINDOW
+    initial_connection_window_size: int = DEFAULT_H2_INITIAL_CONNECTION_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """A listening socket. HTTP-only fields keep their defaults on tcp listeners."""
+
+    name: str
+    address: str
+    port: int
+    protocol: str               # "http" | "tcp"
+    cluster: str | None         # tcp only
+    idle_timeout: float
+    per_connection_buffer_limit: int
+    request_headers_timeout: float
+    stream_idle_timeout: float
+    max_request_headers_kb: int
+    max_headers_count: int
+    xff_append: bool
+    generate_request_id: bool
+    virtual_hosts: tuple[VirtualHostConfig, ...]   # http only; () for tcp
+    http2: Http2Config = Http2Config()             # http only
+
+
+
+@dataclass(frozen=True, slots=True)
+class HashPolicyConfig:
+    """What ring_hash / maglev hash: a request header, or the client address."""
+
+    header: str | None = None   # lowercased
+    source_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """One upstream host. ``address`` is an IP literal or a hostname (resolved by the compile step)."""
+
+    address: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """An upstream service: endpoints plus how to balance and pool connections to them.
+
+    ``hash_policy`` is set (defaulting to source_ip) only for ring_hash and
+    maglev. ``ring_min``/``ring_max`` matter only for ring_hash and
+    ``maglev_table_size`` only for maglev; they always hold their defaults otherwise.
+    """
+
+    name: str
+    lb: str
+    hash_policy: HashPolicyConfig | None
+    ring_min: int
+    ring_max: int
+    maglev_table_size: int
+    connect_timeout: float
+    idle_timeout: float
+    per_connection_buffer_limit: int
+    max_requests_per_connection: int   # 0 = unlimited
+    endpoints: tuple[EndpointConfig, ...]
+    protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole validated config. ``source`` names where it came from (not compared)."""
+
+    drain_timeout: float
+    admin: AdminConfig | None
+    listeners: tuple[ListenerConfig, ...]
+    clusters: tuple[ClusterConfig, ...]
+    source: str = dataclasses.field(default="<config>", compare=False)
+    batch_window: float = DEFAULT_BATCH_WINDOW     # seconds, 0 = off
+
+    def cluster(self, name: str) -> ClusterConfig:
+        """The cluster called ``name``; ``KeyError`` if there is none."""
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)
+
+    def listener(self, name: str) -> ListenerConfig:
+        """The listener called ``name``; ``KeyError`` if there is none."""
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)

@@ -1,0 +1,709 @@
+"""Validation: composed config data in, schema dataclasses out.
+
+Each section has a parser ``(ctx, path, value) -> dataclass`` that reads its
+keys through ``_Map`` (typed reads with defaults, unknown keys reported with
+a "did you mean"), converts values (durations to float seconds, sizes to
+int bytes, addresses to canonical form) and reports every problem to the
+``_Ctx`` instead of stopping at the first. The cross-checks that span
+sections (unique names, cluster references, clashing addresses) run last.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from fastmesh.control.durations import parse_duration, parse_size
+from fastmesh.control.loader import Path, _Ctx, _kind
+from fastmesh.control.schema import (
+    DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_BATCH_WINDOW,
+    DEFAULT_BUFFER_LIMIT,
+    DEFAULT_CLUSTER_IDLE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_H2_INITIAL_CONNECTION_WINDOW,
+    DEFAULT_H2_INITIAL_STREAM_WINDOW,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+    DEFAULT_LISTENER_ADDRESS,
+    DEFAULT_LISTENER_IDLE_TIMEOUT,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_MAX_HEADERS_COUNT,
+    DEFAULT_MAX_REQUEST_HEADERS_KB,
+    DEFAULT_REQUEST_HEADERS_TIMEOUT,
+    DEFAULT_RING_MAX,
+    DEFAULT_RING_MIN,
+    DEFAULT_ROUTE_TIMEOUT,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
+    H2_MAX_WINDOW,
+    LB_POLICIES,
+    MAX_BATCH_WINDOW,
+    MAX_BUFFER_LIMIT,
+    MAX_MAGLEV_TABLE_SIZE,
+    MAX_ROUTE_WEIGHT,
+    MAX_TOTAL_WEIGHT,
+    PROTOCOLS,
+    ROUTE_ACTIONS,
+    UPSTREAM_PROTOCOLS,
+    AdminConfig,
+    ClusterConfig,
+    Config,
+    DirectResponseConfig,
+    EndpointConfig,
+    HashPolicyConfig,
+    HeaderMatchConfig,
+    Http2Config,
+    ListenerConfig,
+    RouteConfig,
+    RouteMatchConfig,
+    VirtualHostConfig,
+    WeightedClusterConfig,
+)
+
+T = TypeVar("T")
+_REQUIRED: Any = object()
+
+
+class _Bad(Exception):
+    """Raised by a converter: the value at hand is wrong for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+
+def _closest(word: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest choice, or "" if none is close."""
+    close = _closest(word, choices)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+class _Map:
+    """A mapping under validation: typed reads with defaults, unknown keys reported once."""
+
+    def __init__(self, ctx: _Ctx, path: Path, value: Any, keys: Sequence[str], what: str) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.data: Mapping[str, Any] = {}
+        self.suggested: set[str] = set()   # keys an unknown key probably meant
+        self.ok = isinstance(value, Mapping)
+        if not self.ok:
+            ctx.error(path, f"expected {what} (a mapping), got {_kind(value)}")
+            return
+        self.data = value
+        for key in value:
+            if not isinstance(key, str):
+                ctx.error(path, f"keys must be strings, got {_kind(key)}")
+            elif key not in keys:
+                close = _closest(key, keys)
+                if close:
+                    self.suggested.add(close)
+                ctx.error(path + (key,), f"unknown key {key!r}; expected one of: "
+                          f"{', '.join(keys)}{_suggest(key, keys)}", key=True)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, conv: Callable[[Any], T], default: Any = _REQUIRED) -> T:
+        """``conv(value)`` of ``key``, ``default`` if absent; None after reporting an error."""
+        path = self.path + (key,)
+        if key not in self.data:
+            if default is _REQUIRED:
+                # A misspelt key already got "did you mean ...": do not also say it is missing.
+                if self.ok and key not in self.suggested:
+                    self.ctx.error(path, "missing required key")
+                return None  # type: ignore[return-value]
+            return default
+        try:
+            return conv(self.data[key])
+        except _Bad as exc:
+            self.ctx.error(path, exc.reason)
+            return None  # type: ignore[return-value]
+
+    def section(self, key: str, parse: Callable[[_Ctx, Path, Any], T], default: Any = _REQUIRED) -> T:
+        """Like ``get`` for nested structures: ``parse(ctx, path, value)`` reports its own errors."""
+        if key not in self.data:
+            return self.get(key, lambda v: v, default)
+        return parse(self.ctx, self.path + (key,), self.data[key])
+
+    def forbid(self, key: str, reason: str) -> None:
+        if key in self.data:
+            self.ctx.error(self.path + (key,), reason, key=True)
+
+    def one_of(self, keys: Sequence[str], what: str) -> str | None:
+        """The single key of ``keys`` present; reports none or several as errors."""
+        present = [k for k in keys if k in self.data]
+        if len(present) == 1:
+            return present[0]
+        if not present:
+            if self.ok:
+                self.ctx.error(self.path, f"{what}: expected exactly one of: {', '.join(keys)}")
+        else:
+            self.ctx.error(self.path + (present[1],),
+                           f"{what}: {' and '.join(repr(k) for k in present)} are mutually "
+                           f"exclusive; expected exactly one of: {', '.join(keys)}", key=True)
+        return None
+
+
+def _list(ctx: _Ctx, path: Path, value: Any, item: Callable[[_Ctx, Path, Any], T],
+          *, min_items: int, what: str) -> tuple[T, ...]:
+    if not isinstance(value, (list, tuple)):
+        ctx.error(path, f"expected a list of {what}, got {_kind(value)}")
+        return ()
+    if len(value) < min_items:
+        ctx.error(path, f"must not be empty: give at least one entry ({what})")
+    return tuple(item(ctx, path + (i,), v) for i, v in enumerate(value))
+
+
+# Converters: value -> converted value, or raise _Bad(reason).
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")   # RFC 9110 token (header names)
+_HOST_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_DOMAIN_RE = re.compile(r"[a-z0-9._\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        hint = " (quote it)" if isinstance(value, (int, float, bool)) else ""
+        raise _Bad(f"expected a string, got {_kind(value)}{hint}")
+    return value
+
+
+def _nonempty_str(value: Any) -> str:
+    if not _str(value):
+        raise _Bad("must not be empty")
+    return value
+
+
+def _name(value: Any) -> str:
+    _str(value)
+    if not _NAME_RE.fullmatch(value):
+        raise _Bad(f"invalid name {value!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
+                   "starting with a letter or digit")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    def conv(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(f"expected an integer, got {_kind(value)}")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise _Bad(f"{value} is out of range; must be {bound}")
+        return value
+    return conv
+
+
+def _enum(choices: Sequence[str]) -> Callable[[Any], str]:
+    def conv(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            shown = repr(value) if isinstance(value, str) else _kind(value)
+            suggestion = _suggest(value, choices) if isinstance(value, str) else ""
+            raise _Bad(f"invalid value {shown}; expected one of: {', '.join(choices)}{suggestion}")
+        return value
+    return conv
+
+
+def _duration(*, positive: bool = False) -> Callable[[Any], float]:
+    def conv(value: Any) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+        if positive and seconds <= 0:
+            raise _Bad("must be greater than zero")
+        return seconds
+    return conv
+
+
+def _batch_window(value: Any) -> float:
+    seconds = _duration()(value)
+    if seconds > MAX_BATCH_WINDOW:
+        raise _Bad(f"{seconds * 1e6:g}us is too long; at most 10ms (0 turns batching off)")
+    return seconds
+
+
+def _buffer_size(value: Any) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+    if not 1 <= size <= MAX_BUFFER_LIMIT:
+        raise _Bad(f"{size} bytes is out of range; must be between 1 and 1GiB")
+    return size
+
+
+def _listen_address(value: Any) -> str:
+    """An IP literal or "localhost"; IPs are stored in canonical form."""
+    _str(value)
+    if value == "localhost":
+        return value
+    try:
+        return str(ipaddress.ip_address(_strip_brackets(value)))
+    except ValueError:
+        raise _Bad(f"invalid address {value!r}: expected an IPv4 or IPv6 literal or 'localhost' "
+                   "(hostnames are not allowed on listeners)") from None
+
+
+def _endpoint_address(value: Any) -> str:
+    """An IP literal (canonical form) or a DNS hostname (kept as written; resolved later)."""
+    _str(value)
+    try:
+        return str(ipaddress.ip_address(_strip_brackets(value)))
+    except ValueError:
+        pass
+    host = value[:-1] if value.endswith(".") else value
+    if re.fullmatch(r"[0-9.]+", host):
+        raise _Bad(f"invalid IPv4 address {value!r}")
+    if not host or len(host) > 253 or not all(
+        _HOST_LABEL_RE.fullmatch(label) for label in host.split(".")
+    ):
+        raise _Bad(f"invalid address {value!r}: expected an IP literal or a hostname")
+    return value
+
+
+def _strip_brackets(value: str) -> str:
+    return value[1:-1] if value.startswith("[") and value.endswith("]") else value
+
+
+def _header_name(value: Any) -> str:
+    _str(value)
+    if not _TOKEN_RE.fullmatch(value):
+        raise _Bad(f"invalid header name {value!r}")
+    return value.lower()
+
+
+def _regex(value: Any) -> str:
+    _str(value)
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _Bad(f"invalid regex {value!r}: {exc}") from None
+    return value
+
+
+def _path_value(value: Any) -> str:
+    _str(value)
+    if not value.startswith("/"):
+        raise _Bad(f"must start with '/', got {value!r}")
+    return value
+
+
+def _domain(value: Any) -> str:
+    _nonempty_str(value)
+    domain = value.lower()
+    if domain == "*":
+        return domain
+    core = domain
+    if core.startswith("*"):
+        core = core[1:]
+    elif core.endswith("*"):
+        core = core[:-1]
+    if not core or "*" in core or not _DOMAIN_RE.fullmatch(core):
+        raise _Bad(f"invalid domain {value!r}: expected an exact host, '*.suffix', "
+                   "'prefix.*' or '*' (one wildcard, at the start or the end)")
+    return domain
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    f = 3
+    while f * f <= n:
+        if n % f == 0:
+            return False
+        f += 2
+    return True
+
+
+# Section parsers: (ctx, path, value) -> dataclass. They report their own errors.
+
+_ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters")
+_ADMIN_KEYS = ("address", "port")
+_LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
+                    "per_connection_buffer_limit")
+_LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
+                  "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
+                  "http2")
+_HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
+               "initial_connection_window_size")
+_VHOST_KEYS = ("name", "domains", "routes")
+_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout",)
+_MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
+_HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
+_CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
+                 "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
+                 "endpoints", "protocol")
+_ENDPOINT_KEYS = ("address", "port", "weight")
+
+
+def _parse_root(ctx: _Ctx, doc: Any) -> Config:
+    m = _Map(ctx, (), doc, _ROOT_KEYS, "the config document")
+    drain = m.get("drain_timeout", _duration(), DEFAULT_DRAIN_TIMEOUT)
+    batch = m.get("batch_window", _batch_window, DEFAULT_BATCH_WINDOW)
+    admin = m.section("admin", _parse_admin, None)
+    listeners = m.section("listeners", lambda c, p, v: _list(
+        c, p, v, _parse_listener, min_items=1, what="listeners"))
+    clusters = m.section("clusters", lambda c, p, v: _list(
+        c, p, v, _parse_cluster, min_items=0, what="clusters"), ())
+    listeners = listeners or ()
+    clusters = clusters or ()
+    _check_unique(ctx, ("listeners",), listeners, "listener")
+    _check_unique(ctx, ("clusters",), clusters, "cluster")
+    _check_cluster_refs(ctx, clusters)
+    _check_addresses(ctx, listeners, admin)
+    return Config(drain_timeout=drain, admin=admin, listeners=listeners, clusters=clusters,
+                  source=ctx.source, batch_window=batch)
+
+
+def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
+    m = _Map(ctx, path, value, _ADMIN_KEYS, "admin settings")
+    return AdminConfig(address=m.get("address", _listen_address, DEFAULT_ADMIN_ADDRESS),
+                       port=m.get("port", _int(0, 65535), DEFAULT_ADMIN_PORT))
+
+
+def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
+    m = _Map(ctx, path, value, _LISTENER_COMMON + _LISTENER_HTTP, "a listener")
+    protocol = m.get("protocol", _enum(PROTOCOLS), "http")
+    cluster = None
+    virtual_hosts: tuple[VirtualHostConfig, ...] = ()
+    if protocol == "tcp":
+        cluster = m.get("cluster", _nonempty_str)
+        if cluster is not None:
+            ctx.cluster_refs.append((path + ("cluster",), cluster))
+        for key in _LISTENER_HTTP:
+            m.forbid(key, f"{key!r} is only allowed on http listeners (this one is tcp)")
+    elif protocol == "http":
+        m.forbid("cluster", "'cluster' is only allowed on tcp listeners; http listeners "
+                 "route to clusters through virtual_hosts")
+        virtual_hosts = m.section("virtual_hosts", lambda c, p, v: _list(
+            c, p, v, _parse_vhost, min_items=1, what="virtual hosts")) or ()
+        _check_unique(ctx, path + ("virtual_hosts",), virtual_hosts, "virtual host")
+        _check_domains(ctx, path + ("virtual_hosts",), virtual_hosts)
+    http = protocol == "http"
+    return ListenerConfig(
+        name=m.get("name", _name),
+        address=m.get("address", _listen_address, DEFAULT_LISTENER_ADDRESS),
+        port=m.get("port", _int(0, 65535)),
+        protocol=protocol,
+        cluster=cluster,
+        idle_timeout=m.get("idle_timeout", _duration(), DEFAULT_LISTENER_IDLE_TIMEOUT),
+        per_connection_buffer_limit=m.get("per_connection_buffer_limit", _buffer_size,
+                                          DEFAULT_BUFFER_LIMIT),
+        request_headers_timeout=(m.get("request_headers_timeout", _duration(),
+                                       DEFAULT_REQUEST_HEADERS_TIMEOUT)
+                                 if http else DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        stream_idle_timeout=(m.get("stream_idle_timeout", _duration(),
+                                   DEFAULT_STREAM_IDLE_TIMEOUT)
+                             if http else DEFAULT_STREAM_IDLE_TIMEOUT),
+        max_request_headers_kb=(m.get("max_request_headers_kb", _int(1, 8192),
+                                      DEFAULT_MAX_REQUEST_HEADERS_KB)
+                                if http else DEFAULT_MAX_REQUEST_HEADERS_KB),
+        max_headers_count=(m.get("max_headers_count", _int(1, 256), DEFAULT_MAX_HEADERS_COUNT)
+                           if http else DEFAULT_MAX_HEADERS_COUNT),
+        xff_append=m.get("xff_append", _bool, True) if http else True,
+        generate_request_id=m.get("generate_request_id", _bool, True) if http else True,
+        virtual_hosts=virtual_hosts,
+        http2=m.section("http2", _parse_http2, Http2Config()) if http else Http2Config(),
+    )
+
+
+def _parse_http2(ctx: _Ctx, path: Path, value: Any) -> Http2Config:
+    m = _Map(ctx, path, value, _HTTP2_KEYS, "http2 settings")
+    return Http2Config(
+        max_concurrent_streams=m.get("max_concurrent_streams", _int(1, H2_MAX_WINDOW),
+                                     DEFAULT_H2_MAX_CONCURRENT_STREAMS),
+        initial_stream_window_size=m.get("initial_stream_window_size",
+                                         _int(65535, H2_MAX_WINDOW),
+                                         DEFAULT_H2_INITIAL_STREAM_WINDOW),
+        initial_connection_window_size=m.get("initial_connection_window_size",
+                                             _int(65535, H2_MAX_WINDOW),
+                                             DEFAULT_H2_INITIAL_CONNECTION_WINDOW),
+    )
+
+
+def _parse_vhost(ctx: _Ctx, path: Path, value: Any) -> VirtualHostConfig:
+    m = _Map(ctx, path, value, _VHOST_KEYS, "a virtual host")
+    domains = m.section("domains", lambda c, p, v: _list(
+        c, p, v, _parse_domain, min_items=1, what="domains"))
+    routes = m.section("routes", lambda c, p, v: _list(
+        c, p, v, _parse_route, min_items=1, what="routes"))
+    return VirtualHostConfig(name=m.get("name", _name), domains=domains or (),
+                             routes=routes or ())
+
+
+def _parse_domain(ctx: _Ctx, path: Path, value: Any) -> str:
+    try:
+        return _domain(value)
+    except _Bad as exc:
+        ctx.error(path, exc.reason)
+        return None  # type: ignore[return-value]
+
+
+def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
+    m = _Map(ctx, path, value, _ROUTE_KEYS, "a route")
+    name = m.get("name", _name, None)
+    match = m.section("match", _parse_match)
+    action = m.one_of(ROUTE_ACTIONS, "route action")
+    cluster = None
+    weighted: tuple[WeightedClusterConfig, ...] = ()
+    direct = None
+    timeout = 0.0
+    if action == "cluster":
+        cluster = m.get("cluster", _nonempty_str)
+        if cluster is not None:
+            ctx.cluster_refs.append((path + ("cluster",), cluster))
+    elif action == "weighted_clusters":
+        weighted = m.section("weighted_clusters", _parse_weighted)
+    elif action == "direct_response":
+        direct = m.section("direct_response", _parse_direct)
+    if action == "direct_response":
+        m.forbid("timeout", "'timeout' is not allowed with direct_response "
+                 "(no upstream request is made)")
+    else:
+        timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
+    return RouteConfig(name=name, match=match, action=action, cluster=cluster,
+                       weighted_clusters=weighted, direct_response=direct, timeout=timeout)
+
+
+def _parse_match(ctx: _Ctx, path: Path, value: Any) -> RouteMatchConfig:
+    m = _Map(ctx, path, value, _MATCH_KEYS, "a route match")
+    case_sensitive = m.get("case_sensitive", _bool, True)
+    kind = m.one_of(("prefix", "path", "regex"), "route match")
+    values: dict[str, str | None] = {"prefix": None, "path": None, "regex": None}
+    if kind == "regex":
+        values["regex"] = m.get("regex", _regex)
+        if case_sensitive is False:
+            # As in Envoy, case_sensitive does not apply to regex; say so instead of ignoring it.
+            ctx.error(path + ("case_sensitive",), "case_sensitive: false does not apply to "
+                      "regex; write (?i) at the start of the pattern instead", key=True)
+    elif kind is not None:
+        values[kind] = m.get(kind, _path_value)
+    headers = m.section("headers", lambda c, p, v: _list(
+        c, p, v, _parse_header_match, min_items=0, what="header matchers"), ())
+    return RouteMatchConfig(case_sensitive=case_sensitive, headers=headers or (), **values)
+
+
+def _parse_header_match(ctx: _Ctx, path: Path, value: Any) -> HeaderMatchConfig:
+    m = _Map(ctx, path, value, _HEADER_KEYS, "a header matcher")
+    kind = m.one_of(("exact", "prefix", "regex", "present"), "header matcher")
+    values: dict[str, Any] = {}
+    if kind == "present":
+        values["present"] = m.get("present", _bool)
+    elif kind == "regex":
+        values["regex"] = m.get("regex", _regex)
+    elif kind is not None:
+        values[kind] = m.get(kind, _str)
+    return HeaderMatchConfig(name=m.get("name", _header_name),
+                             invert=m.get("invert", _bool, False), **values)
+
+
+def _parse_weighted(ctx: _Ctx, path: Path, value: Any) -> tuple[WeightedClusterConfig, ...]:
+    items = _list(ctx, path, value, _parse_weighted_item, min_items=1, what="weighted clusters")
+    _check_unique(ctx, path, items, "weighted cluster")
+    total = sum(w.weight for w in items if w.weight is not None)
+    if total > MAX_TOTAL_WEIGHT:
+        ctx.error(path, f"total weight {total} is too large; must be at most {MAX_TOTAL_WEIGHT}")
+    return items
+
+
+def _parse_weighted_item(ctx: _Ctx, path: Path, value: Any) -> WeightedClusterConfig:
+    m = _Map(ctx, path, value, ("name", "weight"), "a weighted cluster")
+    name = m.get("name", _nonempty_str)
+    if name is not None:
+        ctx.cluster_refs.append((path + ("name",), name))
+    return WeightedClusterConfig(name=name, weight=m.get("weight", _int(1, MAX_ROUTE_WEIGHT)))
+
+
+def _parse_direct(ctx: _Ctx, path: Path, value: Any) -> DirectResponseConfig:
+    m = _Map(ctx, path, value, ("status", "body"), "a direct response")
+    return DirectResponseConfig(status=m.get("status", _int(100, 599)),
+                                body=m.get("body", _str, ""))
+
+
+def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
+    m = _Map(ctx, path, value, _CLUSTER_KEYS, "a cluster")
+    lb = m.get("lb", _enum(LB_POLICIES), "round_robin")
+    hashing = lb in ("ring_hash", "maglev")
+    hash_policy = None
+    if hashing:
+        hash_policy = m.section("hash_policy", _parse_hash_policy,
+                                HashPolicyConfig(header=None, source_ip=True))
+    elif lb is not None:
+        m.forbid("hash_policy", f"'hash_policy' is only allowed with lb: ring_hash or maglev "
+                 f"(this cluster uses {lb})")
+    ring_min, ring_max = DEFAULT_RING_MIN, DEFAULT_RING_MAX
+    if lb == "ring_hash":
+        ring_min, ring_max = m.section("ring_hash", _parse_ring_hash, (ring_min, ring_max))
+    elif lb is not None:
+        m.forbid("ring_hash", f"'ring_hash' settings are only allowed with lb: ring_hash "
+                 f"(this cluster uses {lb})")
+    table_size = DEFAULT_MAGLEV_TABLE_SIZE
+    if lb == "maglev":
+        table_size = m.section("maglev", _parse_maglev, table_size)
+    elif lb is not None:
+        m.forbid("maglev", f"'maglev' settings are only allowed with lb: maglev "
+                 f"(this cluster uses {lb})")
+    endpoints = m.section("endpoints", lambda c, p, v: _list(
+        c, p, v, _parse_endpoint, min_items=1, what="endpoints")) or ()
+    seen: dict[tuple[str, int], int] = {}
+    for i, ep in enumerate(endpoints):
+        key = (ep.address, ep.port)
+        if None in key:
+            continue
+        if key in seen:
+            ctx.error(path + ("endpoints", i), f"duplicate endpoint {ep.address}:{ep.port} "
+                      f"(same as endpoints[{seen[key]}]); use weight instead")
+        seen.setdefault(key, i)
+    if lb == "maglev" and table_size is not None and len(endpoints) > table_size:
+        ctx.error(path + ("maglev", "table_size"), f"table_size {table_size} is smaller than "
+                  f"the number of endpoints ({len(endpoints)})")
+    return ClusterConfig(
+        name=m.get("name", _name),
+        lb=lb,
+        hash_policy=hash_policy,
+        ring_min=ring_min,
+        ring_max=ring_max,
+        maglev_table_size=table_size,
+        connect_timeout=m.get("connect_timeout", _duration(positive=True),
+                              DEFAULT_CONNECT_TIMEOUT),
+        idle_timeout=m.get("idle_timeout", _duration(), DEFAULT_CLUSTER_IDLE_TIMEOUT),
+        per_connection_buffer_limit=m.get("per_connection_buffer_limit", _buffer_size,
+                                          DEFAULT_BUFFER_LIMIT),
+        max_requests_per_connection=m.get("max_requests_per_connection",
+                                          _int(0, (1 << 32) - 1), 0),
+        endpoints=endpoints,
+        protocol=m.get("protocol", _enum(UPSTREAM_PROTOCOLS), "http1"),
+    )
+
+
+def _parse_hash_policy(ctx: _Ctx, path: Path, value: Any) -> HashPolicyConfig:
+    m = _Map(ctx, path, value, ("header", "source_ip"), "a hash policy")
+    kind = m.one_of(("header", "source_ip"), "hash_policy")
+    if kind == "header":
+        return HashPolicyConfig(header=m.get("header", _header_name), source_ip=False)
+    if kind == "source_ip":
+        if m.get("source_ip", _bool) is False:
+            ctx.error(path + ("source_ip",), "source_ip: false hashes nothing; use "
+                      "source_ip: true or header: NAME")
+        return HashPolicyConfig(header=None, source_ip=True)
+    return HashPolicyConfig(header=None, source_ip=True)
+
+
+def _parse_ring_hash(ctx: _Ctx, path: Path, value: Any) -> tuple[int, int]:
+    m = _Map(ctx, path, value, ("minimum_ring_size", "maximum_ring_size"), "ring_hash settings")
+    lo = m.get("minimum_ring_size", _int(1, DEFAULT_RING_MAX), DEFAULT_RING_MIN)
+    hi = m.get("maximum_ring_size", _int(1, DEFAULT_RING_MAX), DEFAULT_RING_MAX)
+    if lo is not None and hi is not None and lo > hi:
+        ctx.error(path + ("minimum_ring_size",),
+                  f"minimum_ring_size {lo} is larger than maximum_ring_size {hi}")
+    return lo, hi
+
+
+def _parse_maglev(ctx: _Ctx, path: Path, value: Any) -> int:
+    m = _Map(ctx, path, value, ("table_size",), "maglev settings")
+    size = m.get("table_size", _int(2, MAX_MAGLEV_TABLE_SIZE), DEFAULT_MAGLEV_TABLE_SIZE)
+    if size is not None and not _is_prime(size):
+        ctx.error(path + ("table_size",), f"table_size {size} is not prime "
+                  "(Maglev needs a prime table size, e.g. 65537 or 5000011)")
+    return size
+
+
+def _parse_endpoint(ctx: _Ctx, path: Path, value: Any) -> EndpointConfig:
+    m = _Map(ctx, path, value, _ENDPOINT_KEYS, "an endpoint")
+    return EndpointConfig(address=m.get("address", _endpoint_address),
+                          port=m.get("port", _int(1, 65535)),
+                          weight=m.get("weight", _int(1, 128), 1))
+
+
+# ------------------------------------------------------------------- cross-checks
+
+
+def _check_unique(ctx: _Ctx, path: Path, items: Sequence[Any], what: str) -> None:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = getattr(item, "name", None)
+        if name is None:
+            continue
+        if name in seen:
+            ctx.error(path + (i, "name"), f"duplicate {what} name {name!r} "
+                      f"(first defined at index {seen[name]})")
+        else:
+            seen[name] = i
+
+
+def _check_domains(ctx: _Ctx, path: Path, vhosts: Sequence[VirtualHostConfig]) -> None:
+    seen: dict[str, str] = {}
+    for i, vh in enumerate(vhosts):
+        for j, domain in enumerate(vh.domains):
+            if domain is None:
+                continue
+            if domain in seen:
+                ctx.error(path + (i, "domains", j), f"duplicate domain {domain!r} in this "
+                          f"listener (already in virtual host {seen[domain]!r})")
+            else:
+                seen[domain] = vh.name
+
+
+def _check_cluster_refs(ctx: _Ctx, clusters: Sequence[ClusterConfig]) -> None:
+    names = [c.name for c in clusters if c.name is not None]
+    if len(names) < len(clusters):
+        return  # a cluster name is invalid (already reported); references would only cascade
+    for path, name in ctx.cluster_refs:
+        if name not in names:
+            known = f"defined clusters: {', '.join(names)}" if names else "no clusters are defined"
+            ctx.error(path, f"unknown cluster {name!r}; {known}{_suggest(name, names)}")
+
+
+def _address_overlap(a: str, b: str) -> bool:
+    """True if binding both addresses on one port would clash (wildcards cover their family)."""
+    def expand(addr: str) -> set[str]:
+        return {"127.0.0.1", "::1"} if addr == "localhost" else {addr}
+    for x in expand(a):
+        for y in expand(b):
+            if x == y:
+                return True
+            ix, iy = ipaddress.ip_address(x), ipaddress.ip_address(y)
+            if ix.version == iy.version and (ix.is_unspecified or iy.is_unspecified):
+                return True
+    return False
+
+
+def _check_addresses(ctx: _Ctx, listeners: Sequence[ListenerConfig],
+                     admin: AdminConfig | None) -> None:
+    bound: list[tuple[int, ListenerConfig]] = []
+    for i, lst in enumerate(listeners):
+        if lst.address is None or lst.port is None or lst.port == 0:
+            continue
+        for j, other in bound:
+            if other.port == lst.port and _address_overlap(other.address, lst.address):
+                ctx.error(("listeners", i, "port"), f"listener address {lst.address}:{lst.port} "
+                          f"is already used by listener {other.name!r} "
+                          f"({other.address}:{other.port})")
+                break
+        bound.append((i, lst))
+    if admin is None or admin.port is None or admin.address is None or admin.port == 0:
+        return
+    for _, lst in bound:
+        if lst.port == admin.port and _address_overlap(lst.address, admin.address):
+            ctx.error(("admin", "port"), f"admin address {admin.address}:{admin.port} is "
+                      f"already used by listener {lst.name!r} ({lst.address}:{lst.port})")
+            break
