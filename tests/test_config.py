@@ -804,7 +804,7 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "name", "address", "port", "protocol", "cluster", "idle_timeout",
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
-        "virtual_hosts", "http2"]
+        "virtual_hosts", "http2", "http_filters"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",

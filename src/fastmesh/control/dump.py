@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastmesh.control.schema import ClusterConfig, Config, ListenerConfig, RouteConfig
+from fastmesh.control.schema import ClusterConfig, Config, ListenerConfig, RouteConfig, thaw
+
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain JSON-serialisable data, in the shape of the config file.
@@ -55,6 +56,8 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
             }
             for vh in lst.virtual_hosts
         ],
+        http_filters=[{"name": f.name, "import": f.import_path, "config": thaw(f.config)}
+                      for f in lst.http_filters],
     )
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+
 class ConfigError(Exception):
     """A config file that does not follow the schema.
 

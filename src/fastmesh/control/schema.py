@@ -9,7 +9,9 @@ and limits docs/config.md lists. Nothing here reads YAML or checks values;
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 PROTOCOLS: tuple[str, ...] = ("http", "tcp")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
@@ -45,6 +47,76 @@ MAX_MAGLEV_TABLE_SIZE = 5000011     # Envoy's upper bound; a prime
 MAX_BUFFER_LIMIT = 1 << 30
 MAX_ROUTE_WEIGHT = 1_000_000
 MAX_TOTAL_WEIGHT = (1 << 32) - 1    # the data plane sums weights in an unsigned int
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable mapping: free-form settings (a filter's ``config``) in a Config.
+
+    Values are frozen all the way down (lists become tuples, mappings
+    FrozenMaps), so the Config holding one stays immutable, hashable and
+    comparable. Key order is kept (a dump writes keys as they were given) but
+    does not count in comparisons, as for dicts. ``thaw()`` gives back plain
+    dicts and lists.
+    """
+
+    __slots__ = ("_data", "_hash")
+    _data: dict[str, Any]
+    _hash: int | None
+
+    def __init__(self, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        object.__setattr__(self, "_data", {k: freeze(v) for k, v in dict(data).items()})
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._data == other._data
+        return isinstance(other, Mapping) and self._data == dict(other.items())
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(frozenset(self._data.items())))
+        assert self._hash is not None
+        return self._hash
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"FrozenMap is read-only (cannot set {name!r})")
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
+        return (FrozenMap, (self._data,))
+
+    def thaw(self) -> dict[str, Any]:
+        """A plain, mutable copy: dicts and lists all the way down."""
+        return {key: thaw(value) for key, value in self._data.items()}
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every mapping made a FrozenMap and every list a tuple."""
+    if isinstance(value, Mapping):
+        return value if isinstance(value, FrozenMap) else FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of ``freeze``: FrozenMaps become dicts and tuples lists."""
+    if isinstance(value, FrozenMap):
+        return value.thaw()
+    if isinstance(value, tuple):
+        return [thaw(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +201,25 @@ class Http2Config:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpFilterConfig:
+    """One user filter in an http listener's chain, named by its import path.
+
+    ``import_path`` is ``"package.module:Attr"``; it is checked for form only,
+    never imported while validating. ``config`` is the filter's own settings
+    (YAML scalars, lists and mappings), always stored as a FrozenMap; a plain
+    dict given to the constructor is frozen.
+    """
+
+    name: str
+    import_path: str
+    config: Mapping[str, Any] = FrozenMap()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, FrozenMap):
+            object.__setattr__(self, "config", FrozenMap(self.config))
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """A listening socket. HTTP-only fields keep their defaults on tcp listeners."""
 
@@ -147,6 +238,7 @@ class ListenerConfig:
     generate_request_id: bool
     virtual_hosts: tuple[VirtualHostConfig, ...]   # http only; () for tcp
     http2: Http2Config = Http2Config()             # http only
+    http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
 
 
 

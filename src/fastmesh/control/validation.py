@@ -9,14 +9,17 @@ sections (unique names, cluster references, clashing addresses) run last.
 """
 from __future__ import annotations
 
+import datetime
 import difflib
 import ipaddress
+import keyword
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastmesh.control.durations import parse_duration, parse_size
-from fastmesh.control.loader import Path, _Ctx, _kind
+from fastmesh.control.loader import _MAX_DEPTH, Path, _Ctx, _kind
 from fastmesh.control.schema import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_ADMIN_PORT,
@@ -53,9 +56,11 @@ from fastmesh.control.schema import (
     Config,
     DirectResponseConfig,
     EndpointConfig,
+    FrozenMap,
     HashPolicyConfig,
     HeaderMatchConfig,
     Http2Config,
+    HttpFilterConfig,
     ListenerConfig,
     RouteConfig,
     RouteMatchConfig,
@@ -321,6 +326,27 @@ def _domain(value: Any) -> str:
     return domain
 
 
+def _import_path(value: Any) -> str:
+    """``package.module:Attr``, checked for form only: nothing is imported here."""
+    _nonempty_str(value)
+    module, colon, attr = value.partition(":")
+    why = None
+    if not colon:
+        why = "no ':' between the module and the attribute"
+    elif ":" in attr:
+        why = "more than one ':'"
+    else:
+        bad = [part for part in module.split(".")
+               if not part.isidentifier() or keyword.iskeyword(part)]
+        if bad:
+            why = f"{bad[0]!r} is not a valid module name"
+        elif not attr.isidentifier() or keyword.iskeyword(attr):
+            why = f"{attr!r} is not a valid attribute name"
+    if why is not None:
+        raise _Bad(f"invalid import path {value!r}: {why}; expected 'package.module:Name'")
+    return value
+
+
 def _is_prime(n: int) -> bool:
     if n < 2:
         return False
@@ -342,7 +368,7 @@ _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_time
                     "per_connection_buffer_limit")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
-                  "http2")
+                  "http2", "http_filters")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
@@ -353,6 +379,7 @@ _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_ti
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
                  "endpoints", "protocol")
 _ENDPOINT_KEYS = ("address", "port", "weight")
+_HTTP_FILTER_KEYS = ("name", "import", "config")
 
 
 def _parse_root(ctx: _Ctx, doc: Any) -> Config:
@@ -423,6 +450,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         generate_request_id=m.get("generate_request_id", _bool, True) if http else True,
         virtual_hosts=virtual_hosts,
         http2=m.section("http2", _parse_http2, Http2Config()) if http else Http2Config(),
+        http_filters=m.section("http_filters", _parse_http_filters, ()) if http else (),
     )
 
 
@@ -438,6 +466,56 @@ def _parse_http2(ctx: _Ctx, path: Path, value: Any) -> Http2Config:
                                              _int(65535, H2_MAX_WINDOW),
                                              DEFAULT_H2_INITIAL_CONNECTION_WINDOW),
     )
+
+
+def _parse_http_filters(ctx: _Ctx, path: Path, value: Any) -> tuple[HttpFilterConfig, ...]:
+    filters = _list(ctx, path, value, _parse_http_filter, min_items=0, what="http filters")
+    _check_unique(ctx, path, filters, "http filter")
+    return filters
+
+
+def _parse_http_filter(ctx: _Ctx, path: Path, value: Any) -> HttpFilterConfig:
+    m = _Map(ctx, path, value, _HTTP_FILTER_KEYS, "an http filter")
+    return HttpFilterConfig(name=m.get("name", _name),
+                            import_path=m.get("import", _import_path),
+                            config=m.section("config", _parse_filter_config, FrozenMap()))
+
+
+def _parse_filter_config(ctx: _Ctx, path: Path, value: Any) -> FrozenMap:
+    if not isinstance(value, Mapping):
+        ctx.error(path, f"expected the filter's config (a mapping), got {_kind(value)}")
+        return FrozenMap()
+    return _plain_data(ctx, path, value)
+
+
+def _plain_data(ctx: _Ctx, path: Path, value: Any) -> Any:
+    """``value`` frozen, if it holds only YAML scalars, lists and mappings with string keys.
+
+    Anything else (a date, binary, a set, a Python object in dict input) is
+    reported: a filter's config must survive ``config_to_dict`` and JSON.
+    """
+    if len(path) > _MAX_DEPTH:
+        ctx.error(path, "nested too deeply")
+        return None
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                ctx.error(path, f"keys must be strings, got {_kind(key)}")
+                continue
+            out[key] = _plain_data(ctx, path + (key,), item)
+        return FrozenMap(out)
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain_data(ctx, path + (i,), item) for i, item in enumerate(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        ctx.error(path, f"{value} is not allowed; numbers must be finite")
+        return None
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    hint = " (quote it)" if isinstance(value, datetime.date) else ""
+    ctx.error(path, "expected a string, number, boolean, null, list or mapping, "
+              f"got {_kind(value)}{hint}")
+    return None
 
 
 def _parse_vhost(ctx: _Ctx, path: Path, value: Any) -> VirtualHostConfig:
