@@ -2,7 +2,9 @@
 
 This is the glue between the control side (a validated ``Config``) and the
 compiled data side (``fastmesh._core.Worker``): it binds listen sockets,
-compiles snapshots, swaps them on reload and drains on shutdown. A worker
+compiles snapshots, switches to a new config in two phases (``prepare`` does
+all that can fail, ``commit`` switches, ``abort`` undoes a prepare) and drains
+on shutdown. A worker
 process runs exactly one; the embedding API (``fastmesh.Proxy``) runs one in
 the application's loop.
 """
@@ -52,12 +54,39 @@ class _Listener:
         self.address = sock.getsockname()[:2]
 
 
+class Staged:
+    """A config made ready to serve but not serving: its snapshot compiled and
+    the sockets of its added/moved listeners bound. `DataPlane.commit` switches
+    to it, `DataPlane.abort` closes its sockets."""
+
+    __slots__ = ("config", "version", "base", "snapshot", "socks", "moved")
+
+    def __init__(self, config: Config, version: int, base: int, snapshot: _core.Snapshot,
+                 socks: dict[str, socket.socket], moved: list[str]) -> None:
+        self.config = config
+        self.version = version
+        self.base = base          # the version it was prepared against
+        self.snapshot = snapshot
+        self.socks = socks
+        self.moved = moved
+
+
+async def compile_snapshot(config: Config, version: int) -> _core.Snapshot:
+    """`build_snapshot` off the event loop: it resolves endpoint hostnames with
+    the blocking getaddrinfo. A thread is the simplest way to keep that out of
+    the loop (rather than resolving in the supervisor and rewriting the config
+    it sends): build_snapshot only creates new objects and touches nothing the
+    running Worker uses, so it is safe to run beside the loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, build_snapshot, config, version)
+
+
 class DataPlane:
     """Listeners + Worker for one config, in the current event loop."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 owns_loop: bool = False) -> None:
+                 owns_loop: bool = False, version: int = 1) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.loop = loop
@@ -65,14 +94,15 @@ class DataPlane:
         self.owns_loop = owns_loop
         self.worker: _core.Worker | None = None
         self.listeners: dict[str, _Listener] = {}
-        self.version = 0
+        self.version = version    # of the config being served (1 = the first)
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
         self.loop = self.loop or asyncio.get_running_loop()
         _core.seed_random(os.urandom(16))
+        snapshot = await compile_snapshot(self.config, self.version)
         self.worker = _core.Worker(self.loop)
-        self.worker.apply(build_snapshot(self.config, self.version))
+        self.worker.apply(snapshot)
         self._set_batching(self.config)
         try:
             for lc in self.config.listeners:
@@ -113,21 +143,25 @@ class DataPlane:
                 self.worker.drop_listener(name)
 
     async def reload(self, config: Config) -> None:
-        """Serve `config` from now on without dropping a connection.
+        """Serve `config` from now on without dropping a connection: prepare
+        then commit. If preparing fails nothing changes."""
+        await self.commit(await self.prepare(config, self.version + 1))
 
-        The snapshot is built first: if that fails nothing changes. Listeners
-        whose address is unchanged keep their socket (so no connection is
-        refused); added ones are bound; removed ones stop accepting.
-        """
+    async def prepare(self, config: Config, version: int) -> Staged:
+        """Do everything that can fail before switching to `config`: compile
+        its snapshot (off the loop) and bind its added or moved listeners.
+        Nothing serves differently until `commit`; `abort` undoes this.
+
+        Listeners whose address is unchanged keep their socket (so no
+        connection is refused); removed ones stop accepting at commit."""
         assert self.worker is not None
-        snapshot = build_snapshot(config, self.version + 1)
+        base = self.version
+        snapshot = await compile_snapshot(config, version)
         new = {lc.name: lc for lc in config.listeners}
         moved = [name for name, lst in self.listeners.items()
                  if name not in new
                  or (new[name].address, new[name].port) != (lst.config.address, lst.config.port)]
         to_open = [lc for name, lc in new.items() if name not in self.listeners or name in moved]
-        # Bind added/moved listeners first: a port that cannot be bound
-        # leaves the old config serving.
         socks: dict[str, socket.socket] = {}
         try:
             for lc in to_open:
@@ -136,16 +170,37 @@ class DataPlane:
             for s in socks.values():
                 s.close()
             raise
-        self.worker.apply(snapshot)
-        self._set_batching(config)
-        self.version += 1
-        await self._close_listeners(moved)
-        for name, lc in new.items():
-            if name in socks:
-                await self._open(lc, socks[name])
-            else:
-                self.listeners[name].config = lc
-        self.config = config
+        return Staged(config, version, base, snapshot, socks, moved)
+
+    async def commit(self, staged: Staged) -> None:
+        """Switch to a prepared config. Nothing here fails in normal operation
+        (the sockets are bound already); a `staged` prepared against another
+        version than the one serving is refused."""
+        assert self.worker is not None
+        if staged.base != self.version:
+            self.abort(staged)
+            raise RuntimeError(f"version {staged.version} was prepared against version "
+                               f"{staged.base}, but version {self.version} is serving")
+        self.worker.apply(staged.snapshot)
+        self._set_batching(staged.config)
+        self.version = staged.version
+        await self._close_listeners(staged.moved)
+        try:
+            for lc in staged.config.listeners:
+                sock = staged.socks.pop(lc.name, None)
+                if sock is not None:
+                    await self._open(lc, sock)
+                else:
+                    self.listeners[lc.name].config = lc
+        finally:
+            self.abort(staged)    # sockets left over if an _open failed
+        self.config = staged.config
+
+    def abort(self, staged: Staged) -> None:
+        """Drop a prepared config: close the sockets it bound."""
+        for sock in staged.socks.values():
+            sock.close()
+        staged.socks.clear()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, let requests in flight finish (responses carry
@@ -169,4 +224,6 @@ class DataPlane:
         """Counters of this data plane (see docs/admin.md for their meaning)."""
         if self.worker is None:
             return {}
-        return self.worker.stats_dict()
+        st = self.worker.stats_dict()
+        st["config_version"] = self.version
+        return st
