@@ -5,7 +5,7 @@ Control side, plain asyncio: it serves operators and scrapers, not traffic.
     GET /ready             200 "LIVE" when serving, 503 otherwise (draining, starting)
     GET /stats             counters as JSON
     GET /stats/prometheus  counters in the Prometheus text format
-    GET /config_dump       the running config as JSON
+    GET /config_dump       the running config as JSON, with its "version" when known
 """
 from __future__ import annotations
 
@@ -30,12 +30,14 @@ class AdminServer:
     """An HTTP/1.1 admin endpoint (one request per connection)."""
 
     def __init__(self, address: str, port: int, *, stats: StatsProvider,
-                 config: Callable[[], Config], ready: Callable[[], bool]) -> None:
+                 config: Callable[[], Config], ready: Callable[[], bool],
+                 version: Callable[[], int] | None = None) -> None:
         self.host = address
         self.port = port
         self._stats = stats
         self._config = config
         self._ready = ready
+        self._version = version
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -91,7 +93,10 @@ class AdminServer:
         if path == "/stats/prometheus":
             return 200, "text/plain; version=0.0.4", render_prometheus(await self._stats()).encode()
         if path == "/config_dump":
-            return 200, "application/json", json.dumps(config_to_dict(self._config()), indent=2).encode()
+            dump = config_to_dict(self._config())
+            if self._version is not None:
+                dump = {"version": self._version(), **dump}
+            return 200, "application/json", json.dumps(dump, indent=2).encode()
         if path == "/":
             return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n"
         return 404, "text/plain", b"not found\n"

@@ -47,7 +47,8 @@ class SingleProcess:
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats, config=lambda: self.plane.config,
-                                     ready=lambda: not self.stopping)
+                                     ready=lambda: not self.stopping,
+                                     version=lambda: self.plane.version)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         # Everything allocated so far lives as long as the process: keep it out

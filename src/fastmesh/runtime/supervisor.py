@@ -3,13 +3,16 @@
 Workers share the listen ports with SO_REUSEPORT, so the kernel spreads
 connections across them and the supervisor never touches traffic. It
 restarts a worker that crashes (with backoff), validates the config once on
-SIGHUP and hands the new text to every worker (a bad file is logged and the
-running config keeps serving), drains all workers on SIGTERM/SIGINT, and
-serves the admin listener with the workers' counters summed.
+SIGHUP and applies it to every worker in two phases (a bad file, or a config
+that any worker fails to prepare, is logged and the running config keeps
+serving everywhere: docs/design.md, "Versioned, two-phase apply"), drains
+all workers on SIGTERM/SIGINT, and serves the admin listener with the
+workers' counters summed.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -26,30 +29,104 @@ from fastmesh.runtime.channel import Channel
 log = logging.getLogger("fastmesh.supervisor")
 
 RESTART_BACKOFF_MAX = 5.0
+START_TIMEOUT = 30.0      # a worker's first config: imports, compile, bind
+PREPARE_TIMEOUT = 30.0    # compiling may resolve hostnames
+COMMIT_TIMEOUT = 10.0
 
 
 class WorkerHandle:
-    """The supervisor's view of one worker process."""
+    """The supervisor's view of one worker process.
+
+    One reader task per channel reads every message the worker sends and
+    resolves the future of the request whose id it echoes: answers are paired
+    by id, never by order, so an answer arriving after its request timed out
+    is dropped rather than taken for the answer to the next request.
+    """
 
     def __init__(self, wid: int) -> None:
         self.id = wid
         self.proc: asyncio.subprocess.Process | None = None
         self.chan: Channel | None = None
-        self.lock = asyncio.Lock()
         self.ready = False
         self.restarts = 0
         self.started_at = 0.0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
 
-    async def request(self, msg: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None:
-        """Send one control message and wait for its answer."""
-        if self.chan is None or not self.ready:
-            return None
-        async with self.lock:
-            try:
-                await self.chan.send(msg)
-                return await asyncio.wait_for(self.chan.recv(), timeout)
-            except (ConnectionError, asyncio.TimeoutError, OSError):
-                return None
+    def attach(self, chan: Channel) -> None:
+        """Start talking to a (new) worker over `chan`."""
+        self.detach()
+        self.chan = chan
+        self._reader = asyncio.create_task(self._read(chan))
+
+    def detach(self) -> None:
+        """Close the channel; requests waiting on it fail at once."""
+        self.ready = False
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._fail_pending("the worker's channel closed")
+
+    async def _read(self, chan: Channel) -> None:
+        try:
+            while True:
+                msg = await chan.recv()
+                if msg is None:
+                    break
+                rid = msg.get("id")
+                if rid is None:
+                    self._unsolicited(msg)
+                    continue
+                fut = self._pending.pop(rid, None)
+                if fut is None:
+                    log.debug("worker %d: late answer to request %s (%s) dropped",
+                              self.id, rid, msg.get("op"))
+                elif not fut.done():
+                    fut.set_result(msg)
+        except (ConnectionError, OSError, ValueError) as exc:
+            log.error("worker %d: control channel failed: %s", self.id, exc)
+        finally:
+            if self.chan is chan:
+                self._fail_pending("the worker's channel closed")
+
+    def _unsolicited(self, msg: dict[str, Any]) -> None:
+        # Workers send none today; one would be an event, not an answer.
+        log.warning("worker %d: unexpected message %r", self.id, msg.get("op"))
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_result({"ok": False, "error": why})
+
+    async def call(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its answer. A failure (no channel,
+        timeout, closed channel) is an answer too: ``ok`` false and ``error``."""
+        chan = self.chan
+        if chan is None:
+            return {"ok": False, "error": "not running"}
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await chan.send({**msg, "id": rid})
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": f"no answer to {msg['op']} within {timeout:g}s"}
+        except (ConnectionError, OSError) as exc:
+            return {"ok": False, "error": f"cannot send {msg['op']}: {exc}"}
+        finally:
+            self._pending.pop(rid, None)
+
+    async def request(self, msg: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """`call`, once the worker has reported ready."""
+        if not self.ready:
+            return {"ok": False, "error": "not ready"}
+        return await self.call(msg, timeout)
 
 
 class Supervisor:
@@ -60,6 +137,13 @@ class Supervisor:
         self.config: Config = parse_config(config_text, source=source)
         self.config_text = config_text
         self.source = source
+        # The version of the committed config: 1 for the first, +1 per
+        # successful reload. Workers serve it; a restarted worker gets it.
+        self.version = 1
+        self.last_reload_error: str | None = None
+        # Held by a reload and by a restarted worker's handshake, so a worker
+        # never starts on a config that is being replaced under it.
+        self._apply_lock = asyncio.Lock()
         self.path = path
         self.nworkers = max(1, workers)
         self.log_level = log_level
@@ -92,7 +176,7 @@ class Supervisor:
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats, config=lambda: self.config,
-                                     ready=self.is_ready)
+                                     ready=self.is_ready, version=lambda: self.version)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
@@ -133,8 +217,7 @@ class Supervisor:
                     log.error("worker pid %d did not drain in %.1fs: killing", p.pid, grace)
                     p.kill()
         for w in self.workers:
-            if w.chan is not None:
-                w.chan.close()
+            w.detach()
         if self.admin is not None:
             await self.admin.stop()
         self._done.set()
@@ -151,23 +234,17 @@ class Supervisor:
         finally:
             child.close()
         w.started_at = time.monotonic()
-        # The handshake uses its own reference: stats/reload requests only see
-        # the channel once the worker is ready.
-        chan = await Channel.open(parent)
-        await chan.send({"op": "config", "text": self.config_text, "source": self.source})
-        try:
-            msg = await asyncio.wait_for(chan.recv(), 30)
-        except asyncio.TimeoutError:
-            msg = None
-        if msg is None or msg.get("op") != "ready":
-            log.error("worker %d failed to start: %s", w.id,
-                      (msg or {}).get("error", "no answer"))
-            chan.close()
+        # Stats and apply requests only go to the worker once it is ready.
+        w.attach(await Channel.open(parent))
+        msg = await w.call({"op": "config", "version": self.version,
+                            "text": self.config_text, "source": self.source}, START_TIMEOUT)
+        if not msg.get("ok"):
+            log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))
+            w.detach()
             if w.proc.returncode is None:
                 w.proc.kill()
             await w.proc.wait()
             return False
-        w.chan = chan
         w.ready = True
         self.addresses = msg.get("addresses", {})
         return True
@@ -178,16 +255,15 @@ class Supervisor:
         while not self.stopping:
             assert w.proc is not None
             code = await w.proc.wait()
-            w.ready = False
-            if w.chan is not None:
-                w.chan.close()
-                w.chan = None
+            w.detach()
             if self.stopping:
                 return
             log.error("worker %d (pid %d) exited with %s: restarting", w.id, w.proc.pid, code)
             w.restarts += 1
             while not self.stopping:
-                if await self._spawn(w):
+                async with self._apply_lock:
+                    ok = await self._spawn(w)
+                if ok:
                     if time.monotonic() - w.started_at > 1.0:
                         backoff = 0.1
                     break
@@ -197,8 +273,9 @@ class Supervisor:
     # --- reload and stats ----------------------------------------------------
 
     async def reload(self) -> bool:
-        """Re-read the config file; on a valid file every worker switches to
-        it, on an invalid one the error is logged and nothing changes."""
+        """Re-read the config file; on a valid file that every worker prepares
+        every worker switches to it, otherwise the error is logged and nothing
+        changes anywhere."""
         if self.path is None:
             log.warning("reload requested, but the config is embedded (no file to re-read)")
             return False
@@ -207,31 +284,73 @@ class Supervisor:
                 text = f.read()
             config = parse_config(text, source=self.path)
         except (ConfigError, OSError) as exc:
-            self.reloads_failed += 1
+            self._reload_failed(str(exc))
             log.error("reload rejected, the running config keeps serving: %s", exc)
             return False
-        answers = await asyncio.gather(*(
-            w.request({"op": "reload", "text": text, "source": self.path})
-            for w in self.workers))
-        failed = [(w.id, (a or {}).get("error", "no answer"))
-                  for w, a in zip(self.workers, answers) if not (a and a.get("ok"))]
-        if failed:
-            self.reloads_failed += 1
-            for wid, err in failed:
-                log.error("reload failed in worker %d: %s", wid, err)
-            return False
-        self.config, self.config_text = config, text
-        self.reloads_ok += 1
-        log.info("config reloaded from %s", self.path)
-        return True
+        return await self.apply(config, text, self.path)
+
+    async def apply(self, config: Config, text: str, source: str) -> bool:
+        """Two-phase apply of a validated config: every ready worker prepares
+        it (compile, bind new listeners); only if all succeed do they commit,
+        else all abort and the running version keeps serving everywhere."""
+        async with self._apply_lock:
+            version = self.version + 1
+            # A worker not ready now starts later on whichever version is
+            # committed by then (its handshake waits for this lock).
+            workers = [w for w in self.workers if w.ready]
+            answers = await asyncio.gather(*(
+                w.request({"op": "prepare", "version": version, "text": text, "source": source},
+                          PREPARE_TIMEOUT)
+                for w in workers))
+            failed = [f"worker {w.id}: {a.get('error', 'no answer')}"
+                      for w, a in zip(workers, answers) if not a.get("ok")]
+            if failed:
+                await asyncio.gather(*(w.request({"op": "abort", "version": version})
+                                       for w in workers))
+                self._reload_failed("; ".join(failed))
+                log.error("reload of %s failed, every worker keeps serving version %d: %s",
+                          source, self.version, "; ".join(failed))
+                return False
+            # Every worker holds the new config ready: from here it is the
+            # committed one, the one a restarted worker gets.
+            self.config, self.config_text, self.source = config, text, source
+            self.version = version
+            answers = await asyncio.gather(*(
+                w.request({"op": "commit", "version": version}, COMMIT_TIMEOUT)
+                for w in workers))
+            for w, a in zip(workers, answers):
+                if not a.get("ok") and w.proc is not None and w.proc.returncode is None:
+                    # Cannot happen in normal operation. The worker may be
+                    # half switched: restart it on the committed version.
+                    log.error("worker %d failed to commit version %d (%s): restarting it",
+                              w.id, version, a.get("error"))
+                    try:
+                        w.proc.kill()
+                    except ProcessLookupError:
+                        pass
+            self.reloads_ok += 1
+            self.last_reload_error = None
+            log.info("config version %d from %s is serving", version, source)
+            return True
+
+    def _reload_failed(self, error: str) -> None:
+        self.reloads_failed += 1
+        self.last_reload_error = error
 
     async def stats(self) -> dict[str, Any]:
         answers = await asyncio.gather(*(w.request({"op": "stats"}, 5.0) for w in self.workers))
-        merged = merge_stats([a["stats"] for a in answers if a and a.get("op") == "stats"])
+        parts = [a["stats"] if a.get("ok") else None for a in answers]
+        merged = merge_stats([p for p in parts if p is not None])
         merged["workers"] = self.nworkers
         merged["workers_ready"] = sum(1 for w in self.workers if w.ready)
         merged["worker_restarts_total"] = sum(w.restarts for w in self.workers)
         merged["worker_pids"] = [w.proc.pid for w in self.workers if w.proc is not None]
         merged["config_reloads_ok"] = self.reloads_ok
         merged["config_reloads_failed"] = self.reloads_failed
+        merged["config_reload_error"] = self.last_reload_error
+        # The committed version (merge_stats summed the workers' ones) and
+        # each worker's own (None if it did not answer).
+        merged["config_version"] = self.version
+        merged["worker_config_versions"] = [p.get("config_version") if p else None
+                                            for p in parts]
         return merged

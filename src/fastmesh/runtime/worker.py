@@ -3,9 +3,11 @@
 Started by the supervisor as ``python -m fastmesh.runtime.worker --fd N``
 with one end of a socketpair. It receives its config over that channel (the
 supervisor's last good config, so a restarted worker never reads a file that
-has since gone bad), binds its listeners with SO_REUSEPORT, and then answers
-"reload" and "stats" requests. SIGTERM drains: stop accepting, finish the
-requests in flight, close keep-alive connections, exit 0.
+has since gone bad) and its version, binds its listeners with SO_REUSEPORT,
+and then answers requests (see channel.py): "stats", and the two-phase apply
+"prepare" / "commit" / "abort" (docs/design.md, "Versioned, two-phase
+apply"). SIGTERM drains: stop accepting, finish the requests in flight,
+close keep-alive connections, exit 0.
 """
 from __future__ import annotations
 
@@ -17,12 +19,61 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 from fastmesh.control.config import ConfigError, parse_config
-from fastmesh.runtime.channel import Channel
-from fastmesh.runtime.dataplane import DataPlane
+from fastmesh.runtime.channel import Channel, answer
+from fastmesh.runtime.dataplane import DataPlane, Staged
 
 log = logging.getLogger("fastmesh.worker")
+
+
+class Applier:
+    """Runs prepare/commit/abort requests one at a time, in the order they
+    came: an abort that follows a prepare still compiling waits for it, then
+    drops what it staged. At most one config is staged."""
+
+    def __init__(self, chan: Channel, plane: DataPlane, worker_id: int) -> None:
+        self.chan = chan
+        self.plane = plane
+        self.worker_id = worker_id
+        self.staged: Staged | None = None
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def run(self) -> None:
+        while True:
+            req = await self.queue.get()
+            try:
+                reply = await self.handle(req)
+            except Exception as exc:   # the serving config is untouched
+                log.error("worker %d: %s of version %s failed: %s",
+                          self.worker_id, req["op"], req.get("version"), exc)
+                reply = answer(req, False, error=str(exc) or repr(exc))
+            await self.chan.send(reply)
+
+    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op, version = req["op"], req["version"]
+        if op == "prepare":
+            self.drop()               # a newer prepare replaces a stale one
+            cfg = parse_config(req["text"], source=req.get("source", "<config>"))
+            self.staged = await self.plane.prepare(cfg, version)
+            return answer(req, version=version)
+        if op == "commit":
+            if self.staged is None or self.staged.version != version:
+                raise RuntimeError(f"version {version} is not prepared")
+            staged, self.staged = self.staged, None
+            await self.plane.commit(staged)
+            log.info("worker %d: serving config version %d", self.worker_id, version)
+            return answer(req, version=version)
+        # abort: only the version it names (a stale abort leaves a newer one)
+        if self.staged is not None and self.staged.version == version:
+            self.drop()
+        return answer(req, version=version)
+
+    def drop(self) -> None:
+        if self.staged is not None:
+            self.plane.abort(self.staged)
+            self.staged = None
 
 
 async def serve(fd: int, worker_id: int) -> int:
@@ -34,18 +85,18 @@ async def serve(fd: int, worker_id: int) -> int:
         return 2
     try:
         config = parse_config(msg["text"], source=msg.get("source", "<config>"))
-        plane = DataPlane(config, reuse_port=True, owns_loop=True)
+        plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1))
         await plane.start()
     except (ConfigError, OSError) as exc:
-        await chan.send({"op": "failed", "error": str(exc)})
+        await chan.send(answer(msg, False, error=str(exc)))
         log.error("worker %d: cannot start: %s", worker_id, exc)
         return 1
     # What exists now lives as long as the process: keep it out of the
     # cyclic collector's scans.
     gc.collect()
     gc.freeze()
-    await chan.send({"op": "ready", "pid": os.getpid(),
-                     "addresses": {k: list(v) for k, v in plane.addresses.items()}})
+    await chan.send(answer(msg, pid=os.getpid(), version=plane.version,
+                           addresses={k: list(v) for k, v in plane.addresses.items()}))
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -53,29 +104,28 @@ async def serve(fd: int, worker_id: int) -> int:
         loop.add_signal_handler(sig, stopping.set)
     # SIGHUP goes to the supervisor, which validates once and tells us.
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    applier = Applier(chan, plane, worker_id)
 
     async def control() -> None:
+        # Stats are answered at once, even while a prepare compiles.
         while True:
             req = await chan.recv()
             if req is None:          # the supervisor is gone: shut down
                 stopping.set()
                 return
             op = req.get("op")
-            if op == "reload":
-                try:
-                    cfg = parse_config(req["text"], source=req.get("source", "<config>"))
-                    await plane.reload(cfg)
-                    await chan.send({"op": "reloaded", "ok": True, "version": plane.version})
-                except Exception as exc:   # the old config keeps serving
-                    await chan.send({"op": "reloaded", "ok": False, "error": str(exc)})
+            if op in ("prepare", "commit", "abort"):
+                applier.queue.put_nowait(req)
             elif op == "stats":
-                await chan.send({"op": "stats", "stats": plane.stats()})
+                await chan.send(answer(req, stats=plane.stats()))
             else:
-                await chan.send({"op": "error", "error": f"unknown op {op!r}"})
+                await chan.send(answer(req, False, error=f"unknown op {op!r}"))
 
-    ctl = asyncio.create_task(control())
+    tasks = [asyncio.create_task(control()), asyncio.create_task(applier.run())]
     await stopping.wait()
-    ctl.cancel()
+    for t in tasks:
+        t.cancel()
+    applier.drop()
     log.info("worker %d draining", worker_id)
     await plane.drain()
     chan.close()
