@@ -339,7 +339,7 @@ class Supervisor:
 
     async def stats(self) -> dict[str, Any]:
         answers = await asyncio.gather(*(w.request({"op": "stats"}, 5.0) for w in self.workers))
-        parts = [a["stats"] if a.get("ok") else None for a in answers]
+        parts = [a.get("stats") for a in answers]      # None: no answer
         merged = merge_stats([p for p in parts if p is not None])
         merged["workers"] = self.nworkers
         merged["workers_ready"] = sum(1 for w in self.workers if w.ready)
