@@ -151,11 +151,31 @@ def test_a_restarted_worker_gets_the_committed_version(fastmesh):
     reload(fastmesh, "ok")
     pids = fastmesh.stats()["worker_pids"]
     os.kill(pids[0], signal.SIGKILL)
-    st = wait_for(lambda: (lambda s: s if s["worker_restarts_total"] == 1
-                           and s["workers_ready"] == 2 else None)(fastmesh.stats()),
-                  "the worker's restart")
+
+    def restarted() -> dict | None:
+        # Both workers answer again: a stats request may still have caught
+        # the old one dying, or the new one just before it was ready.
+        st = fastmesh.stats()
+        done = (st["worker_restarts_total"] == 1 and st["workers_ready"] == 2
+                and None not in st["worker_config_versions"])
+        return st if done else None
+
+    st = wait_for(restarted, "the worker's restart")
+    assert st["worker_pids"][0] != pids[0]
     assert (st["config_version"], st["worker_config_versions"]) == (2, [2, 2])
     assert bodies(fastmesh) == {b"v2"}
+
+
+def test_single_process_shows_the_version_too(tmp_path, origin):
+    fm = Fastmesh(tmp_path, origin.port, single=True)
+    try:
+        assert (fm.stats()["config_version"], dump(fm)["version"]) == (1, 1)
+        write_config(fm.cfg, fm.port, fm.admin, fm.origin, marker="v2")
+        st = reload(fm, "ok")
+        assert (st["config_version"], dump(fm)["version"]) == (2, 2)
+        assert bodies(fm, 5) == {b"v2"}
+    finally:
+        fm.stop()
 
 
 # --- the channel: answers paired by id ---------------------------------------
