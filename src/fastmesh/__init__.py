@@ -14,13 +14,20 @@ Attributes are imported lazily so that importing a data-plane module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Proxy", "load_config", "ConfigError", "__version__"]
+__all__ = ["Proxy", "load_config", "ConfigError", "HttpFilter", "Request",
+           "CONTINUE", "STOP", "PAUSE", "__version__"]
+
+# The filter API lives in the compiled data plane (docs/filters.md).
+_FROM_CORE = ("HttpFilter", "Request", "CONTINUE", "STOP", "PAUSE")
 
 
 def __getattr__(name: str) -> Any:
     if name == "Proxy":
         from fastmesh.api import Proxy
         return Proxy
+    if name in _FROM_CORE:
+        from fastmesh import _core
+        return getattr(_core, name)
     if name in ("load_config", "ConfigError"):
         from fastmesh.control import config
         return getattr(config, name)

@@ -40,6 +40,11 @@ from time import sleep as _sleep
 
 include "core_base.pxi"
 include "core_cluster.pxi"
+include "core_head.pxi"
+include "core_filter.pxi"
+include "core_stream.pxi"
+include "core_upstream.pxi"
+include "filter_router.pxi"
 include "core_tcp.pxi"
 include "core_http.pxi"
 include "core_h2.pxi"

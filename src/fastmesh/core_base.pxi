@@ -163,10 +163,17 @@ cdef class Conn:
     cdef bint flush_pending       # in the worker's `dirty` list (flush_later)
 
     cdef inline void set_transport(self, object transport):
+        # The transport layer: plaintext sockets get the direct-write fast
+        # path (send() below); anything that transforms bytes (TLS, whose
+        # transport still reports the raw socket) must go through the
+        # transport, so fd stays -1 there.
         self.transport = transport
         self.uv_pending = False
         sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else -1
+        if sock is None or transport.get_extra_info("ssl_object") is not None:
+            self.fd = -1
+        else:
+            self.fd = sock.fileno()
 
     cdef int send(self, const char* p, Py_ssize_t n) except -1:
         # Write straight to the socket when the transport has nothing queued:
@@ -271,7 +278,9 @@ cdef class ListenerConf:
     cdef readonly str protocol          # "http" | "tcp"
     cdef readonly bint is_http
     cdef readonly Router router         # http
-    cdef readonly Cluster cluster       # tcp
+    cdef readonly tuple filters         # http: the filter chain, the router last
+    cdef readonly int hooks             # http: union of the filters' hooks
+    cdef readonly str cluster           # tcp: the cluster's name
     cdef readonly double idle_timeout
     cdef readonly double headers_timeout
     cdef readonly double stream_idle_timeout
@@ -284,13 +293,13 @@ cdef class ListenerConf:
     cdef readonly int h2_initial_stream_window
     cdef readonly int h2_initial_connection_window
 
-    def __init__(self, str name, str protocol, Router router=None, Cluster cluster=None,
+    def __init__(self, str name, str protocol, Router router=None, str cluster=None,
                  double idle_timeout=3600.0, double headers_timeout=10.0,
                  double stream_idle_timeout=300.0, Py_ssize_t buffer_limit=1048576,
                  Py_ssize_t max_head_bytes=61440, int max_headers=100,
                  bint xff_append=True, bint gen_request_id=True,
                  int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
-                 int h2_initial_connection_window=1048576):
+                 int h2_initial_connection_window=1048576, filters=()):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -302,6 +311,17 @@ cdef class ListenerConf:
         self.is_http = protocol == "http"
         self.router = router
         self.cluster = cluster
+        chain = []
+        for f in filters:
+            if not isinstance(f, HttpFilter):
+                raise TypeError(f"listener {name}: filter {f!r} is not a fastmesh.HttpFilter")
+            chain.append(f)
+        if self.is_http:
+            chain.append(RouterFilter())
+        self.filters = tuple(chain)
+        self.hooks = 0
+        for f in chain:
+            self.hooks |= (<HttpFilter>f).hooks
         self.idle_timeout = idle_timeout
         self.headers_timeout = headers_timeout
         self.stream_idle_timeout = stream_idle_timeout
@@ -319,7 +339,7 @@ cdef class ListenerConf:
 cdef class Snapshot:
     """An immutable, validated view of the config that the data plane runs on."""
     cdef readonly dict listeners        # name -> ListenerConf
-    cdef readonly dict clusters         # name -> Cluster
+    cdef readonly dict clusters         # name -> ClusterConf
     cdef readonly long version
     cdef readonly double drain_timeout
 
@@ -334,7 +354,7 @@ cdef class Snapshot:
 cdef class ListenerState:
     """A listener inside one worker: survives reloads; `conf` is swapped."""
     cdef readonly str name
-    cdef public ListenerConf conf
+    cdef readonly ListenerConf conf
     cdef readonly Worker worker
 
     def __init__(self, Worker worker, ListenerConf conf):
@@ -365,8 +385,7 @@ cdef class Worker:
     cdef readonly object loop
     cdef readonly Snapshot snapshot
     cdef readonly dict listeners        # name -> ListenerState
-    cdef dict pools                     # (host, port) -> EndpointPool
-    cdef dict cluster_stats             # cluster name -> ClusterStats
+    cdef readonly dict clusters         # name -> ClusterState (kept across snapshots)
     cdef BufferPool bufpool
     cdef readonly Stats stats
     cdef Conn conns                     # head of the timer list
@@ -385,8 +404,7 @@ cdef class Worker:
         self.loop = loop
         self.snapshot = None
         self.listeners = {}
-        self.pools = {}
-        self.cluster_stats = {}
+        self.clusters = {}
         self.bufpool = BufferPool(buffer_size)
         self.stats = Stats()
         self.conns = None
@@ -468,29 +486,36 @@ cdef class Worker:
 
     def apply(self, Snapshot snap):
         """Switch to a new snapshot. New requests use it at once; requests in
-        flight finish on the tables they started with."""
-        cdef Cluster c
-        cdef Endpoint ep
-        for c in snap.clusters.values():
-            st = self.cluster_stats.get(c.name)
-            if st is None:
-                self.cluster_stats[c.name] = c.st
+        flight finish on the tables they started with. Live state (cluster
+        endpoints, balancers, pools, counters) is kept by name; clusters the
+        snapshot no longer has drain and go. The snapshot is not modified."""
+        cdef ClusterState cs
+        cdef ListenerState ls
+        for name, conf in snap.clusters.items():
+            cs = self.clusters.get(name)
+            if cs is None:
+                self.clusters[name] = ClusterState(self, conf)
             else:
-                c.st = st
-            for ep in c.endpoints:
-                key = (ep.host, ep.port)
-                pool = self.pools.get(key)
-                if pool is None:
-                    pool = EndpointPool()
-                    self.pools[key] = pool
-                ep.pool = pool
+                cs.update(conf)
+        for name in [n for n in self.clusters if n not in snap.clusters]:
+            cs = self.clusters.pop(name)
+            cs.remove()
         for name, conf in snap.listeners.items():
-            st = self.listeners.get(name)
-            if st is not None:
-                (<ListenerState>st).conf = conf
+            ls = self.listeners.get(name)
+            if ls is not None:
+                ls.conf = conf
         self.snapshot = snap
         if self.tick_handle is None:
             self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
+
+    def cluster(self, str name):
+        """The live ClusterState called `name` (KeyError if none)."""
+        return self.clusters[name]
+
+    def set_endpoints(self, str cluster, endpoints):
+        """Swap a cluster's endpoints ((ip, port, weight) tuples) without a
+        new snapshot (discovery updates)."""
+        (<ClusterState>self.clusters[cluster]).set_endpoints(endpoints)
 
     def listener_state(self, str name):
         """The ListenerState for `name` (the protocol factory for create_server)."""
@@ -525,8 +550,8 @@ cdef class Worker:
             nxt = c.next
             c.on_drain()
             c = nxt
-        for pool in self.pools.values():
-            (<EndpointPool>pool).close_all()
+        for cs in self.clusters.values():
+            (<ClusterState>cs).drain_pools()
 
     def close_all(self):
         """Abort every connection (end of the drain period)."""
@@ -552,11 +577,10 @@ cdef class Worker:
 
     def stats_dict(self):
         """Counters as plain data: worker-wide and per cluster."""
-        cdef Cluster c
         d = self.stats.as_dict()
         clusters = {}
-        for name, st in self.cluster_stats.items():
-            clusters[name] = (<ClusterStats>st).as_dict()
+        for name, cs in self.clusters.items():
+            clusters[name] = (<ClusterState>cs).st.as_dict()
         d["clusters"] = clusters
         d["buffers_allocated"] = self.bufpool.allocated
         d["buffers_reused"] = self.bufpool.reused

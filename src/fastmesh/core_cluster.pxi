@@ -1,11 +1,25 @@
-# core_cluster.pxi: clusters, endpoints and their upstream connection pools.
+# core_cluster.pxi: clusters as the data plane lives them.
 #
-# A Cluster is built by the control side once per config (endpoints plus a
-# load balancer over C arrays). The pool of idle upstream connections belongs
-# to the worker, keyed by endpoint address, so a reload keeps warm
-# connections.
+# Two halves, as Envoy splits a cluster's config from its per-worker state:
+#
+#  ClusterConf   immutable, part of a Snapshot (built by the control side):
+#                the cluster's settings and its configured endpoint list.
+#  ClusterState  live, one per cluster name per worker, kept across snapshots
+#                (like ListenerState): the endpoint set (swappable on its own,
+#                without recompiling routes), the load balancer over it (kept
+#                while the endpoints stay the same, so least-request counters
+#                and round-robin positions survive a reload), a health/ejection
+#                mask the pick honours, the counters, and the connection pools
+#                (owned by the cluster, keyed by endpoint and transport
+#                identity), pruned when an endpoint or the cluster goes away.
+#
+# Requests never touch a pool of another cluster: each attempt is an
+# UpstreamRequest (core_upstream.pxi) bound to one ClusterState, which it
+# charges from start to finish.
 
-cdef enum:  # Cluster.protocol: how requests go to the endpoints
+from fastmesh._lb import make_lb as _make_lb
+
+cdef enum:  # ClusterConf.protocol: how requests go to the endpoints
     PROTO_HTTP1 = 0
     PROTO_HTTP2 = 1           # h2c prior knowledge, multiplexed (core_h2.pxi)
     PROTO_AUTO = 2            # the client's protocol (Envoy's USE_DOWNSTREAM_PROTOCOL)
@@ -66,10 +80,13 @@ cdef class EndpointPool:
 
 @cython.final
 cdef class Endpoint:
+    """One upstream address of a cluster, with that cluster's pool to it.
+    Kept by its ClusterState while the address stays in the endpoint set."""
     cdef readonly str host
     cdef readonly int port
-    cdef readonly int index
+    cdef readonly int index       # position in the cluster's current endpoint list
     cdef readonly int weight
+    cdef readonly bint removed    # left the endpoint set: its pool drains
     cdef EndpointPool pool
 
     def __init__(self, str host, int port, int index, int weight=1):
@@ -79,6 +96,14 @@ cdef class Endpoint:
         self.weight = weight
         self.pool = EndpointPool()
 
+    @property
+    def idle_connections(self):
+        return len(self.pool.idle)
+
+    @property
+    def h2_connections(self):
+        return len(self.pool.h2conns)
+
     def __repr__(self):
         return f"Endpoint({self.host}:{self.port})"
 
@@ -86,9 +111,7 @@ cdef class Endpoint:
 @cython.final
 cdef class ClusterStats:
     """A cluster's counters (Envoy's cluster stat names). One object per
-    cluster name per worker, handed from snapshot to snapshot on reload so
-    counters survive config changes and requests in flight on the old tables
-    still update the same gauges."""
+    cluster name per worker, kept by its ClusterState across snapshots."""
     cdef public long long upstream_rq_total
     cdef public long long upstream_rq_active
     cdef public long long upstream_rq_2xx
@@ -120,11 +143,13 @@ cdef class ClusterStats:
 
 
 @cython.final
-cdef class Cluster:
-    """A named group of endpoints with a load balancer and upstream settings."""
+cdef class ClusterConf:
+    """A cluster's settings in a snapshot (immutable; built by the control
+    side). The endpoints are (host, port, weight) tuples with IP hosts."""
     cdef readonly str name
-    cdef readonly LoadBalancer lb
-    cdef readonly list endpoints
+    cdef readonly str lb_policy
+    cdef readonly dict lb_options
+    cdef readonly tuple endpoints
     cdef int hash_kind
     cdef bytes hash_header               # lower-case header name for HASH_HEADER
     cdef readonly double connect_timeout
@@ -132,18 +157,16 @@ cdef class Cluster:
     cdef readonly Py_ssize_t buffer_limit
     cdef readonly long max_requests_per_connection
     cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
-    cdef public ClusterStats st           # counters; kept by the worker across reloads
 
-    def __init__(self, str name, LoadBalancer lb, list endpoints, str hash_header=None,
-                 bint hash_source_ip=False, double connect_timeout=5.0,
-                 double idle_timeout=60.0, Py_ssize_t buffer_limit=1048576,
-                 long max_requests_per_connection=0, str protocol="http1"):
-        if lb.n != len(endpoints):
-            raise ValueError(f"cluster {name}: load balancer has {lb.n} endpoints, "
-                             f"cluster has {len(endpoints)}")
+    def __init__(self, str name, str lb_policy="round_robin", endpoints=(),
+                 dict lb_options=None, str hash_header=None, bint hash_source_ip=False,
+                 double connect_timeout=5.0, double idle_timeout=60.0,
+                 Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
+                 str protocol="http1"):
         self.name = name
-        self.lb = lb
-        self.endpoints = list(endpoints)
+        self.lb_policy = lb_policy
+        self.lb_options = dict(lb_options or {})
+        self.endpoints = tuple((str(h), int(p), int(w)) for h, p, w in endpoints)
         if hash_header:
             self.hash_kind = HASH_HEADER
             self.hash_header = hash_header.lower().encode("latin-1")
@@ -163,17 +186,165 @@ cdef class Cluster:
             self.protocol = PROTO_AUTO
         else:
             raise ValueError(f"cluster {name}: protocol must be http1, http2 or auto")
-        self.st = ClusterStats()
 
     @property
     def protocol_name(self):
         return ("http1", "http2", "auto")[self.protocol]
 
+    cdef bint same_balancing(self, ClusterConf o):
+        # Whether a load balancer built for `o` serves this config unchanged.
+        return (o is not None and o.lb_policy == self.lb_policy
+                and o.lb_options == self.lb_options)
+
+    def __repr__(self):
+        return f"ClusterConf({self.name!r}, {self.lb_policy}, {list(self.endpoints)})"
+
+
+@cython.final
+cdef class ClusterState:
+    """A cluster inside one worker: survives snapshots; `conf` is swapped,
+    the endpoint set can be swapped on its own (set_endpoints)."""
+    cdef readonly str name
+    cdef readonly ClusterConf conf
+    cdef readonly list endpoints          # Endpoint, index i = balancer index i
+    cdef dict by_key                      # (host, port) -> Endpoint
+    cdef readonly LoadBalancer lb
+    cdef public ClusterStats st
+    cdef readonly Worker worker
+    cdef readonly bint removed            # gone from the snapshot: draining
+    cdef bytearray mask                   # 1 = excluded (unhealthy / ejected)
+    cdef int nmasked
+    cdef readonly long lb_builds          # balancers built (tests: state kept?)
+    cdef readonly long endpoint_updates
+
+    def __init__(self, Worker worker, ClusterConf conf):
+        self.worker = worker
+        self.name = conf.name
+        self.endpoints = []
+        self.by_key = {}
+        self.st = ClusterStats()
+        self.mask = bytearray()
+        self.update(conf)
+
+    # --- control (called by Worker.apply / the discovery side) ----------------
+
+    def update(self, ClusterConf conf):
+        """Take a new snapshot's settings. The balancer and pools are kept
+        when the endpoints and balancing settings are unchanged."""
+        cdef ClusterConf old = self.conf
+        self.conf = conf
+        if old is None or not conf.same_balancing(old) or conf.endpoints != old.endpoints:
+            self._set_endpoints(conf.endpoints, old is None or not conf.same_balancing(old))
+
+    def set_endpoints(self, endpoints):
+        """Swap the endpoint set ((host, port, weight) tuples) without a new
+        snapshot: routes are untouched, the balancer is rebuilt only if the
+        set changed, pools of endpoints that left drain."""
+        self._set_endpoints(tuple((str(h), int(p), int(w)) for h, p, w in endpoints), False)
+        self.endpoint_updates += 1
+
+    cdef _set_endpoints(self, tuple eps, bint force_lb):
+        cdef Endpoint ep
+        cdef list new = []
+        cdef dict by_key = {}
+        cdef bint same = not force_lb and len(eps) == len(self.endpoints)
+        cdef int i = 0
+        for host, port, weight in eps:
+            key = (host, port)
+            ep = self.by_key.get(key)
+            if ep is None or key in by_key:
+                ep = Endpoint(host, port, i, weight)
+                same = False
+            else:
+                if ep.weight != weight or ep.index != i:
+                    same = False
+                ep.weight = weight
+                ep.index = i
+            new.append(ep)
+            by_key[key] = ep
+            i += 1
+        for key, ep in self.by_key.items():
+            if key not in by_key:
+                ep.removed = True
+                ep.pool.close_all()
+        self.endpoints = new
+        self.by_key = by_key
+        if not same or self.lb is None:
+            self.lb = _make_lb(self.conf.lb_policy, [e.weight for e in new] or [1],
+                               [f"{e.host}:{e.port}".encode() for e in new] or [b"-"],
+                               self.conf.lb_options)
+            self.lb_builds += 1
+            self.mask = bytearray(len(new))
+            self.nmasked = 0
+
+    def set_excluded(self, int index, bint excluded):
+        """Health/ejection hook: an excluded endpoint is not picked while any
+        other endpoint can be (the health-check and outlier-detection issues
+        drive this)."""
+        if not 0 <= index < len(self.mask):
+            raise IndexError(index)
+        if self.mask[index] != excluded:
+            self.mask[index] = excluded
+            self.nmasked += 1 if excluded else -1
+
+    cdef void remove(self):
+        # The cluster left the snapshot: requests in flight finish, pools drain.
+        cdef Endpoint ep
+        self.removed = True
+        for ep in self.endpoints:
+            ep.removed = True
+            ep.pool.close_all()
+
+    cdef void drain_pools(self):
+        cdef Endpoint ep
+        for ep in self.endpoints:
+            ep.pool.close_all()
+
+    # --- data side --------------------------------------------------------
+
+    cdef int pick(self, uint64_t h, int exclude):
+        # The balancer's choice, honouring the exclusion mask; an empty
+        # endpoint set (or only `exclude` left) gives -1 / exclude.
+        cdef int idx, i, n = len(self.endpoints)
+        cdef const unsigned char* m
+        if n == 0:
+            return -1
+        if exclude >= 0:
+            idx = self.lb.pick_excluding(h, exclude)
+        else:
+            idx = self.lb.pick(h)
+        if self.nmasked == 0 or idx < 0:
+            return idx
+        m = self.mask
+        if not m[idx]:
+            return idx
+        if self.nmasked >= n:
+            return idx            # all excluded: Envoy's panic mode uses them all
+        for i in range(4):
+            idx = self.lb.pick(h ^ rand64())
+            if not m[idx] and idx != exclude:
+                return idx
+        for i in range(n):
+            if not m[(idx + i) % n] and (idx + i) % n != exclude:
+                return (idx + i) % n
+        return idx
+
     def stats_dict(self):
         return self.st.as_dict()
 
+    def pool_sizes(self):
+        """{(host, port): (idle HTTP/1.1, HTTP/2) connections} (tests, admin)."""
+        cdef Endpoint ep
+        return {(ep.host, ep.port): (len(ep.pool.idle), len(ep.pool.h2conns))
+                for ep in self.endpoints}
+
+    @property
+    def protocol_name(self):
+        return self.conf.protocol_name
+
     def __repr__(self):
-        return f"Cluster({self.name!r}, {self.lb.policy}, {self.endpoints})"
+        return f"ClusterState({self.name!r}, {self.endpoints})"
+
 
 CLUSTER_STAT_NAMES = (
     "upstream_rq_total", "upstream_rq_active", "upstream_rq_2xx", "upstream_rq_3xx",
@@ -182,5 +353,3 @@ CLUSTER_STAT_NAMES = (
     "upstream_cx_connect_timeout", "upstream_cx_destroy_with_active_rq",
     "upstream_cx_reused", "upstream_cx_none_healthy",
 )
-
-

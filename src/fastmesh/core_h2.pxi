@@ -27,7 +27,6 @@ from fastmesh._h2 cimport H2Connection, H2Event, EV_REQUEST, EV_RESPONSE, \
     EV_WINDOW_UPDATED, EV_SETTINGS_CHANGED, EV_PING_ACK, EV_GOAWAY, EV_CONNECTION_ERROR, \
     EVF_LOCAL, EVF_END_STREAM, SEND_OK, SEND_E_LIMIT, H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_CANCEL, \
     H2_REFUSED_STREAM, H2_INTERNAL_ERROR, S_MAX_CONCURRENT_STREAMS
-from fastmesh._hpack cimport HPACK_NEVER_INDEX
 
 cdef enum:
     H2_STREAM_BUFFER = 65536  # response bytes buffered per stream before the
@@ -36,108 +35,6 @@ cdef enum:
     H2_CS_CLOSED = 3          # H2Connection.state after a connection error
 
 cdef bytes H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-@cython.final
-@cython.freelist(64)
-cdef class HeaderList:
-    """A header list with its own bytes: names and values copied into one
-    buffer, HeaderSlice offsets into it (what the HPACK encoder takes)."""
-    cdef OutBuf buf
-    cdef HeaderSlice* hs
-    cdef int n, cap
-
-    def __cinit__(self):
-        self.buf = OutBuf(1024)
-        self.cap = 32
-        self.hs = <HeaderSlice*>malloc(self.cap * sizeof(HeaderSlice))
-        self.n = 0
-        if self.hs == NULL:
-            raise MemoryError()
-
-    def __dealloc__(self):
-        free(self.hs)
-
-    cdef inline void clear(self) noexcept:
-        self.n = 0
-        self.buf.len = 0
-
-    cdef int add(self, const char* name, Py_ssize_t nl, const char* value, Py_ssize_t vl,
-                 int flags) except -1:
-        cdef HeaderSlice* h
-        if self.n == self.cap:
-            h = <HeaderSlice*>realloc(self.hs, 2 * self.cap * sizeof(HeaderSlice))
-            if h == NULL:
-                raise MemoryError()
-            self.hs = h
-            self.cap *= 2
-        h = &self.hs[self.n]
-        h.name_off = self.buf.len
-        h.name_len = nl
-        self.buf.add(name, nl)
-        h.value_off = self.buf.len
-        h.value_len = vl
-        self.buf.add(value, vl)
-        h.flags = flags
-        self.n += 1
-        return 0
-
-    cdef int add_fields(self, const char* base, HeaderSlice* hs, int n, int skip) except -1:
-        # The regular fields of a decoded head (pseudo-headers and fields with a
-        # `skip` flag left out), keeping HPACK's never-index mark.
-        cdef int i
-        for i in range(n):
-            if hs[i].flags & skip or (hs[i].name_len and base[hs[i].name_off] == b':'):
-                continue
-            self.add(base + hs[i].name_off, hs[i].name_len, base + hs[i].value_off,
-                     hs[i].value_len, hs[i].flags & HPACK_NEVER_INDEX)
-        return 0
-
-    cdef int add_uint(self, const char* name, Py_ssize_t nl, unsigned long long v) except -1:
-        cdef char tmp[24]
-        cdef int i = 24
-        if v == 0:
-            return self.add(name, nl, "0", 1, 0)
-        while v:
-            i -= 1
-            tmp[i] = <char>(48 + v % 10)
-            v //= 10
-        return self.add(name, nl, tmp + i, 24 - i, 0)
-
-    cdef int add_h1_lines(self, const char* p, Py_ssize_t n) except -1:
-        # HTTP/1.1 trailer lines ("Name: value\r\n", validated by the parser)
-        # -> fields with lower-case names (HTTP/2 wants them lower-case).
-        cdef Py_ssize_t i = 0, ls, colon, vs, ve, k
-        cdef char lname[256]
-        while i < n:
-            ls = i
-            while i < n and p[i] != b'\n':
-                i += 1
-            ve = i
-            i += 1
-            if ve > ls and p[ve - 1] == b'\r':
-                ve -= 1
-            colon = ls
-            while colon < ve and p[colon] != b':':
-                colon += 1
-            if colon >= ve or colon == ls or colon - ls > 255:
-                continue
-            for k in range(colon - ls):
-                lname[k] = p[ls + k] + 32 if 65 <= p[ls + k] <= 90 else p[ls + k]
-            vs = colon + 1
-            while vs < ve and (p[vs] == b' ' or p[vs] == b'\t'):
-                vs += 1
-            while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
-                ve -= 1
-            self.add(lname, colon - ls, p + vs, ve - vs, 0)
-        return 0
-
-    cdef inline const char* base(self) noexcept:
-        return self.buf.data
-
-
-cdef inline bint name_is(const char* base, HeaderSlice* h, const char* lit, Py_ssize_t n) noexcept:
-    return h.name_len == n and memcmp(base + h.name_off, lit, n) == 0
 
 
 cdef int grpc_code_for_http(int status) noexcept:
@@ -188,15 +85,16 @@ cdef double parse_grpc_timeout(const char* v, Py_ssize_t n) noexcept:
 @cython.final
 cdef class UpstreamH2(UpstreamBase):
     """A client-side HTTP/2 connection (h2c prior knowledge) carrying many
-    requests. Lives in its endpoint's pool while it can take new streams."""
+    requests. Lives in its endpoint's pool while it can take new streams.
+    Each stream on it is one UpstreamRequest."""
     cdef H2Connection h2
-    cdef dict streams            # sid -> ProxyStream
-    cdef list waiting            # ProxyStreams not opened yet (connecting / at the limit)
+    cdef dict streams            # sid -> UpstreamRequest
+    cdef list waiting            # UpstreamRequests not opened yet (connecting / at the limit)
     cdef bint got_settings
     cdef bint write_blocked
     cdef bint draining
     cdef bint dead               # failing its streams: open nothing more
-    cdef list dirty              # streams with request body/end to pump at the flush
+    cdef list dirty              # attempts with request body/end to pump at the flush
 
     cdef void setup(self):
         self.h2 = H2Connection(True)
@@ -214,11 +112,13 @@ cdef class UpstreamH2(UpstreamBase):
             return False
         return <uint32_t>(len(self.streams) + len(self.waiting)) < lim
 
-    cdef void attach(self, ProxyStream s):
-        s.up2 = self
-        s.up_sid = 0
-        s.up_done = False
-        self.waiting.append(s)
+    cdef void attach(self, UpstreamRequest u):
+        u.h2 = self
+        u.sid = 0
+        u.done = False
+        u.resp_state = 0
+        u.unacked = 0
+        self.waiting.append(u)
         if self.connected:
             self.set_deadline(DL_NONE, 0)
             self.open_waiting()
@@ -228,7 +128,7 @@ cdef class UpstreamH2(UpstreamBase):
         self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
-        transport.set_write_buffer_limits(self.cluster.buffer_limit)
+        transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed:
             transport.close()
@@ -238,67 +138,69 @@ cdef class UpstreamH2(UpstreamBase):
         self.flush()
 
     cdef void open_waiting(self):
-        cdef ProxyStream s
+        cdef UpstreamRequest u
+        cdef ProxyStream d
         cdef uint32_t sid
         cdef int r
         cdef bint end
         while (self.waiting and not self.closed and not self.dead
                and <uint32_t>len(self.streams) < self.limit()):
-            s = <ProxyStream>self.waiting[0]
+            u = <UpstreamRequest>self.waiting[0]
+            d = u.down
             sid = self.h2.next_stream_id()
             if sid == 0:
                 break
-            end = s.up_end and (s.up_pending is None or s.up_pending.len == 0) and s.up_trl is None
-            r = self.h2.send_headers(sid, s.up_hdrs.base(), s.up_hdrs.hs, s.up_hdrs.n, end)
+            end = d.up_end and (d.up_pending is None or d.up_pending.len == 0) and d.up_trl is None
+            r = self.h2.send_headers(sid, d.up_hdrs.base(), d.up_hdrs.hs, d.up_hdrs.n, end)
             if r == SEND_E_LIMIT:
                 break
             del self.waiting[0]
             if r != SEND_OK:
-                self.fail_stream(s, 502, b"upstream connect error or disconnect/reset before headers\n")
+                self.fail_stream(u, 502, b"upstream connect error or disconnect/reset before headers\n")
                 continue
-            self.streams[sid] = s
-            s.up_sid = sid
-            s.up_done = end
+            self.streams[sid] = u
+            u.sid = sid
+            u.done = end
             if not end:
-                self.pump(s)
+                self.pump(u)
         if self.waiting and (self.h2.goaway_received or self.h2.state == H2_CS_CLOSED):
             self.retry_waiting()
 
     cdef void retry_waiting(self):
         # This connection cannot open them (GOAWAY): another connection can.
-        cdef ProxyStream s
+        cdef UpstreamRequest u
         waiting, self.waiting = self.waiting, []
-        for s in waiting:
-            self.release(s)
-            s.cluster.st.upstream_rq_retry += 1
-            s.attach_h2(<Endpoint>s.cluster.endpoints[s.lb_idx])
+        for u in waiting:
+            self.release(u)
+            u.down.retry(u, False)
 
-    cdef void pump(self, ProxyStream s):
+    cdef void pump(self, UpstreamRequest u):
         # Request body and end of stream, as far as flow control allows.
-        cdef OutBuf pb = s.up_pending
-        cdef bint fin = s.up_end and s.up_trl is None
+        cdef ProxyStream d = u.down
+        cdef OutBuf pb = d.up_pending
+        cdef bint fin = d.up_end and d.up_trl is None
         cdef Py_ssize_t sent
-        if s.up_sid == 0 or s.up_done:
+        if u.sid == 0 or u.done:
             return
         if pb is not None and pb.len:
-            sent = self.h2.send_data(s.up_sid, pb.data, pb.len, fin)
+            sent = self.h2.send_data(u.sid, pb.data, pb.len, fin)
             if sent < 0:
                 return
             if sent:
                 memmove(pb.data, pb.data + sent, pb.len - sent)
                 pb.len -= sent
-                s.up_body_sent(sent)
+                d.up_body_sent(sent)
             if pb.len:
                 return
             if fin:
-                s.up_done = True
+                u.done = True
                 return
-        if s.up_end:
-            if s.up_trl is not None:
-                self.h2.send_headers(s.up_sid, s.up_trl.base(), s.up_trl.hs, s.up_trl.n, True)
+        if d.up_end:
+            if d.up_trl is not None:
+                self.h2.send_headers(u.sid, d.up_trl.base(), d.up_trl.hs, d.up_trl.n, True)
             else:
-                self.h2.send_data(s.up_sid, NULL, 0, True)
-            s.up_done = True
+                self.h2.send_data(u.sid, NULL, 0, True)
+            u.done = True
 
     cdef inline void flush(self):
         if self.transport is not None and self.h2.out.len:
@@ -307,33 +209,33 @@ cdef class UpstreamH2(UpstreamBase):
             if not self.write_blocked:
                 self.h2.flushed()
 
-    cdef void pump_later(self, ProxyStream s):
+    cdef void pump_later(self, UpstreamRequest u):
         # Request DATA and END_STREAM wait for the end of the loop iteration:
         # a body and its end that arrived in one client read go out as one
         # DATA frame with END_STREAM, and all streams' frames in one write.
-        if not s.pump_queued:
-            s.pump_queued = True
+        if not u.pump_queued:
+            u.pump_queued = True
             if self.dirty is None:
                 self.dirty = []
-            self.dirty.append(s)
+            self.dirty.append(u)
         self.flush_later()
 
     cdef void flush_deferred(self):
-        cdef ProxyStream s
+        cdef UpstreamRequest u
         self.flush_pending = False
         if self.dirty:
             dirty, self.dirty = self.dirty, None
-            for s in dirty:
-                s.pump_queued = False
-                if s.up2 is self:
-                    self.pump(s)
+            for u in dirty:
+                u.pump_queued = False
+                if u.h2 is self:
+                    self.pump(u)
         self.flush()
 
-    cdef void ack(self, ProxyStream s):
+    cdef void ack(self, UpstreamRequest u):
         # The client side drained what this upstream stream sent us.
-        if s.up_unacked and s.up_sid:
-            self.h2.consumed(s.up_sid, s.up_unacked)
-            s.up_unacked = 0
+        if u.unacked and u.sid:
+            self.h2.consumed(u.sid, u.unacked)
+            u.unacked = 0
             self.flush_later()
 
     def buffer_updated(self, Py_ssize_t n):
@@ -377,71 +279,74 @@ cdef class UpstreamH2(UpstreamBase):
         cdef H2Connection h2 = self.h2
         cdef H2Event* ev
         cdef int i
-        cdef ProxyStream s
-        cdef HeaderSlice* hs
+        cdef UpstreamRequest u
+        cdef ProxyStream d
         for i in range(h2.nevents):
             ev = &h2.events[i]
             if ev.type == EV_DATA:
-                s = self.streams.get(ev.stream_id)
-                if s is None:
+                u = self.streams.get(ev.stream_id)
+                if u is None:
                     h2.consumed(ev.stream_id, ev.len)
                     continue
-                s.add_body(data + ev.off, ev.len)
-                s.flush()
-                if s.up2 is self and s.can_take():
+                d = u.down
+                d.add_body(data + ev.off, ev.len)
+                d.flush()
+                if u.h2 is self and d.can_take():
                     h2.consumed(ev.stream_id, ev.len)
                 else:
-                    s.up_unacked += ev.len
-                s.set_deadline(DL_RESPONSE, s.conf.stream_idle_timeout)
+                    u.unacked += ev.len
+                d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)
             elif ev.type == EV_RESPONSE:
-                s = self.streams.get(ev.stream_id)
-                if s is not None:
-                    s.cluster.st.count_status(ev.code)
-                    s.up_state = 1
-                    s.write_response_head_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off],
+                u = self.streams.get(ev.stream_id)
+                if u is not None:
+                    d = u.down
+                    u.cluster.st.count_status(ev.code)
+                    u.resp_state = 1
+                    d.write_response_head_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off],
                                              <int>ev.len, ev.flags & EVF_END_STREAM)
                     if ev.flags & EVF_END_STREAM:
-                        s.up_state = 2
-                    s.flush()
+                        u.resp_state = 2
+                    d.flush()
             elif ev.type == EV_INFORMATIONAL:
                 # 100 Continue was ours to send (or not needed); others go on.
-                s = self.streams.get(ev.stream_id)
-                if s is not None and ev.code != 100 and s.up_state == 0:
-                    s.write_interim_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len)
+                u = self.streams.get(ev.stream_id)
+                if u is not None and ev.code != 100 and u.resp_state == 0:
+                    u.down.write_interim_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off],
+                                            <int>ev.len)
             elif ev.type == EV_TRAILERS:
-                s = self.streams.get(ev.stream_id)
-                if s is not None and s.up_state == 1:
-                    s.up_state = 2
-                    s.end_body_h2(h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len)
-                    s.flush()
+                u = self.streams.get(ev.stream_id)
+                if u is not None and u.resp_state == 1:
+                    u.resp_state = 2
+                    u.down.end_body_h2(h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len)
+                    u.down.flush()
             elif ev.type == EV_STREAM_ENDED:
-                s = self.streams.get(ev.stream_id)
-                if s is not None:
-                    if s.up_state == 1:
-                        s.end_body_h2(NULL, NULL, 0)
-                    if not s.up_done:
+                u = self.streams.get(ev.stream_id)
+                if u is not None:
+                    d = u.down
+                    if u.resp_state == 1:
+                        d.end_body_h2(NULL, NULL, 0)
+                    if not u.done:
                         h2.reset_stream(ev.stream_id, H2_CANCEL)
-                    self.release(s)
-                    s.response_complete()
+                    self.release(u)
+                    d.response_complete()
             elif ev.type == EV_STREAM_RESET:
-                s = self.streams.get(ev.stream_id)
-                if s is not None:
-                    if ev.code == H2_REFUSED_STREAM and not s.resp_started and not s.retried:
+                u = self.streams.get(ev.stream_id)
+                if u is not None:
+                    d = u.down
+                    if ev.code == H2_REFUSED_STREAM and not d.resp_started and u.attempt == 1:
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
-                        self.release(s)
-                        s.retried = True
-                        s.cluster.st.upstream_rq_retry += 1
-                        s.attach_h2(<Endpoint>s.cluster.endpoints[s.lb_idx])
+                        self.release(u)
+                        d.retry(u, False)
                     else:
-                        self.fail_stream(s, 502, b"upstream reset the stream\n")
+                        self.fail_stream(u, 502, b"upstream reset the stream\n")
             elif ev.type == EV_WINDOW_UPDATED:
                 if ev.stream_id == 0:
-                    for s in list(self.streams.values()):
-                        self.pump(s)
+                    for u in list(self.streams.values()):
+                        self.pump(u)
                 else:
-                    s = self.streams.get(ev.stream_id)
-                    if s is not None:
-                        self.pump(s)
+                    u = self.streams.get(ev.stream_id)
+                    if u is not None:
+                        self.pump(u)
             elif ev.type == EV_SETTINGS_CHANGED:
                 if ev.code == S_MAX_CONCURRENT_STREAMS:     # a later change
                     self.ep.pool.h2_max_streams = <uint32_t>ev.value
@@ -452,51 +357,54 @@ cdef class UpstreamH2(UpstreamBase):
                 self.leave_pool()
                 self.retry_waiting()
 
-    cdef void release(self, ProxyStream s):
-        # End this connection's part in s's request.
-        if s.up2 is not self:
+    cdef void release(self, UpstreamRequest u):
+        # End this connection's part in the attempt u.
+        if u.h2 is not self:
             return
-        if s.up_sid:
-            self.streams.pop(s.up_sid, None)
+        if u.sid:
+            self.streams.pop(u.sid, None)
         else:
             try:
-                self.waiting.remove(s)
+                self.waiting.remove(u)
             except ValueError:
                 pass
-        s.up2 = None
-        s.up_sid = 0
-        s.cluster.lb.request_finished(s.lb_idx)
-        s.cluster.st.upstream_rq_active -= 1
+        u.h2 = None
+        u.sid = 0
+        u.end()
+        if u.down.ur is u:
+            u.down.ur = None
         if not self.streams and not self.waiting:
-            if self.draining or self.h2.goaway_received or self.worker.draining:
+            if self.draining or self.h2.goaway_received or self.worker.draining or self.ep.removed:
+                self.leave_pool()
                 self.close()
             else:
-                self.set_deadline(DL_POOL_IDLE, self.cluster.idle_timeout)
+                self.set_deadline(DL_POOL_IDLE, self.cluster.conf.idle_timeout)
         elif self.waiting:
             self.open_waiting()
 
-    cdef void cancel(self, ProxyStream s):
-        # The client side gave up on s (reset, timeout, disconnect).
-        cdef uint32_t sid = s.up_sid
-        self.release(s)
+    cdef void cancel(self, UpstreamRequest u):
+        # The client side gave up on u (reset, timeout, disconnect).
+        cdef uint32_t sid = u.sid
+        self.release(u)
         if sid and not self.closed:
             self.h2.reset_stream(sid, H2_CANCEL)
             self.flush()
 
-    cdef void fail_stream(self, ProxyStream s, int status, bytes body):
-        self.release(s)
-        if s.resp_started:
-            s.abort()
+    cdef void fail_stream(self, UpstreamRequest u, int status, bytes body):
+        cdef ProxyStream d = u.down
+        self.release(u)
+        if d.resp_started:
+            d.abort()
         else:
-            s.upstream_failed(status, body)
+            d.upstream_failed(status, body)
 
     cdef void fail_all(self, int status, bytes body):
-        cdef ProxyStream s
+        cdef UpstreamRequest u
         self.dead = True
         self.leave_pool()
-        for s in list(self.streams.values()) + list(self.waiting):
+        for u in list(self.streams.values()) + list(self.waiting):
             self.cluster.st.upstream_cx_destroy_with_active_rq += 1
-            self.fail_stream(s, status, body)
+            self.fail_stream(u, status, body)
 
     cdef void leave_pool(self):
         if self.ep is not None:
@@ -512,17 +420,17 @@ cdef class UpstreamH2(UpstreamBase):
             self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")
 
     def pause_writing(self):
-        cdef ProxyStream s
+        cdef UpstreamRequest u
         self.write_blocked = True
-        for s in list(self.streams.values()):
-            s.peer_paused()
+        for u in list(self.streams.values()):
+            u.down.peer_paused()
 
     def resume_writing(self):
-        cdef ProxyStream s
+        cdef UpstreamRequest u
         self.write_blocked = False
         self.h2.flushed()
-        for s in list(self.streams.values()):
-            s.peer_resumed()
+        for u in list(self.streams.values()):
+            u.down.peer_resumed()
 
     def eof_received(self):
         return False
@@ -787,18 +695,24 @@ cdef class H2ServerStream(ProxyStream):
     cdef bint peer_blocked     # the upstream's write buffer is full
     cdef bint chunked_up       # HTTP/1.1 upstream: request body chunk-encoded
     cdef bint has_cl
-    cdef uint64_t req_cl, req_seen
+    cdef uint64_t req_seen
     cdef int64_t owed          # request DATA forwarded, not yet acknowledged
     cdef OutBuf pending        # response bytes the client's window has not taken
     cdef HeaderList trl        # response trailers waiting for pending
     cdef OutBuf h1buf          # HTTP/1.1 upstream still connecting: framed body
     cdef int64_t h1buf_raw     # ... and how many DATA bytes it holds
+    cdef OutBuf early          # request DATA that came while a filter paused
+    cdef HeaderList early_trl  # ... trailers likewise
+    cdef bint early_end        # ... and the end of the request likewise
 
     cdef void start(self, H2Downstream conn, uint32_t sid):
         cdef Worker w = conn.worker
         self.conn = conn
         self.sid = sid
         self.conf = conn.conf
+        self.client_ip = conn.client_ip
+        self.scheme = b"http"
+        self.from_h2 = True
         conn.streams[sid] = self
         self.link(w)
         conn.set_deadline(DL_NONE, 0)
@@ -808,19 +722,14 @@ cdef class H2ServerStream(ProxyStream):
     # --- the request ----------------------------------------------------------
 
     cdef void on_request(self, const char* base, HeaderSlice* hs, int n, bint end):
-        cdef ListenerConf conf = self.conf
         cdef const char* method = NULL
         cdef const char* path = NULL
-        cdef const char* host = NULL
-        cdef Py_ssize_t method_len = 0, path_len = 0, host_len = 0, query_len = 0, i
+        cdef Py_ssize_t method_len = 0, path_len = 0, i
         cdef int k
         cdef HeaderSlice* h
-        cdef Route route
-        cdef Cluster c
-        cdef uint64_t hv
-        cdef int idx
-        cdef double timeout
         cdef const char* v
+        self.rq_host = NULL
+        self.rq_host_len = 0
         for k in range(n):
             h = &hs[k]
             v = base + h.value_off
@@ -832,12 +741,12 @@ cdef class H2ServerStream(ProxyStream):
                     path = v
                     path_len = h.value_len
                 elif name_is(base, h, ":authority", 10):
-                    host = v
-                    host_len = h.value_len
+                    self.rq_host = v
+                    self.rq_host_len = h.value_len
             elif h.flags & HF_HOST:
-                if host == NULL:
-                    host = v
-                    host_len = h.value_len
+                if self.rq_host == NULL:
+                    self.rq_host = v
+                    self.rq_host_len = h.value_len
             elif h.flags & HF_CONTENT_LENGTH:
                 self.has_cl = True
                 self.req_cl = 0
@@ -863,56 +772,41 @@ cdef class H2ServerStream(ProxyStream):
         if path == NULL:
             self.stream_error(H2_PROTOCOL_ERROR)
             return
+        # the neutral request view (core_stream.pxi)
+        self.rq_base = base
+        self.rq_hs = hs
+        self.rq_n = n
+        self.rq_method = method
+        self.rq_method_len = method_len
+        self.rq_path = path
+        self.rq_path_len = path_len
+        self.rq_query_len = 0
         for i in range(path_len):
             if path[i] == b'?':
-                query_len = path_len - i
-                path_len = i
+                self.rq_query_len = path_len - i
+                self.rq_path_len = i
                 break
-        route = conf.router.match(host, host_len, path, path_len, query_len, base, hs, n)
-        if route is None:
-            self.local_reply(404, b"")
-            return
-        if route.action == ACTION_DIRECT:
-            self.local_reply(route.direct_status, route.direct_body)
-            return
-        if route.action == ACTION_WEIGHTED:
-            c = <Cluster>route.pick_weighted(<unsigned int>(rand64() >> 32))
-        else:
-            c = <Cluster>route.cluster
-        hv = 0
-        if c.hash_kind == HASH_HEADER:
-            hv = rand64()
-            for k in range(n):
-                h = &hs[k]
-                if ci_equal(base + h.name_off, h.name_len, c.hash_header, len(c.hash_header)):
-                    hv = hash_bytes(base + h.value_off, h.value_len, 0)
-                    break
-        elif c.hash_kind == HASH_SOURCE_IP:
-            hv = hash_bytes(self.conn.client_ip, len(self.conn.client_ip), 0)
-        idx = c.lb.pick(hv)
-        if idx < 0:
-            c.st.upstream_cx_none_healthy += 1
-            self.local_reply(503, b"no healthy upstream\n")
-            return
-        self.route = route
-        self.cluster = c
-        self.lb_idx = idx
-        c.st.upstream_rq_total += 1
-        if c.protocol == PROTO_HTTP1:
-            self.build_h1_request(base, hs, n, method, method_len, path, path_len + query_len,
-                                  host, host_len, <Endpoint>c.endpoints[idx])
-        else:
-            self.up_hdrs = build_h2_request(base, hs, n, self.conn.client_ip, conf, True)
-            self.up_pending = OutBuf(1024)
-            self.up_end = end
-        if end:
+        if self.run_request(0) == FILTER_CONTINUE:
+            self.routed()
+
+    cdef void routed(self):
+        cdef OutBuf early = self.early
+        if self.req_done:
             self.arm_response_timer()
         else:
-            self.set_deadline(DL_RESPONSE, conf.stream_idle_timeout)
-        if c.protocol == PROTO_HTTP1:
-            self.attach_h1()
-        else:
-            self.attach_h2(<Endpoint>c.endpoints[idx])
+            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.chunked_up = self.req_body == BODY_CHUNKED and not (
+            self.cluster.conf.protocol != PROTO_HTTP1)
+        self.start_attempt(False)
+        if early is not None or self.early_end:
+            # What came while a filter held the request.
+            self.early = None
+            if early is not None and early.len:
+                self.on_req_data(early.data, early.len)
+            if self.early_trl is not None:
+                self.pass_trailers(self.early_trl)
+            elif self.early_end:
+                self.on_req_end()
 
     cdef void arm_response_timer(self):
         cdef double t = 0
@@ -924,139 +818,54 @@ cdef class H2ServerStream(ProxyStream):
             t = self.conf.stream_idle_timeout
         self.set_deadline(DL_RESPONSE, t)
 
-    cdef void build_h1_request(self, const char* base, HeaderSlice* hs, int n,
-                               const char* method, Py_ssize_t method_len,
-                               const char* target, Py_ssize_t target_len,
-                               const char* host, Py_ssize_t host_len, Endpoint ep):
-        cdef OutBuf o = OutBuf(1024)
-        cdef ListenerConf conf = self.conf
-        cdef int k, f, ncookie = 0, last_xff = -1
-        cdef bint have_rid = False
-        cdef HeaderSlice* h
-        o.add(method, method_len)
-        o.add(" ", 1)
-        o.add(target, target_len)
-        o.add(" HTTP/1.1\r\nhost: ", 17)
-        if host_len:
-            o.add(host, host_len)
-        else:
-            o.add_bytes(ep.host.encode())
-            o.add(":", 1)
-            o.add_uint(ep.port)
-        o.add("\r\n", 2)
-        for k in range(n):
-            if hs[k].flags & HF_XFF:
-                last_xff = k
-        for k in range(n):
-            h = &hs[k]
-            f = h.flags
-            if h.name_len and base[h.name_off] == b':':
-                continue
-            if f & (HF_HOP | HF_HOST | HF_CONTENT_LENGTH | HF_TRANSFER_ENCODING | HF_XFP):
-                continue
-            if name_is(base, h, "cookie", 6):
-                ncookie += 1
-                continue
-            if f & HF_REQUEST_ID:
-                have_rid = True
-            o.add(base + h.name_off, h.name_len)
-            o.add(": ", 2)
-            o.add(base + h.value_off, h.value_len)
-            if k == last_xff and conf.xff_append:
-                if h.value_len:
-                    o.add(", ", 2)
-                o.add_bytes(self.conn.client_ip)
-            o.add("\r\n", 2)
-        if ncookie:
-            # RFC 9113 8.2.3: split cookie fields are joined with "; " for HTTP/1.1.
-            o.add("cookie: ", 8)
-            for k in range(n):
-                h = &hs[k]
-                if name_is(base, h, "cookie", 6):
-                    o.add(base + h.value_off, h.value_len)
-                    ncookie -= 1
-                    if ncookie:
-                        o.add("; ", 2)
-            o.add("\r\n", 2)
-        if last_xff < 0 and conf.xff_append:
-            o.add("x-forwarded-for: ", 17)
-            o.add_bytes(self.conn.client_ip)
-            o.add("\r\n", 2)
-        o.add("x-forwarded-proto: http\r\n", 25)
-        if not have_rid and conf.gen_request_id:
-            add_request_id(o)
-        if self.has_cl:
-            o.add("content-length: ", 16)
-            o.add_uint(self.req_cl)
-            o.add("\r\n", 2)
-        elif not self.req_done:
-            o.add("transfer-encoding: chunked\r\n", 28)
-            self.chunked_up = True
-        o.add("\r\n", 2)
-        self.req_head = o.take()
-
-    cdef void attach_h1(self):
-        cdef Endpoint ep = <Endpoint>self.cluster.endpoints[self.lb_idx]
-        cdef UpstreamHttp up = None
-        self.cluster.lb.request_started(self.lb_idx)
-        self.cluster.st.upstream_rq_active += 1
-        up = ep.pool.get()
-        if up is not None:
-            self.cluster.st.upstream_cx_reused += 1
-            self.up = up
-            up.begin(self, self.lb_idx, self.req_method)
-            self.upstream_ready(up)
-        else:
-            up = UpstreamHttp.__new__(UpstreamHttp)
-            self.up = up
-            up.begin(self, self.lb_idx, self.req_method)
-            up.start_connect(self.worker, self.cluster, ep)
-
-    cdef void upstream_ready(self, UpstreamHttp up):
+    cdef void upstream_ready(self, UpstreamRequest ur):
         cdef int64_t n
+        ur.h1.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
         if self.h1buf is not None and self.h1buf.len:
-            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
-            up.send(self.h1buf.data, self.h1buf.len)
+            ur.h1.send(self.h1buf.data, self.h1buf.len)
             self.h1buf.clear()
             n = self.h1buf_raw
             self.h1buf_raw = 0
             self.ack(n)
             self.conn.flush_later()
-        else:
-            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
-
-    cdef void retry(self):
-        self.retried = True
-        self.attach_h1()
 
     cdef void on_req_data(self, const char* p, Py_ssize_t n):
         cdef OutBuf o
+        cdef UpstreamHttp up
         if self.finished or self.reset:
             self.conn.h2.consumed(self.sid, n)
+            return
+        if self.paused:
+            # Held, unacknowledged: the client's window bounds it.
+            if self.early is None:
+                self.early = OutBuf(n + 16)
+            self.early.add(p, n)
             return
         self.req_seen += n
         if self.has_cl and self.req_seen > self.req_cl:
             self.stream_error(H2_PROTOCOL_ERROR)
             return
-        if self.up2 is not None or (self.cluster is not None and self.cluster.protocol != PROTO_HTTP1):
+        if self.up_hdrs is not None:
+            # HTTP/2 upstream: its flow control takes it from up_pending.
             self.up_pending.add(p, n)
-            if self.up2 is not None:
-                self.up2.pump_later(self)
+            if self.ur is not None and self.ur.h2 is not None:
+                self.ur.h2.pump_later(self.ur)
             return
-        if self.up is None:
+        if self.ur is None or self.ur.h1 is None:
             # Answered already (no upstream): the rest of the body is dropped.
             self.conn.h2.consumed(self.sid, n)
             return
-        if self.up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):
+        up = self.ur.h1
+        if up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):
             if self.chunked_up:
                 o = OutBuf(n + 16)
                 o.add_hex(n)
                 o.add("\r\n", 2)
                 o.add(p, n)
                 o.add("\r\n", 2)
-                self.up.send(o.data, o.len)
+                up.send(o.data, o.len)
             else:
-                self.up.send(p, n)
+                up.send(p, n)
             self.ack(n)
         else:
             if self.h1buf is None:
@@ -1074,16 +883,25 @@ cdef class H2ServerStream(ProxyStream):
 
     cdef void on_req_trailers(self, const char* base, HeaderSlice* hs, int n):
         cdef HeaderList t = HeaderList()
-        cdef OutBuf o
         cdef int k
         for k in range(n):
             if not (hs[k].flags & HF_HOP):
                 t.add(base + hs[k].name_off, hs[k].name_len, base + hs[k].value_off,
                       hs[k].value_len, 0)
-        if self.up2 is not None or (self.cluster is not None and self.cluster.protocol != PROTO_HTTP1):
+        if self.paused:
+            self.early_trl = t
+            self.early_end = True
+            return
+        self.pass_trailers(t)
+
+    cdef void pass_trailers(self, HeaderList t):
+        cdef OutBuf o
+        cdef int k
+        cdef UpstreamHttp up = self.ur.h1 if self.ur is not None else None
+        if self.up_hdrs is not None:
             self.up_trl = t if t.n else None
-        elif self.chunked_up and self.up is not None:
-            o = self.h1buf if self.up.transport is None else OutBuf(256)
+        elif self.chunked_up and up is not None:
+            o = self.h1buf if up.transport is None else OutBuf(256)
             if o is None:
                 o = self.h1buf = OutBuf(256)
             o.add("0\r\n", 3)
@@ -1094,26 +912,31 @@ cdef class H2ServerStream(ProxyStream):
                 o.add("\r\n", 2)
             o.add("\r\n", 2)
             self.chunked_up = False      # the last chunk is written
-            if self.up.transport is not None and o is not self.h1buf:
-                self.up.send(o.data, o.len)
+            if up.transport is not None and o is not self.h1buf:
+                up.send(o.data, o.len)
                 o.clear()
         self.on_req_end()
 
     cdef void on_req_end(self):
+        cdef UpstreamHttp up
         if self.req_done or self.finished:
+            return
+        if self.paused:
+            self.early_end = True
             return
         if self.has_cl and self.req_seen != self.req_cl:
             self.stream_error(H2_PROTOCOL_ERROR)
             return
         self.req_done = True
-        if self.up2 is not None or (self.cluster is not None and self.cluster.protocol != PROTO_HTTP1):
+        if self.up_hdrs is not None:
             self.up_end = True
-            if self.up2 is not None:
-                self.up2.pump_later(self)
-        elif self.chunked_up and self.up is not None:
-            self.chunked_up = False
-            if self.up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):
-                self.up.send("0\r\n\r\n", 5)
+            if self.ur is not None and self.ur.h2 is not None:
+                self.ur.h2.pump_later(self.ur)
+        elif self.chunked_up and self.ur is not None and self.ur.h1 is not None:
+            up = self.ur.h1
+            self.chunked_up = False      # the last chunk is written
+            if up.transport is not None and (self.h1buf is None or self.h1buf.len == 0):
+                up.send("0\r\n\r\n", 5)
             else:
                 if self.h1buf is None:
                     self.h1buf = OutBuf(64)
@@ -1172,6 +995,7 @@ cdef class H2ServerStream(ProxyStream):
         cdef bint has_grpc_status = False
         if self.reset:
             return
+        self.response_filters(rp.status)
         self.resp_started = True
         self.worker.stats.count_status(rp.status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
@@ -1196,6 +1020,7 @@ cdef class H2ServerStream(ProxyStream):
             hl.add(base + hs.name_off, hs.name_len, base + hs.value_off, hs.value_len, 0)
         if rp.body == BODY_LENGTH:
             hl.add_uint("content-length", 14, rp.content_length)
+        add_extra_h2(hl, self.rs_add)
         self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, rp.body == BODY_NONE)
         if rp.body == BODY_NONE:
             self.resp_end = self.resp_end_sent = True
@@ -1207,6 +1032,7 @@ cdef class H2ServerStream(ProxyStream):
         cdef bint has_grpc_status = False
         if self.reset:
             return
+        self.response_filters(status)
         self.resp_started = True
         self.worker.stats.count_status(status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
@@ -1222,6 +1048,7 @@ cdef class H2ServerStream(ProxyStream):
         hl.clear()
         hl.add_uint(":status", 7, status)
         hl.add_fields(base, hs, n, 0)
+        add_extra_h2(hl, self.rs_add)
         self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, end)
         if end:
             self.resp_end = self.resp_end_sent = True
@@ -1296,8 +1123,8 @@ cdef class H2ServerStream(ProxyStream):
         if self.throttled:
             return
         self.throttled = True
-        if self.up is not None:
-            self.up.pause_read(PAUSE_PEER)
+        if self.ur is not None and self.ur.h1 is not None:
+            self.ur.h1.pause_read(PAUSE_PEER)
 
     cdef void check_unblock(self):
         if not self.throttled or self.conn.write_blocked:
@@ -1305,10 +1132,11 @@ cdef class H2ServerStream(ProxyStream):
         if self.pending is not None and self.pending.len > H2_STREAM_BUFFER // 2:
             return
         self.throttled = False
-        if self.up is not None:
-            self.up.resume_read(PAUSE_PEER)
-        if self.up2 is not None:
-            self.up2.ack(self)
+        if self.ur is not None:
+            if self.ur.h1 is not None:
+                self.ur.h1.resume_read(PAUSE_PEER)
+            elif self.ur.h2 is not None:
+                self.ur.h2.ack(self.ur)
 
     cdef bint can_take(self):
         return not self.throttled
@@ -1316,14 +1144,14 @@ cdef class H2ServerStream(ProxyStream):
     cdef void response_complete(self):
         # The upstream is done (its part was released).
         self.resp_end = True
-        self.up = None
+        self.ur = None
         self.pump()
         self.maybe_finish()
 
     cdef void maybe_finish(self):
         if self.finished or not self.resp_end_sent:
             return
-        if self.up is not None or self.up2 is not None:
+        if self.ur is not None:
             return
         self.finish()
 
@@ -1341,6 +1169,7 @@ cdef class H2ServerStream(ProxyStream):
         w.stats.downstream_rq_active -= 1
         self.set_deadline(DL_NONE, 0)
         self.unlink()
+        self.request_over()
         self.route = None
         self.cluster = None
         self.conn.stream_done(self)
@@ -1349,7 +1178,7 @@ cdef class H2ServerStream(ProxyStream):
     cdef void upstream_failed(self, int status, bytes body):
         if self.reset or self.finished:
             return
-        self.up = None
+        self.ur = None
         if self.resp_started:
             self.abort()
             return
@@ -1359,6 +1188,8 @@ cdef class H2ServerStream(ProxyStream):
         cdef HeaderList hl = self.conn.hl
         if self.reset or self.finished:
             return
+        self.replied = True
+        self.response_filters(status)
         if self.grpc:
             if status == 504:
                 self.grpc_reply(4, b"upstream request timeout")
@@ -1372,6 +1203,7 @@ cdef class H2ServerStream(ProxyStream):
             hl.add_uint("content-length", 14, len(body) if self.req_method != M_HEAD else 0)
             if body:
                 hl.add("content-type", 12, "text/plain", 10, 0)
+            add_extra_h2(hl, self.rs_add)
             if body and self.req_method != M_HEAD:
                 self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, False)
                 self.resp_end = True
@@ -1394,6 +1226,7 @@ cdef class H2ServerStream(ProxyStream):
         hl.add_uint("grpc-status", 11, code)
         if message:
             hl.add("grpc-message", 12, message, len(message), 0)
+        add_extra_h2(hl, self.rs_add)
         self.conn.h2.send_headers(self.sid, hl.base(), hl.hs, hl.n, True)
         self.resp_end = self.resp_end_sent = True
 
@@ -1440,48 +1273,3 @@ cdef class H2ServerStream(ProxyStream):
                 self.abort()
         else:
             self.local_reply(504, b"upstream request timeout\n")
-
-
-cdef HeaderList build_h2_request(const char* base, HeaderSlice* hs, int n, bytes client_ip,
-                                 ListenerConf conf, bint from_h2):
-    # Request header list toward an HTTP/2 upstream from an HTTP/2 request
-    # (pseudo-headers first, as received): hop-by-hop fields dropped (TE kept
-    # only as "trailers"), X-Forwarded-For / -Proto and x-request-id as for
-    # HTTP/1.1.
-    cdef HeaderList hl = HeaderList()
-    cdef int k, f, last_xff = -1
-    cdef bint have_rid = False
-    cdef HeaderSlice* h
-    cdef OutBuf tmp
-    for k in range(n):
-        if hs[k].flags & HF_XFF:
-            last_xff = k
-    for k in range(n):
-        h = &hs[k]
-        f = h.flags
-        if f & HF_TE:
-            if h.value_len == 8 and memcmp(base + h.value_off, b"trailers", 8) == 0:
-                hl.add("te", 2, "trailers", 8, 0)
-            continue
-        if f & (HF_HOP | HF_TRANSFER_ENCODING | HF_XFP | HF_HOST):
-            continue
-        if f & HF_REQUEST_ID:
-            have_rid = True
-        if k == last_xff and conf.xff_append:
-            tmp = OutBuf(h.value_len + 48)
-            tmp.add(base + h.value_off, h.value_len)
-            if h.value_len:
-                tmp.add(", ", 2)
-            tmp.add_bytes(client_ip)
-            hl.add(base + h.name_off, h.name_len, tmp.data, tmp.len, 0)
-            continue
-        hl.add(base + h.name_off, h.name_len, base + h.value_off, h.value_len,
-               h.flags & HPACK_NEVER_INDEX)
-    if last_xff < 0 and conf.xff_append:
-        hl.add("x-forwarded-for", 15, client_ip, len(client_ip), 0)
-    hl.add("x-forwarded-proto", 17, "http", 4, 0)
-    if not have_rid and conf.gen_request_id:
-        tmp = OutBuf(64)
-        add_request_id(tmp)
-        hl.add("x-request-id", 12, tmp.data + 14, 36, 0)
-    return hl

@@ -36,143 +36,20 @@ cdef dict REASONS = {
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-cdef inline bint ci_equal(const char* a, Py_ssize_t alen, const char* b, Py_ssize_t blen) noexcept:
-    # b is lower-case ASCII
-    cdef Py_ssize_t i
-    cdef char c
-    if alen != blen:
-        return False
-    for i in range(alen):
-        c = a[i]
-        if 65 <= c <= 90:
-            c += 32
-        if c != b[i]:
-            return False
-    return True
-
-
-
-cdef class ProxyStream(Conn):
-    """One request/response exchange, as an upstream connection sees it.
-
-    The upstream side (UpstreamHttp for HTTP/1.1, UpstreamH2 for HTTP/2)
-    talks to the request it serves only through these cdef methods, so it
-    does not care whether the client came over HTTP/1.1 (HttpDownstream: the
-    connection is the stream) or HTTP/2 (H2ServerStream: one per stream of an
-    H2Downstream). Virtual cdef calls: a C vtable lookup, no Python call.
-    """
-    cdef ListenerConf conf
-    cdef UpstreamHttp up         # HTTP/1.1 upstream serving this request, or
-    cdef UpstreamH2 up2          # the HTTP/2 upstream connection and our
-    cdef uint32_t up_sid         # stream on it (0 while not yet opened)
-    cdef Route route
-    cdef Cluster cluster
-    cdef int lb_idx
-    cdef int req_method
-    cdef int req_body            # BODY_* (BODY_NONE: bodiless, safe to retry)
-    cdef bint req_done           # the request, body included, was fully received
-    cdef bint resp_started       # response head written to the client
-    cdef bint retried
-    cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
-    # HTTP/2 upstream: the request header list, request body bytes its flow
-    # control has not taken yet (bounded by the client's window or by pausing
-    # an HTTP/1.1 client) and response DATA not yet acknowledged upstream
-    cdef HeaderList up_hdrs
-    cdef OutBuf up_pending
-    cdef bint up_end             # END_STREAM goes after up_pending
-    cdef HeaderList up_trl       # ... with these trailers (when not None)
-    cdef bint up_done            # END_STREAM went upstream
-    cdef bint pump_queued        # waiting in its UpstreamH2's `dirty` list
-    cdef int up_state            # HTTP/2 upstream response: 0 none, 1 head, 2 ended
-    cdef int64_t up_unacked
-
-    cdef void attach_h2(self, Endpoint ep):
-        # Open this request on an HTTP/2 connection to ep: one with room from
-        # the endpoint's pool, or a new one (streams wait until it connects).
-        cdef UpstreamH2 c = ep.pool.get_h2()
-        self.cluster.lb.request_started(self.lb_idx)
-        self.cluster.st.upstream_rq_active += 1
-        if c is None:
-            c = UpstreamH2.__new__(UpstreamH2)
-            c.setup()
-            ep.pool.h2conns.append(c)
-            c.start_connect(self.worker, self.cluster, ep)
-        else:
-            self.cluster.st.upstream_cx_reused += 1
-        c.attach(self)
-
-    cdef void cancel_upstream(self):
-        # The client side gave up on this request.
-        if self.up is not None:
-            self.up.detach_and_abort()
-        if self.up2 is not None:
-            self.up2.cancel(self)
-
-    # --- called by the upstream side (overridden) ---
-    cdef void upstream_ready(self, UpstreamHttp up):
-        pass
-    cdef void write_interim(self, Http1Parser rp, const char* base):
-        pass
-    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
-        # A 1xx (not 100) from an HTTP/2 upstream.
-        pass
-    cdef void write_response_head(self, Http1Parser rp, const char* base):
-        pass
-    cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
-                                     int n, bint end):
-        pass
-    cdef void add_body(self, const char* data, Py_ssize_t n):
-        pass
-    cdef void end_body(self, const char* data, Http1Parser rp):
-        pass
-    cdef void end_body_h2(self, const char* base, HeaderSlice* hs, int n):
-        pass
-    cdef void response_complete(self):
-        pass
-    cdef void upstream_failed(self, int status, bytes body):
-        pass
-    cdef void retry(self):
-        pass
-    cdef void start_tunnel(self):
-        pass
-    cdef void touch_tunnel(self):
-        pass
-    cdef void half_close_tunnel(self):
-        pass
-    cdef void flush(self):
-        pass
-    cdef void close(self):
-        pass
-    cdef void abort(self):
-        pass
-    cdef void peer_paused(self):
-        # The upstream's write buffer is full: stop feeding it request bytes.
-        self.pause_read(PAUSE_PEER)
-    cdef void peer_resumed(self):
-        self.resume_read(PAUSE_PEER)
-    cdef bint can_take(self):
-        # May the HTTP/2 upstream acknowledge response DATA it just handed us?
-        return True
-    cdef void up_body_sent(self, Py_ssize_t n):
-        # The HTTP/2 upstream's flow control took n more bytes of up_pending.
-        pass
-
-
 @cython.final
 cdef class UpstreamHttp(UpstreamBase):
-    """One HTTP/1.1 connection to an endpoint; pooled between requests."""
-    cdef ProxyStream down
+    """One HTTP/1.1 connection to an endpoint, in its cluster's pool between
+    requests. Serves one UpstreamRequest at a time."""
+    cdef UpstreamRequest ur    # the attempt it serves (None: idle)
     cdef Http1Parser parser
     cdef bint head_done
     cdef bint in_pool
     cdef bint tunnel
     cdef bint got_bytes        # any response byte for the current request
     cdef long requests         # requests sent on this connection
-    cdef int lb_idx
 
-    cdef void begin(self, ProxyStream down, int lb_idx, int method):
-        self.down = down
-        self.lb_idx = lb_idx
+    cdef void begin(self, UpstreamRequest ur):
+        self.ur = ur
         self.head_done = False
         self.got_bytes = False
         self.requests += 1
@@ -180,25 +57,26 @@ cdef class UpstreamHttp(UpstreamBase):
             self.parser = Http1Parser(False, 65536, 256)
         else:
             self.parser.reset()
-        self.parser.expect_response_to(method)
+        self.parser.expect_response_to(ur.down.req_method)
         self.set_deadline(DL_NONE, 0)
 
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
-        transport.set_write_buffer_limits(self.cluster.buffer_limit)
+        transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
-        if self.closed or self.down is None:
+        if self.closed or self.ur is None:
             self.closed = True
             transport.close()
             return
-        self.down.upstream_ready(self)
+        self.ur.down.upstream_ready(self.ur)
 
     cdef void connect_failed(self, bint timeout):
-        cdef ProxyStream d = self.down
-        if d is None:
+        cdef ProxyStream d
+        if self.ur is None:
             return
+        d = self.ur.down
         self.detach()
         if timeout:
             d.upstream_failed(504, b"upstream connect timeout\n")
@@ -206,14 +84,17 @@ cdef class UpstreamHttp(UpstreamBase):
             d.upstream_failed(502, b"upstream connect error or disconnect/reset before headers\n")
 
     cdef void detach(self):
-        # End this connection's part in the current request.
-        cdef ProxyStream d = self.down
-        if d is None:
+        # End this connection's part in the current attempt.
+        cdef UpstreamRequest ur = self.ur
+        cdef ProxyStream d
+        if ur is None:
             return
-        self.down = None
-        d.up = None
-        self.cluster.lb.request_finished(self.lb_idx)
-        self.cluster.st.upstream_rq_active -= 1
+        self.ur = None
+        ur.h1 = None
+        ur.end()
+        d = ur.down
+        if d.ur is ur:
+            d.ur = None
         # Undo pauses either side put on the other.
         self.resume_read(PAUSE_PEER)
         d.peer_resumed()
@@ -229,12 +110,13 @@ cdef class UpstreamHttp(UpstreamBase):
 
     cdef void on_data(self):
         cdef ReadBuffer b = self.rbuf
-        cdef ProxyStream d = self.down
-        if d is None:
+        cdef ProxyStream d
+        if self.ur is None:
             # Bytes on an idle pooled connection: the upstream broke the
             # protocol (or is closing); it cannot be reused.
             self.abort()
             return
+        d = self.ur.down
         self.got_bytes = True
         if self.tunnel:
             d.send(b.data + b.start, b.end - b.start)
@@ -249,10 +131,11 @@ cdef class UpstreamHttp(UpstreamBase):
     cdef void process_response(self, ProxyStream d):
         cdef ReadBuffer b = self.rbuf
         cdef Http1Parser p = self.parser
+        cdef UpstreamRequest ur = self.ur
         cdef Py_ssize_t r, off = 0, seg = 0
         cdef const char* data
         cdef int status
-        while not self.closed and self.down is d:
+        while not self.closed and self.ur is ur:
             data = b.data + b.start
             if b.end == b.start:
                 break
@@ -306,16 +189,18 @@ cdef class UpstreamHttp(UpstreamBase):
         # The response is complete. Decide whether this connection can serve
         # another request before handing control back to the downstream (which
         # may at once start its next, pipelined request).
+        cdef ClusterConf cf = self.cluster.conf
         cdef bint reusable = (self.parser.keep_alive and d.req_done
                               and self.rbuf.end == self.rbuf.start
                               and not self.closed and not self.worker.draining
-                              and (self.cluster.max_requests_per_connection == 0
-                                   or self.requests < self.cluster.max_requests_per_connection))
-        self.cluster.st.count_status(self.parser.status)
+                              and not self.ep.removed
+                              and (cf.max_requests_per_connection == 0
+                                   or self.requests < cf.max_requests_per_connection))
+        self.ur.cluster.st.count_status(self.parser.status)
         self.detach()
         if reusable:
             self.release_rbuf()
-            self.set_deadline(DL_POOL_IDLE, self.cluster.idle_timeout)
+            self.set_deadline(DL_POOL_IDLE, cf.idle_timeout)
             self.ep.pool.put(self)
         else:
             self.close()
@@ -328,16 +213,17 @@ cdef class UpstreamHttp(UpstreamBase):
         self.abort()
 
     cdef void fail(self, int status, bytes body):
-        cdef ProxyStream d = self.down
+        cdef ProxyStream d = self.ur.down if self.ur is not None else None
         self.detach()
         self.abort()
         if d is not None:
             d.upstream_failed(status, body)
 
     def eof_received(self):
-        cdef ProxyStream d = self.down
-        if d is None:
+        cdef ProxyStream d
+        if self.ur is None:
             return False
+        d = self.ur.down
         if self.tunnel:
             d.half_close_tunnel()
             return True
@@ -349,15 +235,16 @@ cdef class UpstreamHttp(UpstreamBase):
         return False
 
     def pause_writing(self):
-        if self.down is not None:
-            self.down.peer_paused()
+        if self.ur is not None:
+            self.ur.down.peer_paused()
 
     def resume_writing(self):
-        if self.down is not None:
-            self.down.peer_resumed()
+        if self.ur is not None:
+            self.ur.down.peer_resumed()
 
     def connection_lost(self, exc):
-        cdef ProxyStream d = self.down
+        cdef UpstreamRequest ur = self.ur
+        cdef ProxyStream d
         self.closed = True
         if self.connected:
             self.cluster.st.upstream_cx_active -= 1
@@ -367,24 +254,27 @@ cdef class UpstreamHttp(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        if d is None:
+        if ur is None:
             return
+        d = ur.down
         self.cluster.st.upstream_cx_destroy_with_active_rq += 1
-        self.detach()
         if self.tunnel:
+            self.detach()
             d.close()
         elif not self.head_done:
             # A pooled connection the upstream closed just as we reused it:
-            # nothing was answered, and a bodiless request can safely go again
-            # on a fresh connection.
+            # nothing was answered, and a bodiless request can safely go
+            # again, on a fresh connection to the same endpoint.
             if (self.requests > 1 and not self.got_bytes and d.req_body == BODY_NONE
-                    and not d.retried):
-                self.cluster.st.upstream_rq_retry += 1
-                d.retry()
+                    and ur.attempt == 1):
+                self.detach()
+                d.retry(ur, True)
             else:
+                self.detach()
                 d.upstream_failed(502, b"upstream connect error or disconnect/reset before headers\n")
         else:
             # Mid-body: the client must not mistake a cut response for a whole one.
+            self.detach()
             d.abort()
 
     cdef void on_deadline(self, int kind):
@@ -414,7 +304,6 @@ cdef class HttpDownstream(ProxyStream):
     cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
     cdef bint seen_head        # a request head was seen (no HTTP/2 preface after that)
     cdef bint pumping          # inside stream_body_h2 (no re-entry from up_body_sent)
-    cdef bytes client_ip
     cdef int req_minor
     cdef bint req_keep_alive
 
@@ -433,6 +322,8 @@ cdef class HttpDownstream(ProxyStream):
         self.parser = Http1Parser(True, conf.max_head_bytes, conf.max_headers)
         self.out = OutBuf(4096)
         self.upout = OutBuf(4096)
+        self.headbuf = self.upout
+        self.scheme = b"http"
         transport.set_write_buffer_limits(conf.buffer_limit)
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()
@@ -504,6 +395,7 @@ cdef class HttpDownstream(ProxyStream):
                     return
                 if r < 0:
                     self.worker.stats.downstream_cx_protocol_error += 1
+                    self.reset_request()
                     # (the method of this request, not of the previous one: no body for HEAD)
                     self.req_method = self.parser.method
                     self.in_request = True
@@ -515,18 +407,20 @@ cdef class HttpDownstream(ProxyStream):
                     return
                 self.on_head(r)
             elif self.state == DS_BODY:
-                if self.up2 is not None:
+                if self.ur is None:
+                    return      # paused by a filter, or between attempts
+                if self.ur.h2 is not None:
                     if not self.stream_body_h2():
                         return
                     continue
-                if self.up is None or not self.up.connected:
+                if self.ur.h1 is None or not self.ur.h1.connected:
                     return
                 if not self.stream_body():
                     return
             elif self.state == DS_TUNNEL:
-                if self.up is None or self.up.transport is None:
+                if self.ur is None or self.ur.h1 is None or self.ur.h1.transport is None:
                     return
-                self.up.send(b.data + b.start, b.end - b.start)
+                self.ur.h1.send(b.data + b.start, b.end - b.start)
                 b.start = b.end
                 self.touch_tunnel()
                 return
@@ -540,43 +434,46 @@ cdef class HttpDownstream(ProxyStream):
         cdef Http1Parser p = self.parser
         cdef ReadBuffer b = self.rbuf
         cdef const char* base = b.data + b.start
-        cdef const char* host = NULL
-        cdef Py_ssize_t host_len = 0
         cdef const char* path = base + p.target_off
         cdef Py_ssize_t path_len = p.path_len
-        cdef Py_ssize_t query_len = p.target_len - p.path_len
         cdef Py_ssize_t i
-        cdef Route route
-        cdef Cluster c
+        cdef int k
         cdef ListenerConf conf = self.lst.conf
-        cdef uint64_t h
-        cdef int idx
-        cdef bint absolute = False
 
         self.conf = conf
+        self.reset_request()
         self.in_request = True
-        self.req_done = False
-        self.resp_started = False
-        self.retried = False
         self.chunked_out = False
-        self.up_end = False
-        self.up_done = False
-        self.up_trl = None
-        self.up_state = 0
-        self.up_unacked = 0
         self.req_method = p.method
         self.req_minor = p.minor
         self.req_body = p.body
+        self.req_cl = p.content_length
         self.req_keep_alive = p.keep_alive
         if not p.keep_alive or w.draining:
             self.close_after = True
         w.stats.downstream_rq_total += 1
         w.stats.downstream_rq_active += 1
         self.set_deadline(DL_NONE, 0)
+        # The head is consumed now (its bytes stay where they are until the
+        # next read): a local reply may at once start a pipelined request.
+        b.start += r
+        if p.body == BODY_NONE:
+            self.req_done = True
+            self.state = DS_WAIT
+        else:
+            self.state = DS_BODY
 
         if p.method == M_CONNECT:
-            self.consume_head_reply(r, 405, b"CONNECT is not supported\n")
+            self.local_reply(405, b"CONNECT is not supported\n")
             return
+        # the neutral request view (core_stream.pxi)
+        self.rq_base = base
+        self.rq_hs = p.headers
+        self.rq_n = p.nheaders
+        self.rq_method = base + p.method_off
+        self.rq_method_len = p.method_len
+        self.rq_query_len = p.target_len - p.path_len
+        self.rq_host_len = 0
         if path_len > 0 and path[0] != b'/':
             if path_len == 1 and path[0] == b'*':
                 pass  # OPTIONS *
@@ -584,72 +481,52 @@ cdef class HttpDownstream(ProxyStream):
                                     or (path_len > 8 and memcmp(path, b"https://", 8) == 0))):
                 # absolute-form: the authority in the target is the host
                 # (RFC 9112 3.2.2) and the origin-form path is forwarded.
-                absolute = True
+                self.rq_absolute = True
                 i = 7 if path[4] == b':' else 8
-                host = path + i
+                self.rq_host = path + i
                 while i < path_len and path[i] != b'/':
                     i += 1
-                host_len = (path + i) - host
-                query_len = p.target_len - p.path_len
+                self.rq_host_len = (path + i) - self.rq_host
                 path_len = p.path_len - i
                 path = path + i
             else:
                 self.close_after = True
-                self.consume_head_reply(r, 400, b"invalid request target\n")
+                self.local_reply(400, b"invalid request target\n")
                 return
-        if not absolute and p.host_idx >= 0:
-            host = base + p.headers[p.host_idx].value_off
-            host_len = p.headers[p.host_idx].value_len
+        self.rq_path = path
+        self.rq_path_len = path_len
+        if not self.rq_absolute and p.host_idx >= 0:
+            self.rq_host = base + p.headers[p.host_idx].value_off
+            self.rq_host_len = p.headers[p.host_idx].value_len
+        self.expect_continue = p.expect_continue
+        if p.upgrade:
+            for k in range(p.nheaders):
+                if p.headers[k].flags & HF_UPGRADE:
+                    self.rq_upgrade = base + p.headers[k].value_off
+                    self.rq_upgrade_len = p.headers[k].value_len
+                    break
+        if self.run_request(0) == FILTER_CONTINUE:
+            self.routed()
+        elif self.paused:
+            # Body bytes wait in the buffer until the filter lets go.
+            self.pause_read(PAUSE_BUFFER)
 
-        route = conf.router.match(host, host_len, path, path_len, query_len,
-                                  base, p.headers, p.nheaders)
-        if route is None:
-            self.consume_head_reply(r, 404, b"")
-            return
-        if route.action == ACTION_DIRECT:
-            self.consume_head_reply(r, route.direct_status, route.direct_body)
-            return
-        if route.action == ACTION_WEIGHTED:
-            c = <Cluster>route.pick_weighted(<unsigned int>(rand64() >> 32))
-        else:
-            c = <Cluster>route.cluster
-        if c.hash_kind == HASH_HEADER:
-            h = self.header_hash(base, c.hash_header)
-        elif c.hash_kind == HASH_SOURCE_IP:
-            h = hash_bytes(self.client_ip, len(self.client_ip), 0)
-        else:
-            h = 0
-        idx = c.lb.pick(h)
-        if idx < 0:
-            c.st.upstream_cx_none_healthy += 1
-            self.consume_head_reply(r, 503, b"no healthy upstream\n")
-            return
-        self.route = route
-        self.cluster = c
-        self.lb_idx = idx
-        if c.protocol == PROTO_HTTP2:
-            self.build_h2_request(base, path, path_len + query_len, host, host_len, absolute,
-                                  <Endpoint>c.endpoints[idx])
-        else:
-            self.build_request_head(base, path, path_len + query_len, host, host_len, absolute,
-                                    <Endpoint>c.endpoints[idx])
-        if p.expect_continue:
+    cdef void routed(self):
+        if self.expect_continue:
             # Answer Expect ourselves (as Envoy does by default) and strip it:
             # the body starts flowing while the upstream connection is made.
             self.out.add_bytes(CONTINUE_100)
-        b.start += r
-        if p.body == BODY_NONE:
-            self.req_done = True
-            self.state = DS_WAIT
-        else:
-            self.state = DS_BODY
-        c.st.upstream_rq_total += 1
         if self.req_done:
             self.arm_response_timer()
         else:
             # While the body uploads only the stream idle timeout applies.
-            self.set_deadline(DL_RESPONSE, conf.stream_idle_timeout)
-        self.attach_upstream(False)
+            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.start_attempt(False)
+        if self.resumed:
+            # Resumed after a filter paused: the body may be waiting.
+            self.resume_read(PAUSE_BUFFER)
+            self.process()
+            self.flush()
 
     cdef inline void arm_response_timer(self):
         # The route timeout runs from the end of the request until the
@@ -659,119 +536,12 @@ cdef class HttpDownstream(ProxyStream):
         else:
             self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
 
-    cdef uint64_t header_hash(self, const char* base, bytes name):
-        cdef Http1Parser p = self.parser
-        cdef int i
-        cdef HeaderSlice* hs
-        for i in range(p.nheaders):
-            hs = &p.headers[i]
-            if ci_equal(base + hs.name_off, hs.name_len, name, len(name)):
-                return hash_bytes(base + hs.value_off, hs.value_len, 0)
-        return rand64()   # no key: spread like random (Envoy does the same)
-
-    cdef void build_request_head(self, const char* base, const char* target,
-                                 Py_ssize_t target_len, const char* host,
-                                 Py_ssize_t host_len, bint absolute, Endpoint ep):
-        cdef Http1Parser p = self.parser
-        cdef OutBuf o = self.upout
-        cdef ListenerConf conf = self.conf
-        cdef int i, f
-        cdef int last_xff = -1
-        cdef bint have_host = False, have_rid = False
-        cdef HeaderSlice* hs
-        o.clear()
-        o.add(base + p.method_off, p.method_len)
-        o.add(" ", 1)
-        o.add(target, target_len)
-        o.add(" HTTP/1.1\r\n", 11)
-        for i in range(p.nheaders):
-            if p.headers[i].flags & HF_XFF:
-                last_xff = i
-        for i in range(p.nheaders):
-            hs = &p.headers[i]
-            f = hs.flags
-            if f & (HF_HOP | HF_CONTENT_LENGTH | HF_TRANSFER_ENCODING | HF_XFP):
-                continue
-            if f & HF_EXPECT and p.expect_continue:
-                continue
-            if f & HF_HOST:
-                if absolute:
-                    continue
-                have_host = True
-            if f & HF_REQUEST_ID:
-                have_rid = True
-            o.add(base + hs.name_off, hs.name_len)
-            o.add(": ", 2)
-            o.add(base + hs.value_off, hs.value_len)
-            if i == last_xff and conf.xff_append:
-                if hs.value_len:
-                    o.add(", ", 2)
-                o.add_bytes(self.client_ip)
-            o.add("\r\n", 2)
-        if not have_host:
-            o.add("host: ", 6)
-            if host_len:
-                o.add(host, host_len)
-            else:
-                o.add_bytes(ep.host.encode())
-                o.add(":", 1)
-                o.add_uint(ep.port)
-            o.add("\r\n", 2)
-        if last_xff < 0 and conf.xff_append:
-            o.add("x-forwarded-for: ", 17)
-            o.add_bytes(self.client_ip)
-            o.add("\r\n", 2)
-        o.add("x-forwarded-proto: http\r\n", 25)
-        if not have_rid and conf.gen_request_id:
-            add_request_id(o)
-        if p.body == BODY_LENGTH:
-            o.add("content-length: ", 16)
-            o.add_uint(p.content_length)
-            o.add("\r\n", 2)
-        elif p.body == BODY_CHUNKED:
-            o.add("transfer-encoding: chunked\r\n", 28)
-        if p.upgrade:
-            for i in range(p.nheaders):
-                hs = &p.headers[i]
-                if hs.flags & HF_UPGRADE:
-                    o.add("connection: upgrade\r\nupgrade: ", 30)
-                    o.add(base + hs.value_off, hs.value_len)
-                    o.add("\r\n", 2)
-                    break
-        o.add("\r\n", 2)
-        self.req_head = o.take()
-
-    cdef void attach_upstream(self, bint fresh):
-        cdef Endpoint ep = <Endpoint>self.cluster.endpoints[self.lb_idx]
-        cdef UpstreamHttp up = None
-        if self.cluster.protocol == PROTO_HTTP2:
-            self.attach_h2(ep)
-            return
-        self.cluster.lb.request_started(self.lb_idx)
-        self.cluster.st.upstream_rq_active += 1
-        if not fresh:
-            up = ep.pool.get()
-        if up is not None:
-            self.cluster.st.upstream_cx_reused += 1
-            self.up = up
-            up.begin(self, self.lb_idx, self.req_method)
-            up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
-            self.process()
-        else:
-            up = UpstreamHttp.__new__(UpstreamHttp)
-            self.up = up
-            up.begin(self, self.lb_idx, self.req_method)
-            up.start_connect(self.worker, self.cluster, ep)
-
-    cdef void upstream_ready(self, UpstreamHttp up):
-        up.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
+    cdef void upstream_ready(self, UpstreamRequest ur):
+        # The attempt has a connection: the head, then whatever body we have.
+        ur.h1.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
         self.resume_read(PAUSE_BUFFER)
         self.process()
         self.flush()
-
-    cdef void retry(self):
-        self.retried = True
-        self.attach_upstream(True)
 
     cdef bint stream_body(self):
         # Request body toward the upstream, re-framed as we parsed it.
@@ -788,8 +558,7 @@ cdef class HttpDownstream(ProxyStream):
             if r < 0:
                 self.worker.stats.downstream_cx_protocol_error += 1
                 self.close_after = True
-                if self.up is not None:
-                    self.up.detach_and_abort()
+                self.cancel_upstream()
                 if self.resp_started:
                     self.abort()
                 else:
@@ -819,12 +588,10 @@ cdef class HttpDownstream(ProxyStream):
             if r == 0:
                 more = False
                 break
-        if o.len and self.up is not None and self.up.transport is not None:
-            self.up.send(o.data, o.len)
-            o.clear()
+        if o.len and self.ur is not None and self.ur.h1 is not None \
+                and self.ur.h1.transport is not None:
+            self.ur.h1.send(o.data, o.len)
         o.clear()
-        if self.req_done and not self.in_request:
-            pass
         return more and self.state == DS_BODY
 
     # --- the response ----------------------------------------------------
@@ -862,6 +629,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef int status = rp.status
         cdef HeaderSlice* hs
         cdef bint keep_cl = rp.body == BODY_NONE and status != 204 and status >= 200
+        self.response_filters(status)
         self.resp_started = True
         self.worker.stats.count_status(status)
         # The head arrived: the route timeout is over; the body may take as
@@ -898,6 +666,7 @@ cdef class HttpDownstream(ProxyStream):
             o.add("\r\n", 2)
         elif self.chunked_out:
             o.add("transfer-encoding: chunked\r\n", 28)
+        add_extra_h1(o, self.rs_add)
         if rp.upgrade and status == 101:
             for i in range(rp.nheaders):
                 hs = &rp.headers[i]
@@ -934,8 +703,10 @@ cdef class HttpDownstream(ProxyStream):
         self.flush()
         self.in_request = False
         w.stats.downstream_rq_active -= 1
+        self.request_over()
         self.route = None
         self.cluster = None
+        self.ur = None
         self.req_head = None
         self.up_hdrs = None
         if self.close_after or not self.req_done:
@@ -964,42 +735,6 @@ cdef class HttpDownstream(ProxyStream):
 
     # --- HTTP/2 upstream (core_h2.pxi) ------------------------------------------
 
-    cdef void build_h2_request(self, const char* base, const char* target,
-                               Py_ssize_t target_len, const char* host,
-                               Py_ssize_t host_len, bint absolute, Endpoint ep):
-        # The HTTP/1.1 request as an HTTP/2 header list: Host becomes
-        # :authority; hop-by-hop fields, Expect and the framing headers go
-        # (content-length stays when the length is known; TE only as trailers).
-        cdef Http1Parser p = self.parser
-        cdef HeaderList hl = HeaderList()
-        cdef HeaderList rest
-        cdef int i, f
-        cdef HeaderSlice* hs
-        cdef bytes auth
-        hl.add(":method", 7, base + p.method_off, p.method_len, 0)
-        hl.add(":scheme", 7, "http", 4, 0)
-        if host_len:
-            hl.add(":authority", 10, host, host_len, 0)
-        else:
-            auth = f"{ep.host}:{ep.port}".encode()
-            hl.add(":authority", 10, auth, len(auth), 0)
-        hl.add(":path", 5, target, target_len, 0)
-        rest = build_h2_request(base, p.headers, p.nheaders, self.client_ip, self.conf, False)
-        for i in range(rest.n):
-            hs = &rest.hs[i]
-            f = hs.flags
-            if f & HF_EXPECT or f & HF_CONTENT_LENGTH:
-                continue
-            hl.add(rest.base() + hs.name_off, hs.name_len, rest.base() + hs.value_off,
-                   hs.value_len, f)
-        if p.body == BODY_LENGTH:
-            hl.add_uint("content-length", 14, p.content_length)
-        self.up_hdrs = hl
-        if self.up_pending is None:
-            self.up_pending = OutBuf(4096)
-        self.up_pending.len = 0
-        self.up_end = p.body == BODY_NONE
-
     cdef bint stream_body_h2(self):
         # Request body toward an HTTP/2 upstream: unframed, into up_pending
         # (its flow control takes it from there); the client is paused while
@@ -1012,8 +747,8 @@ cdef class HttpDownstream(ProxyStream):
         self.pumping = True
         while b.end > b.start:
             if self.up_pending.len >= H2_STREAM_BUFFER:
-                if self.up2 is not None:
-                    self.up2.pump_later(self)
+                if self.ur is not None and self.ur.h2 is not None:
+                    self.ur.h2.pump_later(self.ur)
                 if self.up_pending.len >= H2_STREAM_BUFFER:
                     # up_body_sent() resumes once the upstream took half of it
                     self.pause_read(PAUSE_PEER)
@@ -1048,8 +783,8 @@ cdef class HttpDownstream(ProxyStream):
             if r == 0:
                 more = False
                 break
-        if self.up2 is not None:
-            self.up2.pump_later(self)
+        if self.ur is not None and self.ur.h2 is not None:
+            self.ur.h2.pump_later(self.ur)
         self.pumping = False
         return more and self.state == DS_BODY
 
@@ -1077,6 +812,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef int i
         cdef bint have_cl = False
         cdef bytes reason = REASONS.get(status, b"Unknown")
+        self.response_filters(status)
         self.resp_started = True
         self.worker.stats.count_status(status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
@@ -1108,6 +844,7 @@ cdef class HttpDownstream(ProxyStream):
                 o.add("transfer-encoding: chunked\r\n", 28)
             else:
                 self.close_after = True
+        add_extra_h1(o, self.rs_add)
         if self.close_after:
             o.add("connection: close\r\n", 19)
         elif self.req_minor == 0:
@@ -1130,21 +867,17 @@ cdef class HttpDownstream(ProxyStream):
 
     # --- responses the proxy makes ---------------------------------------------
 
-    cdef void consume_head_reply(self, Py_ssize_t r, int status, bytes body):
-        # Reply without an upstream. A request body we did not read would be
-        # taken for the next request: close instead of skipping it.
-        self.rbuf.start += r
-        if self.parser.body != BODY_NONE:
-            self.close_after = True
-        else:
-            self.req_done = True
-        self.local_reply(status, body)
-
     cdef void local_reply(self, int status, bytes body):
+        # A response without (or instead of) the upstream's. A request body
+        # we did not read would be taken for the next request: close after.
         cdef OutBuf o = self.out
         cdef bytes reason = REASONS.get(status, b"Unknown")
         if self.closed:
             return
+        if not self.req_done:
+            self.close_after = True
+        self.replied = True
+        self.response_filters(status)
         self.resp_started = True
         self.worker.stats.count_status(status)
         o.add("HTTP/1.1 ", 9)
@@ -1155,6 +888,10 @@ cdef class HttpDownstream(ProxyStream):
         o.add_uint(len(body))
         if body:
             o.add("\r\ncontent-type: text/plain", 26)
+        if self.rs_add is not None:
+            o.add("\r\n", 2)
+            add_extra_h1(o, self.rs_add)
+            o.len -= 2
         if self.close_after or not self.req_keep_alive:
             self.close_after = True
             o.add("\r\nconnection: close", 19)
@@ -1177,15 +914,16 @@ cdef class HttpDownstream(ProxyStream):
         # stop taking new (pipelined) requests whose answers would pile up.
         self.write_blocked = True
         self.pause_read(PAUSE_WRITE)
-        if self.up is not None:
-            self.up.pause_read(PAUSE_PEER)
+        if self.ur is not None and self.ur.h1 is not None:
+            self.ur.h1.pause_read(PAUSE_PEER)
 
     def resume_writing(self):
         self.write_blocked = False
-        if self.up is not None:
-            self.up.resume_read(PAUSE_PEER)
-        if self.up2 is not None:
-            self.up2.ack(self)
+        if self.ur is not None:
+            if self.ur.h1 is not None:
+                self.ur.h1.resume_read(PAUSE_PEER)
+            elif self.ur.h2 is not None:
+                self.ur.h2.ack(self.ur)
         self.resume_read(PAUSE_WRITE)
         if not self.closed and not self.in_request:
             self.process()
@@ -1197,7 +935,7 @@ cdef class HttpDownstream(ProxyStream):
         self.worker.stats.downstream_cx_upgrades_total += 1
         self.flush()
         self.state = DS_TUNNEL
-        self.up.tunnel = True
+        self.ur.h1.tunnel = True
         self.close_after = True
         self.set_deadline(DL_IDLE, self.conf.idle_timeout)
         self.resume_read(PAUSE_BUFFER)
@@ -1217,18 +955,17 @@ cdef class HttpDownstream(ProxyStream):
             self.transport.write_eof()
 
     def eof_received(self):
-        if self.state == DS_TUNNEL and self.up is not None and self.up.transport is not None:
+        cdef UpstreamHttp up = self.ur.h1 if self.ur is not None else None
+        if self.state == DS_TUNNEL and up is not None and up.transport is not None:
             self.tunnel_eof_in = True
-            if self.up.transport.can_write_eof():
-                self.up.transport.write_eof()
+            if up.transport.can_write_eof():
+                up.transport.write_eof()
             if self.tunnel_eof_out:
                 # Both directions have ended: close the pair (our
                 # connection_lost closes the upstream side).
                 self.close()
                 return False
             return True
-        if self.in_request and not self.req_done and self.req_body == BODY_NONE:
-            pass
         if self.in_request and self.req_done:
             # The client half-closed after its request: still answer it.
             self.close_after = True
@@ -1241,6 +978,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef Worker w = self.worker
         if kind == DL_HEADERS:
             w.stats.downstream_rq_header_timeout += 1
+            self.reset_request()
             self.req_method = self.parser.method
             self.in_request = True
             w.stats.downstream_rq_total += 1
@@ -1286,7 +1024,8 @@ cdef class HttpDownstream(ProxyStream):
 
     def connection_lost(self, exc):
         cdef Worker w = self.worker
-        cdef UpstreamHttp up = self.up
+        cdef UpstreamRequest ur = self.ur
+        cdef UpstreamHttp up
         self.closed = True
         self.transport = None
         w.stats.downstream_cx_active -= 1
@@ -1294,16 +1033,15 @@ cdef class HttpDownstream(ProxyStream):
             self.in_request = False
             w.stats.downstream_rq_active -= 1
             w.stats.downstream_rq_rx_reset += 1
+            self.request_over()
         self.unlink()
-        if self.up2 is not None:
-            self.up2.cancel(self)
-        if up is not None:
-            if up.tunnel:
-                up.down = None
-                self.up = None
+        if ur is not None:
+            up = ur.h1
+            if up is not None and up.tunnel:
+                up.detach()
                 up.close()
             else:
-                up.detach_and_abort()
+                self.cancel_upstream()
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             w.bufpool.release(self.rbuf)

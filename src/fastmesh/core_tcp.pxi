@@ -9,7 +9,7 @@
 
 cdef class UpstreamBase(Conn):
     """An upstream connection: the connect step shared by TCP and HTTP."""
-    cdef Cluster cluster
+    cdef ClusterState cluster    # owns the pool this connection belongs to
     cdef Endpoint ep
     cdef object connect_task
     cdef bint connected
@@ -19,12 +19,12 @@ cdef class UpstreamBase(Conn):
         # loop.create_connection() wants a protocol factory; we are the protocol.
         return self
 
-    cdef void start_connect(self, Worker w, Cluster c, Endpoint ep):
+    cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep):
         self.cluster = c
         self.ep = ep
         self.link(w)
         c.st.upstream_cx_total += 1
-        self.set_deadline(DL_CONNECT, c.connect_timeout)
+        self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
         coro = w.loop.create_connection(self, ep.host, ep.port)
         self.connect_task = w.loop.create_task(coro)
         self.connect_task.add_done_callback(self._connect_done)
@@ -102,7 +102,7 @@ cdef class TcpUpstream(UpstreamBase):
         self.set_transport(transport)
         self.connected = True
         self.cluster.st.upstream_cx_active += 1
-        transport.set_write_buffer_limits(self.cluster.buffer_limit)
+        transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.down is None or self.down.closed:
             self.closed = True
@@ -174,7 +174,7 @@ cdef class TcpDownstream(Conn):
     def connection_made(self, transport):
         cdef Worker w = self.lst.worker
         cdef ListenerConf conf = self.lst.conf
-        cdef Cluster c = conf.cluster
+        cdef ClusterState c = w.clusters.get(conf.cluster)
         cdef int idx
         cdef uint64_t h = 0
         cdef bytes ip
@@ -185,13 +185,16 @@ cdef class TcpDownstream(Conn):
         w.stats.downstream_cx_active += 1
         w.stats.downstream_cx_tcp += 1
         transport.set_write_buffer_limits(conf.buffer_limit)
-        if c.hash_kind == HASH_SOURCE_IP:
+        if c is None:
+            self.close()
+            return
+        if c.conf.hash_kind == HASH_SOURCE_IP:
             peer = transport.get_extra_info("peername")
             ip = (peer[0] if peer else "").encode()
             h = hash_bytes(ip, len(ip), 0)
         else:
             h = rand64()
-        idx = c.lb.pick(h)
+        idx = c.pick(h, -1)
         if idx < 0:
             c.st.upstream_cx_none_healthy += 1
             self.close()

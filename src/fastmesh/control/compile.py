@@ -8,17 +8,20 @@ least-request counters) and hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import socket
 
-from fastmesh import _core, _lb, _router
+from fastmesh import _core, _router
 from fastmesh.control.config import (
     ClusterConfig,
     Config,
     ConfigError,
+    HttpFilterConfig,
     ListenerConfig,
     RouteConfig,
 )
+from fastmesh.control.schema import thaw
 
 
 def _resolve(address: str, port: int, where: str) -> str:
@@ -35,21 +38,19 @@ def _resolve(address: str, port: int, where: str) -> str:
     return infos[0][4][0]
 
 
-def build_cluster(cfg: ClusterConfig, index: int) -> _core.Cluster:
+def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
+    """The cluster's settings for the snapshot. Its balancer is built by each
+    worker's live ClusterState, and only when the endpoints or the policy
+    change, so balancer state survives reloads."""
     endpoints = []
-    weights = []
-    keys = []
     for i, ep in enumerate(cfg.endpoints):
         host = _resolve(ep.address, ep.port, f"clusters[{index}].endpoints[{i}].address")
-        endpoints.append(_core.Endpoint(host, ep.port, i, ep.weight))
-        weights.append(ep.weight)
-        keys.append(f"{host}:{ep.port}".encode())
+        endpoints.append((host, ep.port, ep.weight))
     options: dict = {}
     if cfg.lb == "ring_hash":
         options = {"minimum_ring_size": cfg.ring_min, "maximum_ring_size": cfg.ring_max}
     elif cfg.lb == "maglev":
         options = {"table_size": cfg.maglev_table_size}
-    lb = _lb.make_lb(cfg.lb, weights, keys, options)
     hp = cfg.hash_policy
     if cfg.lb in ("ring_hash", "maglev") and hp is None:
         hp_header, hp_source = None, True
@@ -57,8 +58,8 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.Cluster:
         hp_header, hp_source = hp.header, hp.source_ip
     else:
         hp_header, hp_source = None, False
-    return _core.Cluster(
-        cfg.name, lb, endpoints,
+    return _core.ClusterConf(
+        cfg.name, cfg.lb, endpoints, lb_options=options,
         hash_header=hp_header, hash_source_ip=hp_source,
         connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout,
         buffer_limit=cfg.per_connection_buffer_limit,
@@ -67,7 +68,7 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.Cluster:
     )
 
 
-def _build_route(r: RouteConfig, clusters: dict[str, _core.Cluster]) -> tuple:
+def _build_route(r: RouteConfig) -> tuple:
     m = r.match
     headers = [
         _router.HeaderMatch(h.name, exact=h.exact, prefix=h.prefix, regex=h.regex,
@@ -78,11 +79,13 @@ def _build_route(r: RouteConfig, clusters: dict[str, _core.Cluster]) -> tuple:
                                headers=headers, case_sensitive=m.case_sensitive)
     name = r.name or ""
     if r.action == "cluster":
-        route = _router.Route(name, "cluster", cluster=clusters[r.cluster], timeout=r.timeout)
+        # Routes name their clusters; each worker resolves the name to its
+        # live ClusterState, so endpoints can change without new routes.
+        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout)
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
-            clusters=[clusters[w.name] for w in r.weighted_clusters],
+            clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
             timeout=r.timeout,
         )
@@ -93,16 +96,35 @@ def _build_route(r: RouteConfig, clusters: dict[str, _core.Cluster]) -> tuple:
     return (match, route)
 
 
-def build_listener(cfg: ListenerConfig, clusters: dict[str, _core.Cluster]) -> _core.ListenerConf:
+def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
+    """A user filter from its import path, made with its config mapping as
+    keyword arguments."""
+    module_name, _, attr = f.import_path.partition(":")
+    where = f"listener {listener!r}: http_filters {f.name!r}"
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(None, None, where, f"cannot import {f.import_path!r}: {exc}") from exc
+    try:
+        flt = factory(**thaw(f.config))
+    except Exception as exc:  # the user's constructor: any failure is a config error
+        raise ConfigError(None, None, where, f"{f.import_path}(...) failed: {exc!r}") from exc
+    if not isinstance(flt, _core.HttpFilter):
+        raise ConfigError(None, None, where,
+                          f"{f.import_path} made {type(flt).__name__}, not a fastmesh.HttpFilter")
+    return flt
+
+
+def build_listener(cfg: ListenerConfig) -> _core.ListenerConf:
     router = None
     cluster = None
     if cfg.protocol == "http":
         router = _router.Router([
-            (vh.name, list(vh.domains), [_build_route(r, clusters) for r in vh.routes])
+            (vh.name, list(vh.domains), [_build_route(r) for r in vh.routes])
             for vh in cfg.virtual_hosts
         ])
     else:
-        cluster = clusters[cfg.cluster]
+        cluster = cfg.cluster
     return _core.ListenerConf(
         cfg.name, cfg.protocol, router=router, cluster=cluster,
         idle_timeout=cfg.idle_timeout,
@@ -116,11 +138,12 @@ def build_listener(cfg: ListenerConfig, clusters: dict[str, _core.Cluster]) -> _
         h2_max_concurrent_streams=cfg.http2.max_concurrent_streams,
         h2_initial_stream_window=cfg.http2.initial_stream_window_size,
         h2_initial_connection_window=cfg.http2.initial_connection_window_size,
+        filters=[load_filter(f, cfg.name) for f in cfg.http_filters],
     )
 
 
 def build_snapshot(config: Config, version: int = 0) -> _core.Snapshot:
     """Build the data plane's Snapshot for one worker from a validated Config."""
     clusters = {c.name: build_cluster(c, i) for i, c in enumerate(config.clusters)}
-    listeners = {lc.name: build_listener(lc, clusters) for lc in config.listeners}
+    listeners = {lc.name: build_listener(lc) for lc in config.listeners}
     return _core.Snapshot(listeners, clusters, version, config.drain_timeout)

@@ -1,0 +1,321 @@
+# core_stream.pxi: ProxyStream, one request as it goes through the proxy,
+# whatever protocol the client speaks.
+#
+# Both downstreams fill the same neutral request view (rq_*: method, path,
+# query, authority and the header slices, pointing into the codec's bytes)
+# and call run_request(); from there everything is shared: the listener's
+# filter chain (core_filter.pxi; the router is its last filter), then
+# start_attempt(), which makes an UpstreamRequest (core_upstream.pxi) with
+# the request head built once by build_upstream_head() (core_head.pxi).
+#
+# The upstream side (UpstreamHttp for HTTP/1.1, UpstreamH2 for HTTP/2) talks
+# back only through the cdef methods below, so it does not care whether the
+# client came over HTTP/1.1 (HttpDownstream: the connection is the stream) or
+# HTTP/2 (H2ServerStream: one per stream). Virtual cdef calls: a C vtable
+# lookup, no Python call.
+
+cdef class ProxyStream(Conn):
+    """One request/response exchange (base of HttpDownstream and H2ServerStream)."""
+    cdef ListenerConf conf
+    cdef Route route
+    cdef ClusterState cluster
+    cdef UpstreamRequest ur      # the current attempt (None between attempts)
+    cdef int attempts
+    cdef uint64_t pick_hash      # the router's hash key and endpoint choice
+    cdef int pick_idx
+    # the neutral request view, valid while the head is handled (and after a
+    # filter paused: then it points into frozen copies)
+    cdef const char* rq_base
+    cdef HeaderSlice* rq_hs
+    cdef int rq_n
+    cdef const char* rq_method
+    cdef Py_ssize_t rq_method_len
+    cdef const char* rq_path     # the query (rq_query_len bytes, from '?') follows
+    cdef Py_ssize_t rq_path_len
+    cdef Py_ssize_t rq_query_len
+    cdef const char* rq_host     # Host / :authority / absolute-form authority
+    cdef Py_ssize_t rq_host_len
+    cdef const char* rq_upgrade  # HTTP/1.1 Upgrade value (0 length: none)
+    cdef Py_ssize_t rq_upgrade_len
+    cdef bint rq_absolute
+    cdef bint from_h2
+    cdef bint expect_continue    # we answer 100-continue ourselves; Expect is dropped
+    cdef HeaderList rq_frozen    # owns the view's bytes while paused
+    cdef bytes rq_frozen_line
+    # filter state
+    cdef HeaderList rq_add       # request fields filters added
+    cdef list rq_remove          # lower-case names filters removed
+    cdef HeaderList rs_add       # response fields filters added
+    cdef Request view            # the Python filters' view, made on first use
+    cdef int filter_next         # where a paused chain goes on
+    cdef int chain_pos           # filters that saw the request head (they see the response)
+    cdef bint paused
+    cdef bint resumed            # the chain went on after a pause (not in the codec's callback)
+    cdef bint replied            # a filter or the router answered locally
+    cdef int resp_status
+    # the request
+    cdef int req_method
+    cdef int req_body            # BODY_* (BODY_NONE: bodiless, safe to retry)
+    cdef uint64_t req_cl         # BODY_LENGTH: the length
+    cdef bint req_done           # the request, body included, was fully received
+    cdef bint resp_started       # response head written to the client
+    cdef bytes client_ip
+    cdef bytes scheme            # x-forwarded-proto toward the upstream
+    cdef OutBuf headbuf          # scratch for HTTP/1.1 request heads
+    cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
+    # HTTP/2 upstream: the request header list, request body bytes its flow
+    # control has not taken yet (bounded by the client's window or by pausing
+    # an HTTP/1.1 client)
+    cdef HeaderList up_hdrs
+    cdef OutBuf up_pending
+    cdef bint up_end             # END_STREAM goes after up_pending
+    cdef HeaderList up_trl       # ... with these trailers (when not None)
+
+    # --- the pipeline -------------------------------------------------------
+
+    cdef void reset_request(self):
+        # Per-request state (an HTTP/1.1 connection serves many requests).
+        self.route = None
+        self.cluster = None
+        self.ur = None
+        self.attempts = 0
+        self.rq_add = None
+        self.rq_remove = None
+        self.rs_add = None
+        self.rq_frozen = None
+        self.rq_frozen_line = None
+        self.paused = False
+        self.resumed = False
+        self.replied = False
+        self.chain_pos = 0
+        self.resp_status = 0
+        self.rq_upgrade_len = 0
+        self.rq_absolute = False
+        self.expect_continue = False
+        self.req_done = False
+        self.resp_started = False
+        self.req_head = None
+        self.up_hdrs = None
+        self.up_end = False
+        self.up_trl = None
+        if self.up_pending is not None:
+            self.up_pending.len = 0
+
+    cdef int run_request(self, int start) except -1:
+        # The request-headers hooks from `start`; the router is last.
+        cdef tuple chain = self.conf.filters
+        cdef HttpFilter f
+        cdef int i, r
+        for i in range(start, len(chain)):
+            f = <HttpFilter>chain[i]
+            self.chain_pos = i + 1
+            if f.hooks & FH_REQUEST_HEADERS:
+                r = f.request_headers(self)
+                if r != FILTER_CONTINUE:
+                    if r == FILTER_PAUSE:
+                        if not self.paused:
+                            self.paused = True
+                            self.freeze_head()
+                        self.filter_next = i + 1
+                    return r
+        if self.conf.hooks & (FH_RESPONSE_HEADERS | FH_DONE) and self.rq_frozen is None:
+            # Later hooks may read the request: the codec's bytes behind the
+            # view do not live that long.
+            self.freeze_head()
+        return FILTER_CONTINUE
+
+    cdef void resume_filters(self):
+        cdef int r
+        self.paused = False
+        self.resumed = True
+        r = self.run_request(self.filter_next)
+        if r == FILTER_CONTINUE:
+            self.routed()
+
+    cdef void routed(self):
+        # The chain let the request through and the router chose: go upstream.
+        pass
+
+    cdef void start_attempt(self, bint fresh):
+        # A new UpstreamRequest at the router's endpoint. The head is built
+        # for the first attempt of each upstream protocol and kept.
+        cdef UpstreamRequest ur = UpstreamRequest.__new__(UpstreamRequest)
+        cdef ClusterState c = self.cluster
+        cdef bint to_h2 = c.conf.protocol == PROTO_HTTP2 or (c.conf.protocol == PROTO_AUTO
+                                                            and self.from_h2)
+        self.attempts += 1
+        ur.begin(self, c, self.pick_idx, self.attempts)
+        self.ur = ur
+        if to_h2:
+            if self.up_hdrs is None:
+                self.up_hdrs = <HeaderList>build_upstream_head(self, True, ur.ep)
+                if self.up_pending is None:
+                    self.up_pending = OutBuf(4096)
+            self.up_end = self.req_done
+        elif self.req_head is None:
+            self.req_head = <bytes>build_upstream_head(self, False, ur.ep)
+        ur.attach(fresh)
+
+    cdef void retry(self, UpstreamRequest failed, bint fresh):
+        # The attempt failed before anything of the response arrived and the
+        # request can go again (nothing was processed upstream).
+        failed.end()
+        self.cluster.st.upstream_rq_retry += 1
+        if self.ur is failed:
+            self.ur = None
+        self.start_attempt(fresh)
+
+    cdef bint upstream_is_h2(self):
+        return self.ur is not None and self.ur.h2 is not None
+
+    cdef void freeze_head(self):
+        # A filter paused: the codec's bytes behind the view will be reused,
+        # so the view moves to copies the stream owns.
+        cdef HeaderList hl = HeaderList()
+        cdef int k
+        cdef HeaderSlice* h
+        cdef bytes line
+        for k in range(self.rq_n):
+            h = &self.rq_hs[k]
+            hl.add(self.rq_base + h.name_off, h.name_len, self.rq_base + h.value_off,
+                   h.value_len, h.flags)
+        line = (self.rq_method[:self.rq_method_len] + self.rq_path[:self.rq_path_len + self.rq_query_len]
+                + (self.rq_host[:self.rq_host_len] if self.rq_host_len else b"")
+                + (self.rq_upgrade[:self.rq_upgrade_len] if self.rq_upgrade_len else b""))
+        self.rq_frozen = hl
+        self.rq_frozen_line = line
+        self.rq_base = hl.base()
+        self.rq_hs = hl.hs
+        self.rq_method = line
+        self.rq_path = self.rq_method + self.rq_method_len
+        self.rq_host = self.rq_path + self.rq_path_len + self.rq_query_len
+        self.rq_upgrade = self.rq_host + self.rq_host_len
+
+    cdef uint64_t header_hash(self, bytes name):
+        cdef int i
+        cdef HeaderSlice* hs
+        for i in range(self.rq_n):
+            hs = &self.rq_hs[i]
+            if ci_equal(self.rq_base + hs.name_off, hs.name_len, name, len(name)):
+                return hash_bytes(self.rq_base + hs.value_off, hs.value_len, 0)
+        return rand64()   # no key: spread like random (Envoy does the same)
+
+    cdef Request request_view(self):
+        if self.view is None:
+            self.view = Request.__new__(Request)
+            self.view.s = self
+        return self.view
+
+    cdef void filter_reply(self, int status, bytes body):
+        self.local_reply(status, body)
+
+    cdef void filter_error(self, HttpFilter f, object exc):
+        self.worker.loop.call_exception_handler(
+            {"message": f"fastmesh: filter {f.name} failed", "exception": exc})
+        if not self.replied and not self.resp_started:
+            self.local_reply(500, b"filter error\n")
+
+    cdef void response_filters(self, int status):
+        # Response-headers hooks, before the head is written: in reverse
+        # order, and only for the filters that saw the request (as Envoy's
+        # encoder filters after a local reply).
+        cdef HttpFilter f
+        cdef int i
+        self.resp_status = status
+        if self.conf.hooks & FH_RESPONSE_HEADERS:
+            for i in range(self.chain_pos - 1, -1, -1):
+                f = <HttpFilter>self.conf.filters[i]
+                if f.hooks & FH_RESPONSE_HEADERS:
+                    f.response_headers(self, status)
+
+    cdef void request_over(self):
+        # The exchange is finished (or abandoned): done hooks, the view dies.
+        cdef HttpFilter f
+        if self.conf is not None and self.conf.hooks & FH_DONE:
+            for f in self.conf.filters:
+                if f.hooks & FH_DONE:
+                    f.done(self)
+        if self.view is not None:
+            self.view.invalidate()
+            self.view = None
+        self.paused = False
+
+    cdef void cancel_upstream(self):
+        # The client side gave up on this request.
+        if self.ur is not None:
+            self.ur.cancel()
+            self.ur = None
+
+    # --- called by the upstream side (overridden) ---
+    cdef void upstream_ready(self, UpstreamRequest ur):
+        pass
+    cdef void write_interim(self, Http1Parser rp, const char* base):
+        pass
+    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n):
+        # A 1xx (not 100) from an HTTP/2 upstream.
+        pass
+    cdef void write_response_head(self, Http1Parser rp, const char* base):
+        pass
+    cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
+                                     int n, bint end):
+        pass
+    cdef void add_body(self, const char* data, Py_ssize_t n):
+        pass
+    cdef void end_body(self, const char* data, Http1Parser rp):
+        pass
+    cdef void end_body_h2(self, const char* base, HeaderSlice* hs, int n):
+        pass
+    cdef void response_complete(self):
+        pass
+    cdef void upstream_failed(self, int status, bytes body):
+        pass
+    cdef void local_reply(self, int status, bytes body):
+        pass
+    cdef void start_tunnel(self):
+        pass
+    cdef void touch_tunnel(self):
+        pass
+    cdef void half_close_tunnel(self):
+        pass
+    cdef void flush(self):
+        pass
+    cdef void close(self):
+        pass
+    cdef void abort(self):
+        pass
+    cdef void peer_paused(self):
+        # The upstream's write buffer is full: stop feeding it request bytes.
+        self.pause_read(PAUSE_PEER)
+    cdef void peer_resumed(self):
+        self.resume_read(PAUSE_PEER)
+    cdef bint can_take(self):
+        # May the HTTP/2 upstream acknowledge response DATA it just handed us?
+        return True
+    cdef void up_body_sent(self, Py_ssize_t n):
+        # The HTTP/2 upstream's flow control took n more bytes of up_pending.
+        pass
+
+
+cdef inline void add_extra_h1(OutBuf o, HeaderList extra):
+    # Response fields filters added, as HTTP/1.1 lines.
+    cdef int k
+    cdef HeaderSlice* h
+    if extra is None:
+        return
+    for k in range(extra.n):
+        h = &extra.hs[k]
+        o.add(extra.base() + h.name_off, h.name_len)
+        o.add(": ", 2)
+        o.add(extra.base() + h.value_off, h.value_len)
+        o.add("\r\n", 2)
+
+
+cdef inline void add_extra_h2(HeaderList hl, HeaderList extra):
+    cdef int k
+    cdef HeaderSlice* h
+    if extra is None:
+        return
+    for k in range(extra.n):
+        h = &extra.hs[k]
+        hl.add(extra.base() + h.name_off, h.name_len, extra.base() + h.value_off,
+               h.value_len, 0)

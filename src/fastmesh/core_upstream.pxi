@@ -1,0 +1,93 @@
+# core_upstream.pxi: UpstreamRequest, one attempt of a request.
+#
+# The downstream stream (ProxyStream) is the request as the client sees it;
+# each try at an upstream is an UpstreamRequest, as in Envoy's router
+# (source/common/router/upstream_request.cc). It owns what belongs to one
+# attempt: the cluster state it charges (from request_started to
+# request_finished, whatever connection it ends up on), the balancer that
+# picked the endpoint, the endpoint, the attempt number, and its place on an
+# upstream connection (an UpstreamHttp, or a stream id on an UpstreamH2).
+# A retry is a new UpstreamRequest; the failed one has ended by then.
+
+
+@cython.final
+@cython.freelist(64)
+cdef class UpstreamRequest:
+    """One attempt of a downstream request at one endpoint of one cluster."""
+    cdef ProxyStream down
+    cdef ClusterState cluster
+    cdef LoadBalancer lb          # the balancer that picked (counters go back to it)
+    cdef Endpoint ep
+    cdef int lb_idx
+    cdef int attempt              # 1 for the first try
+    cdef bint active              # counted in the cluster's active requests
+    cdef UpstreamHttp h1          # HTTP/1.1: the connection serving this attempt
+    cdef UpstreamH2 h2            # HTTP/2: the connection, and
+    cdef uint32_t sid             # our stream on it (0 while not opened yet)
+    cdef bint done                # HTTP/2: END_STREAM went upstream
+    cdef bint pump_queued         # waiting in its UpstreamH2's `dirty` list
+    cdef int resp_state           # HTTP/2 response: 0 none, 1 head, 2 ended
+    cdef int64_t unacked          # HTTP/2 response DATA not yet acknowledged upstream
+
+    cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt):
+        self.down = d
+        self.cluster = c
+        self.lb = c.lb
+        self.ep = <Endpoint>c.endpoints[idx]
+        self.lb_idx = idx
+        self.attempt = attempt
+        self.active = True
+        self.lb.request_started(idx)
+        c.st.upstream_rq_total += 1
+        c.st.upstream_rq_active += 1
+
+    cdef void end(self):
+        # This attempt is over (response complete, failed, or abandoned):
+        # give back what begin() took, once.
+        if self.active:
+            self.active = False
+            self.lb.request_finished(self.lb_idx)
+            self.cluster.st.upstream_rq_active -= 1
+
+    cdef void attach(self, bint fresh):
+        # Put this attempt on a connection of its cluster's pool for its
+        # endpoint (a new one when `fresh` or none is idle).
+        cdef UpstreamHttp up = None
+        cdef UpstreamH2 c
+        cdef ClusterState cl = self.cluster
+        cdef Worker w = self.down.worker
+        if cl.conf.protocol == PROTO_HTTP2 or (cl.conf.protocol == PROTO_AUTO
+                                               and self.down.from_h2):
+            c = self.ep.pool.get_h2()
+            if c is None:
+                c = UpstreamH2.__new__(UpstreamH2)
+                c.setup()
+                self.ep.pool.h2conns.append(c)
+                c.start_connect(w, cl, self.ep)
+            else:
+                cl.st.upstream_cx_reused += 1
+            c.attach(self)
+            return
+        if not fresh:
+            up = self.ep.pool.get()
+        if up is not None:
+            cl.st.upstream_cx_reused += 1
+            up.begin(self)
+            self.h1 = up
+            self.down.upstream_ready(self)
+        else:
+            up = UpstreamHttp.__new__(UpstreamHttp)
+            up.begin(self)
+            self.h1 = up
+            up.start_connect(w, cl, self.ep)
+
+    cdef inline bint is_h2(self):
+        return self.h2 is not None
+
+    cdef void cancel(self):
+        # The downstream gave up on this attempt (reset, timeout, disconnect).
+        if self.h1 is not None:
+            self.h1.detach_and_abort()
+        elif self.h2 is not None:
+            self.h2.cancel(self)
+        self.end()
