@@ -17,7 +17,22 @@ import socket
 import time
 
 import pytest
-from test_process import Fastmesh, free_port, write_config
+from test_process import Fastmesh, write_config
+
+
+def distinct_free_ports(n: int) -> list[int]:
+    # free_port() closes its socket, so the kernel may hand the same port out
+    # again: keep them all bound until all n are known.
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 from fastmesh.runtime.channel import Channel, answer
 from fastmesh.runtime.supervisor import WorkerHandle
@@ -115,7 +130,7 @@ def test_a_good_reload_moves_every_worker_to_version_2(fastmesh):
 
 def test_one_worker_failing_to_prepare_leaves_every_worker_on_the_old_version(fastmesh):
     pid = fastmesh.stats()["worker_pids"][1]
-    ports = [free_port() for _ in range(20)]
+    ports = distinct_free_ports(20)
     write_with_listeners(fastmesh, "v2", ports)
     # Worker 1 may open 10 more files: binding the 20 new listeners fails
     # there (EMFILE), and only there. The 10 leave room for the traffic below.
