@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from fastmesh._core import HttpFilter
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, load_config, parse_config
 from fastmesh.runtime.dataplane import DataPlane
@@ -70,7 +71,7 @@ class Proxy:
             self._admin = AdminServer(
                 self.config.admin.address, self.config.admin.port,
                 stats=self._stats, config=lambda: self.config,
-                ready=lambda: self.started)
+                ready=lambda: self.started, version=lambda: self._dataplane.version)
             await self._admin.start()
         self.started = True
 
@@ -92,6 +93,13 @@ class Proxy:
         cfg = to_config(config)
         await self._dataplane.reload(cfg)
         self.config = cfg
+
+    async def add_filter(self, listener: str, flt: HttpFilter) -> None:
+        """Add an HTTP filter object (a `fastmesh.HttpFilter` subclass, Python
+        or Cython) to a listener's chain, after its configured `http_filters`
+        and before the router. It stays through reloads. Requests already
+        past the chain are not affected."""
+        await self._dataplane.add_filter(listener, flt)
 
     def stats(self) -> dict[str, Any]:
         """Counters: downstream connections/requests, per-cluster upstream stats."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import socket
+from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
 from fastmesh.control.config import (
@@ -115,7 +116,11 @@ def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
     return flt
 
 
-def build_listener(cfg: ListenerConfig) -> _core.ListenerConf:
+def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter] = ()
+                   ) -> _core.ListenerConf:
+    """The listener's compiled settings. Its HTTP filter chain is the
+    configured `http_filters`, then `extra_filters` (objects an embedder
+    added, `Proxy.add_filter`), then the router, which _core appends."""
     router = None
     cluster = None
     if cfg.protocol == "http":
@@ -138,12 +143,16 @@ def build_listener(cfg: ListenerConfig) -> _core.ListenerConf:
         h2_max_concurrent_streams=cfg.http2.max_concurrent_streams,
         h2_initial_stream_window=cfg.http2.initial_stream_window_size,
         h2_initial_connection_window=cfg.http2.initial_connection_window_size,
-        filters=[load_filter(f, cfg.name) for f in cfg.http_filters],
+        filters=[load_filter(f, cfg.name) for f in cfg.http_filters] + list(extra_filters),
     )
 
 
-def build_snapshot(config: Config, version: int = 0) -> _core.Snapshot:
-    """Build the data plane's Snapshot for one worker from a validated Config."""
+def build_snapshot(config: Config, version: int = 0,
+                   extra_filters: Mapping[str, Sequence[_core.HttpFilter]] | None = None
+                   ) -> _core.Snapshot:
+    """Build the data plane's Snapshot for one worker from a validated Config
+    (plus filter objects added by listener name, for embedders)."""
+    extra = extra_filters or {}
     clusters = {c.name: build_cluster(c, i) for i, c in enumerate(config.clusters)}
-    listeners = {lc.name: build_listener(lc) for lc in config.listeners}
+    listeners = {lc.name: build_listener(lc, extra.get(lc.name, ())) for lc in config.listeners}
     return _core.Snapshot(listeners, clusters, version, config.drain_timeout)

@@ -71,14 +71,16 @@ class Staged:
         self.moved = moved
 
 
-async def compile_snapshot(config: Config, version: int) -> _core.Snapshot:
+async def compile_snapshot(config: Config, version: int,
+                           extra_filters: dict[str, list[_core.HttpFilter]] | None = None
+                           ) -> _core.Snapshot:
     """`build_snapshot` off the event loop: it resolves endpoint hostnames with
     the blocking getaddrinfo. A thread is the simplest way to keep that out of
     the loop (rather than resolving in the supervisor and rewriting the config
     it sends): build_snapshot only creates new objects and touches nothing the
     running Worker uses, so it is safe to run beside the loop."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, build_snapshot, config, version)
+    return await loop.run_in_executor(None, build_snapshot, config, version, extra_filters)
 
 
 class DataPlane:
@@ -95,12 +97,15 @@ class DataPlane:
         self.worker: _core.Worker | None = None
         self.listeners: dict[str, _Listener] = {}
         self.version = version    # of the config being served (1 = the first)
+        # Filter objects embedders added (add_filter), by listener: they go
+        # into every snapshot after the listener's configured http_filters.
+        self.extra_filters: dict[str, list[_core.HttpFilter]] = {}
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
         self.loop = self.loop or asyncio.get_running_loop()
         _core.seed_random(os.urandom(16))
-        snapshot = await compile_snapshot(self.config, self.version)
+        snapshot = await compile_snapshot(self.config, self.version, self.extra_filters)
         self.worker = _core.Worker(self.loop)
         self.worker.apply(snapshot)
         self._set_batching(self.config)
@@ -147,6 +152,23 @@ class DataPlane:
         then commit. If preparing fails nothing changes."""
         await self.commit(await self.prepare(config, self.version + 1))
 
+    async def add_filter(self, listener: str, flt: _core.HttpFilter) -> None:
+        """Append a filter object to an HTTP listener's chain (before the
+        router), in this and every later snapshot; applied as a new version."""
+        if not isinstance(flt, _core.HttpFilter):
+            raise TypeError(f"{type(flt).__name__} is not a fastmesh.HttpFilter")
+        lc = next((lc for lc in self.config.listeners if lc.name == listener), None)
+        if lc is None:
+            raise KeyError(f"no listener {listener!r}")
+        if lc.protocol != "http":
+            raise ValueError(f"listener {listener!r} is {lc.protocol}, not http")
+        self.extra_filters.setdefault(listener, []).append(flt)
+        try:
+            await self.reload(self.config)
+        except BaseException:
+            self.extra_filters[listener].pop()
+            raise
+
     async def prepare(self, config: Config, version: int) -> Staged:
         """Do everything that can fail before switching to `config`: compile
         its snapshot (off the loop) and bind its added or moved listeners.
@@ -156,7 +178,7 @@ class DataPlane:
         connection is refused); removed ones stop accepting at commit."""
         assert self.worker is not None
         base = self.version
-        snapshot = await compile_snapshot(config, version)
+        snapshot = await compile_snapshot(config, version, self.extra_filters)
         new = {lc.name: lc for lc in config.listeners}
         moved = [name for name, lst in self.listeners.items()
                  if name not in new

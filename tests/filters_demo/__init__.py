@@ -1,0 +1,70 @@
+"""User filters loaded by import path in the filter tests (a stand-in for a
+user's own package: nothing here is imported by fastmesh itself)."""
+from __future__ import annotations
+
+import asyncio
+
+import fastmesh
+
+
+class HeaderAuth(fastmesh.HttpFilter):
+    """Let a request through only with the right API key header: the worked
+    example of docs/filters.md."""
+
+    def __init__(self, header: str = "x-api-key", keys: list | tuple = ()) -> None:
+        self.header = header
+        self.keys = frozenset(keys)
+
+    def on_request_headers(self, request):
+        key = request.get_header(self.header)
+        if key not in self.keys:
+            request.respond(401, b"missing or bad API key\n",
+                            headers={"www-authenticate": "ApiKey"})
+            return fastmesh.STOP
+        request.remove_header(self.header)          # the upstream never sees it
+        request.set_header("x-authenticated", "yes")
+        request.add_response_header("x-auth", "ok")
+        return fastmesh.CONTINUE
+
+
+class AsyncLookup(fastmesh.HttpFilter):
+    """A filter that waits on something (a coroutine) before deciding."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+
+    async def on_request_headers(self, request):
+        await asyncio.sleep(self.delay)
+        if request.get_header("x-deny") is not None:
+            request.respond(403, b"denied\n")
+            return fastmesh.STOP
+        request.set_header("x-looked-up", request.path)
+        return fastmesh.CONTINUE
+
+
+class Recorder(fastmesh.HttpFilter):
+    """Records the hooks it saw (response status, done)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def on_request_headers(self, request):
+        request.state["path"] = request.path
+        return None
+
+    def on_response_headers(self, request, status):
+        self.seen.append(("response", request.state["path"], status))
+        request.add_response_header("x-seen-status", str(status))
+
+    def on_done(self, request):
+        # Done hooks run for every request, also those an earlier filter stopped.
+        self.seen.append(("done", request.state.get("path", request.path)))
+
+
+class Broken(fastmesh.HttpFilter):
+    def on_request_headers(self, request):
+        raise RuntimeError("boom")
+
+
+class NotAFilter:
+    pass
