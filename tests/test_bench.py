@@ -115,9 +115,10 @@ def test_ratio():
 # ------------------------------------------------------------------ tools / preflight
 
 def test_cli_name_tables_match_the_modules():
-    assert bench.SCENARIO_NAMES == list(scenarios.SCENARIOS)
-    assert bench.PROXY_NAMES == list(peers.PEERS)
+    assert bench.SCENARIO_NAMES + bench.EXTRA_SCENARIOS == list(scenarios.SCENARIOS)
     assert scenarios.DEFAULT_SCENARIOS == bench.SCENARIO_NAMES
+    assert bench.PROXY_NAMES == list(peers.PEERS) == peers.DEFAULT_PROXIES
+    assert bench.BASELINE == peers.BASELINE == "fastmesh-baseline"
 
 
 def test_missing_wrk_names_the_package(tmp_path):
@@ -178,7 +179,7 @@ def _fake_results() -> dict:
         runs = [{"requests_per_sec": rps * f, "latency_ms": {"p50": 1.0 * f, "p99": 4.0 * f,
                                                               "p99.9": 9.0 * f},
                  "cpu_us_per_request": cpu and cpu * f, "errors": 0, "requests": 1000,
-                 "disturbed": False} for f in (0.95, 1.0, 1.05)]
+                 "disturbed": False, "round": i + 1} for i, f in enumerate((0.95, 1.0, 1.05))]
         r = {k: stats.median([g(x) for x in runs]) for k, g in runner.RUN_FIGURES.items()}
         r["spread"] = {k: stats.spread([g(x) for x in runs]) for k, g in runner.RUN_FIGURES.items()}
         r.update(idle_rss_mib=cpu and 10.0, peak_rss_mib=cpu and 12.0, startup_ms=cpu and 50.0,
@@ -325,3 +326,183 @@ def test_peer_configs_for_h2_and_grpc(tmp_path):
     assert "typed_extension_protocol_options" not in peers.Envoy().bootstrap(
         "h2", 1000, 2000, str(tmp_path / "b"))["static_resources"]["clusters"][0]
     assert peers.NginxProxy().supports("h2") is not None
+
+
+# ------------------------------------------------------------------ filter-cost scenarios
+
+@pytest.mark.parametrize("sname, imp", [
+    ("h1-pyfilter", "fastmesh.bench.noop_filters:NoopPythonFilter"),
+    ("h1-cyfilter", "fastmesh._core:NoopFilter"),
+])
+def test_filter_scenarios_are_h1_with_one_noop_filter(sname, imp):
+    from fastmesh.control.config import parse_config
+
+    sc = scenarios.SCENARIOS[sname]
+    h1 = scenarios.SCENARIOS["h1"]
+    assert sname not in scenarios.DEFAULT_SCENARIOS
+    assert sc.cost_over == "h1" and not sc.direct
+    assert (sc.loadgen, sc.path, sc.connections, sc.body_size) == (
+        h1.loadgen, h1.path, h1.connections, h1.body_size)
+    fm = peers.Fastmesh()
+    assert fm.supports(sc.mode) is None
+    cfg = fm.config(sc.mode, 10000, 20000)
+    lst = cfg["listeners"][0]
+    assert lst.pop("http_filters") == [{"name": "noop", "import": imp}]
+    assert cfg == fm.config("http", 10000, 20000)  # otherwise exactly h1's config
+    parsed = parse_config(fm.config(sc.mode, 10000, 20000))
+    (f,) = parsed.listeners[0].http_filters
+    assert f.import_path == imp and dict(f.config) == {}
+    # Nobody else builds it: skipped with a note that points at fastmesh's h1 row.
+    for peer in (peers.Envoy(), peers.Haproxy(), peers.NginxProxy(),
+                 peers.FastmeshBaseline("/nonexistent")):
+        why = peer.supports(sc.mode)
+        assert why and "h1" in why, peer.name
+
+
+def test_filter_scenario_filters_load():
+    core = pytest.importorskip("fastmesh._core", reason="fastmesh._core is not built")
+    from fastmesh.control.compile import load_filter
+    from fastmesh.control.schema import HttpFilterConfig
+
+    for mode, (spec,) in peers.FILTER_MODES.items():
+        if spec["import"] == "fastmesh._core:NoopFilter" and not hasattr(core, "NoopFilter"):
+            continue  # the compiled no-op filter is not in this build of _core yet
+        flt = load_filter(HttpFilterConfig(spec["name"], spec["import"]), "bench")
+        assert isinstance(flt, core.HttpFilter), mode
+
+
+# ------------------------------------------------------------------ fastmesh-baseline
+
+def _fake_build(root, commit="193d751"):
+    import importlib.machinery
+
+    pkg = root / "fastmesh"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / ("_core" + importlib.machinery.EXTENSION_SUFFIXES[0])).write_bytes(b"")
+    if commit:
+        (pkg / "COMMIT").write_text(commit + "\n")
+    return root
+
+
+def test_baseline_peer_runs_like_fastmesh_from_its_directory(tmp_path, monkeypatch):
+    import compileall
+
+    import yaml
+
+    compiled = []
+    monkeypatch.setattr(compileall, "compile_dir", lambda d, **kw: compiled.append(d))
+    monkeypatch.setenv("PYTHONPATH", "/some/where")
+    root = _fake_build(tmp_path / "old")
+    work = tmp_path / "work"
+    work.mkdir()
+    base = peers.peers_for(str(root))["fastmesh-baseline"]
+    assert isinstance(base, peers.FastmeshBaseline)
+    assert base.available() is None
+    assert base.describe() == f"193d751 ({root})"
+
+    new_argv = peers.Fastmesh().command(str(work), "http", 1000, 2000)
+    old_argv = base.command(str(work), "http", 1001, 2000)
+    # PYTHONPATH puts DIR first (the environment's PYTHONPATH after it)
+    assert old_argv[:2] == ["env", f"PYTHONPATH={root}{os.pathsep}/some/where"]
+    assert new_argv[1] != old_argv[1] and new_argv[1].endswith(f"{os.pathsep}/some/where")
+    assert compiled[-1] == str(root / "fastmesh")
+    # the same command otherwise, each with its own config file ...
+    ci = old_argv.index("-c")
+    assert old_argv[2:ci + 1] == new_argv[2:ci + 1]
+    assert old_argv[ci + 2:] == new_argv[ci + 2:]
+    assert old_argv[ci + 1] != new_argv[ci + 1]
+    assert old_argv[2:4] == [sys.executable, "-m"] and "--single-process" in old_argv
+    # ... holding the same config (ports aside), with no key added since the old build
+    new_cfg = yaml.safe_load(open(new_argv[ci + 1]))
+    old_cfg = yaml.safe_load(open(old_argv[ci + 1]))
+    assert old_cfg["listeners"][0].pop("port") == 1001
+    new_cfg["listeners"][0].pop("port")
+    assert old_cfg == new_cfg
+    for mode in peers.BASE_MODES:
+        assert base.supports(mode) is None
+        cfg = base.config(mode, 1000, 2000)
+        assert cfg == peers.Fastmesh().config(mode, 1000, 2000)
+        assert "http_filters" not in json.dumps(cfg)
+
+
+def test_baseline_directory_checks(tmp_path):
+    root = _fake_build(tmp_path / "b", commit=None)
+    # the package directory itself is accepted for its parent
+    p = peers.FastmeshBaseline(str(root / "fastmesh"))
+    assert p.directory == str(root) and p.available() is None
+    assert p.describe() == str(root)
+    assert "no fastmesh package" in peers.FastmeshBaseline(str(tmp_path)).available()
+    for so in (root / "fastmesh").glob("_core*"):
+        so.unlink()
+    assert "_core is not built for this Python" in p.available()
+
+
+def test_baseline_option(tmp_path, monkeypatch, capsys):
+    from fastmesh.cli import main
+
+    # fastmesh-baseline without --baseline: a usage error
+    assert main(["bench", "--proxies", "fastmesh,fastmesh-baseline"]) == 2
+    assert "fastmesh-baseline needs --baseline DIR" in capsys.readouterr().err
+    opts = runner.Options(scenarios=["h1"], proxies=["fastmesh", "fastmesh-baseline"])
+    fatal, _proxies, _notes = runner.preflight(opts)
+    assert any("needs --baseline" in f for f in fatal)
+    # a directory without a build: refused before anything starts
+    opts = runner.Options(scenarios=["h1"], proxies=["fastmesh", "fastmesh-baseline"],
+                          baseline=str(tmp_path))
+    fatal, proxies, _notes = runner.preflight(opts)
+    assert any("no fastmesh package" in f for f in fatal)
+    assert "fastmesh-baseline" not in proxies
+
+    # --baseline puts the row right after fastmesh, and hands DIR on
+    seen = []
+
+    def fake_preflight(o):
+        seen.append(o)
+        return ["stop here"], [], []
+
+    monkeypatch.setattr(runner, "preflight", fake_preflight)
+    assert main(["bench", "--proxies", "envoy,fastmesh,nginx", "--baseline", "/x/old"]) == 2
+    assert seen[-1].proxies == ["envoy", "fastmesh", "fastmesh-baseline", "nginx"]
+    assert seen[-1].baseline == "/x/old"
+    main(["bench", "--proxies", "fastmesh-baseline,fastmesh", "--baseline", "/x/old"])
+    assert seen[-1].proxies == ["fastmesh-baseline", "fastmesh"]  # as given
+    main(["bench", "--proxies", "envoy", "--baseline", "/x/old"])
+    assert seen[-1].proxies == ["envoy", "fastmesh-baseline"]
+
+
+def test_report_shows_baseline_ratio_and_filter_cost():
+    data = _fake_results()
+    res = data["scenarios"]["h1"]["results"]
+    base = json.loads(json.dumps(res["fastmesh"]))
+    for r in base["runs"]:
+        r["cpu_us_per_request"] *= 1.25      # new / baseline = 0.8 in every round
+    base["cpu_us_per_request"] = res["fastmesh"]["cpu_us_per_request"] * 1.25
+    base["requests_per_sec"] = 25000.0
+    res["fastmesh-baseline"] = base
+    data["scenarios"]["h1"]["baseline"] = cmp = runner.baseline_comparison(res)
+    assert cmp["ratios"]["cpu_us_per_request"] == pytest.approx(0.8)
+    assert cmp["ratios"]["requests_per_sec"] == pytest.approx(1.2)
+    assert cmp["cpu_round_ratios"]["n"] == 3
+    assert cmp["cpu_round_ratios"]["min"] == pytest.approx(0.8)
+    assert cmp["cpu_round_ratios"]["max"] == pytest.approx(0.8)
+    assert runner.baseline_comparison({"fastmesh": res["fastmesh"]}) is None
+
+    fm = json.loads(json.dumps(res["fastmesh"]))
+    fm["cpu_us_per_request"] += 1.25
+    data["scenarios"]["h1-pyfilter"] = {
+        "title": "t", "skipped": {"envoy": "the scenario measures ..."}, "repeated_runs": 0,
+        "results": {"fastmesh": fm}, "baseline": None, "filter_cost": None}
+    runner.add_filter_costs(data["scenarios"])
+    fc = data["scenarios"]["h1-pyfilter"]["filter_cost"]
+    assert fc["over"] == "h1" and fc["cpu_us_per_request"] == pytest.approx(1.25)
+    assert data["scenarios"]["h1"].get("filter_cost") is None
+
+    text = report.text_tables(data)
+    assert ("fastmesh / fastmesh-baseline: CPU/req ×0.80 (-20.0%), per round ×0.80–×0.80; "
+            "req/s ×1.20") in text
+    assert "filter cost (fastmesh): CPU/req here − CPU/req in h1 = +1.25 µs per request" in text
+    page = report.html_report(data)
+    assert "fastmesh / fastmesh-baseline: CPU/req ×0.80" in page
+    for s in re.findall(r"<svg.*?</svg>", page, re.S):
+        ET.fromstring(s)

@@ -5,9 +5,13 @@ proxy under test (fastmesh, Envoy, and HAProxy / nginx when installed), all
 on 127.0.0.1, configured to do equivalent work, pinned so the proxy has one
 core and the load generator plus origin the other. See docs/bench.md.
 
-    fastmesh bench [--scenarios h1,h1-conn1,h1-64k,tcp] [--proxies fastmesh,envoy,haproxy,nginx]
+    fastmesh bench [--scenarios h1,h1-conn1,h1-64k,tcp,h2,grpc]
+                   [--proxies fastmesh,envoy,haproxy,nginx] [--baseline DIR]
                    [--rounds N] [--duration S] [--quick] [--json FILE] [--report FILE]
                    [--no-pin]
+
+`--baseline DIR` adds the row `fastmesh-baseline`: the fastmesh package in
+DIR (an older build), run exactly like `fastmesh`, in the same rounds.
 
 Modules: `scenarios` (the scenario table), `peers` (origin and proxy
 configs), `loadgen` (wrk command and output parser), `procs` (process
@@ -25,9 +29,12 @@ EXIT_MISSING_TOOL = 2
 
 # Kept here (not imported from the submodules) so that building the `fastmesh`
 # argument parser stays cheap for `fastmesh run`; checked against the tables
-# in run() and in tests.
+# in run() and in tests. These are the defaults; EXTRA_SCENARIOS run only
+# when named, and fastmesh-baseline comes with --baseline.
 SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
+EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter"]
 PROXY_NAMES = ["fastmesh", "envoy", "haproxy", "nginx"]
+BASELINE = "fastmesh-baseline"
 
 
 def _csv(text: str) -> list[str]:
@@ -36,10 +43,15 @@ def _csv(text: str) -> list[str]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scenarios", type=_csv, default=list(SCENARIO_NAMES),
-                    help=f"comma-separated, default {','.join(SCENARIO_NAMES)}")
+                    help=f"comma-separated, default {','.join(SCENARIO_NAMES)}; also "
+                         f"{','.join(EXTRA_SCENARIOS)} (what a no-op filter costs fastmesh)")
     ap.add_argument("--proxies", type=_csv, default=list(PROXY_NAMES),
                     help=f"comma-separated, default {','.join(PROXY_NAMES)} (haproxy and "
                          "nginx are skipped with a note when not installed)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help=f"also run the fastmesh package in DIR (an older build) as "
+                         f"'{BASELINE}', configured and pinned like fastmesh, in the same "
+                         "rounds; the tables show fastmesh / baseline")
     ap.add_argument("--rounds", type=int, default=None, help="measured rounds (default 5)")
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per run (default 10)")
@@ -64,22 +76,31 @@ def run(args: argparse.Namespace) -> int:
     from fastmesh.bench.runner import Bench, BenchError, Options, preflight
     from fastmesh.bench.scenarios import SCENARIOS
 
-    for what, given, known in (("scenario", args.scenarios, SCENARIOS),
-                               ("proxy", args.proxies, PEERS)):
+    for what, given, known in (("scenario", args.scenarios, list(SCENARIOS)),
+                               ("proxy", args.proxies, [*PEERS, BASELINE])):
         bad = [x for x in given if x not in known]
         if bad or not given:
             print(f"fastmesh bench: unknown {what} {', '.join(bad) or '(none given)'}; "
                   f"choose from {','.join(known)}", file=sys.stderr)
             return 2
+    proxies = list(args.proxies)
+    if BASELINE in proxies and not args.baseline:
+        print(f"fastmesh bench: {BASELINE} needs --baseline DIR", file=sys.stderr)
+        return 2
+    if args.baseline and BASELINE not in proxies:
+        # next to fastmesh: the two then run one after the other in every round
+        at = proxies.index("fastmesh") + 1 if "fastmesh" in proxies else len(proxies)
+        proxies.insert(at, BASELINE)
 
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 5)
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     if rounds < 1 or duration < 1:
         print("fastmesh bench: --rounds must be >= 1 and --duration >= 1", file=sys.stderr)
         return 2
-    opts = Options(scenarios=args.scenarios, proxies=args.proxies, rounds=rounds,
+    opts = Options(scenarios=args.scenarios, proxies=proxies, rounds=rounds,
                    duration=duration, warmup=1.0 if args.quick else min(3.0, duration),
-                   pin=not args.no_pin, disturb_threshold=args.disturb_threshold)
+                   pin=not args.no_pin, disturb_threshold=args.disturb_threshold,
+                   baseline=args.baseline)
     fatal, proxies, notes = preflight(opts)
     if fatal:
         for msg in fatal:
@@ -103,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     data["machine"] = tools.machine_info()
+    if BASELINE in proxies:
+        data["machine"]["versions"][BASELINE] = bench.peers[BASELINE].describe()
     print(report.text_tables(data))
     if args.json:
         report.write_json(data, args.json)

@@ -8,13 +8,19 @@ docs/bench.md explains every tuning.
 A peer class provides `tool` (its program), `available()` (None or why it
 is unusable), `supports(mode)` (None or why a scenario's mode cannot be
 built), `command(workdir, mode, port, origin_port)` (writes its config,
-returns argv) and `admin_port()` where it has one.
+returns argv) and `ready()`, an extra readiness check.
+
+`fastmesh-baseline` (`--baseline DIR`) is fastmesh from another build, run
+like the `fastmesh` peer: same config, same command, but its package is the
+one in DIR. `peers_for(baseline)` gives the peers of one bench run.
 """
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import socket
+import sys
 
 from fastmesh.bench import tools
 from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SMALL_BODY
@@ -76,11 +82,20 @@ def _nginx_temp_paths(workdir: str, name: str) -> str:
 
 # ------------------------------------------------------------------ proxies
 
+# The filter-cost scenarios' modes: an http listener with these user filters
+# (docs/config.md, http_filters). Only fastmesh builds them.
+FILTER_MODES = {
+    "http-pyfilter": [{"name": "noop", "import": "fastmesh.bench.noop_filters:NoopPythonFilter"}],
+    "http-cyfilter": [{"name": "noop", "import": "fastmesh._core:NoopFilter"}],
+}
+BASE_MODES = ("http", "tcp", "h2", "grpc")
+
+
 class Peer:
     name = ""
     tool = ""
     required = False          # missing -> exit 2 (instead of skipped with a note)
-    modes = ("http", "tcp", "h2", "grpc")
+    modes = BASE_MODES
 
     def available(self) -> str | None:
         if tools.which(self.tool) is None:
@@ -88,7 +103,11 @@ class Peer:
         return None
 
     def supports(self, mode: str) -> str | None:
-        return None if mode in self.modes else f"{self.name} has no {mode} config in the bench"
+        if mode in self.modes:
+            return None
+        if mode in FILTER_MODES:
+            return "only fastmesh runs the filter-cost scenarios; compare with fastmesh in h1"
+        return f"{self.name} has no {mode} config in the bench"
 
     def command(self, workdir: str, mode: str, port: int, origin_port: int) -> list[str]:
         raise NotImplementedError
@@ -108,6 +127,7 @@ class Fastmesh(Peer):
     name = "fastmesh"
     tool = "fastmesh"
     required = True
+    modes = BASE_MODES + tuple(FILTER_MODES)
 
     def available(self):
         return None  # we are it
@@ -132,32 +152,84 @@ class Fastmesh(Peer):
                 "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
                     {"match": {"prefix": "/"}, "cluster": "origin"}]}],
             }
+            # Only the filter modes add a key: fastmesh-baseline runs this same
+            # config on an older build, which may not know keys added since.
+            if mode in FILTER_MODES:
+                listener["http_filters"] = [dict(f) for f in FILTER_MODES[mode]]
         return {"drain_timeout": 0, "listeners": [listener], "clusters": [cluster]}
 
-    def command(self, workdir, mode, port, origin_port):
-        import sys
-
-        import yaml
-
-        path = self._write(workdir, f"fastmesh-{mode}.yaml",
-                           yaml.safe_dump(self.config(mode, port, origin_port), sort_keys=False))
-        # Run the fastmesh this bench was imported from (not whatever another
-        # install on sys.path would resolve first): PYTHONPATH via `env`.
+    def package_root(self) -> str:
+        """The directory that holds the `fastmesh` package this peer runs: the
+        one this bench was imported from (not whatever another install on
+        sys.path would resolve first)."""
         import fastmesh
 
-        src = os.path.dirname(os.path.dirname(os.path.abspath(fastmesh.__file__)))
+        return os.path.dirname(os.path.dirname(os.path.abspath(fastmesh.__file__)))
+
+    def command(self, workdir, mode, port, origin_port):
+        import yaml
+
+        path = self._write(workdir, f"{self.name}-{mode}.yaml",
+                           yaml.safe_dump(self.config(mode, port, origin_port), sort_keys=False))
+        root = self.package_root()
         # Startup is measured as a pip-installed fastmesh starts: with its
         # bytecode compiled (an editable checkout under PYTHONDONTWRITEBYTECODE
         # would otherwise compile every module on every start).
         import compileall
 
-        compileall.compile_dir(os.path.dirname(os.path.abspath(fastmesh.__file__)),
-                               quiet=2, force=False)
+        compileall.compile_dir(os.path.join(root, "fastmesh"), quiet=2, force=False)
         pp = os.environ.get("PYTHONPATH")
-        return ["env", f"PYTHONPATH={src}{os.pathsep + pp if pp else ''}",
+        return ["env", f"PYTHONPATH={root}{os.pathsep + pp if pp else ''}",
                 sys.executable, "-m", "fastmesh", "run", "-c", path, "--workers", "1",
                 "--single-process",
                 "--log-level", "warning"]
+
+
+BASELINE = "fastmesh-baseline"
+
+
+class FastmeshBaseline(Fastmesh):
+    """fastmesh from an older build (`--baseline DIR`): the `fastmesh` peer's
+    config and command, with PYTHONPATH=DIR. DIR holds a built `fastmesh`
+    package (its compiled modules for this Python); DIR/fastmesh/COMMIT, when
+    present, names the commit it was built from."""
+
+    name = BASELINE
+    modes = BASE_MODES        # the filter modes need keys an older build may not know
+
+    def __init__(self, directory: str):
+        d = os.path.abspath(directory)
+        # DIR may also be given as the package directory itself.
+        if (not os.path.isfile(os.path.join(d, "fastmesh", "__init__.py"))
+                and os.path.basename(d) == "fastmesh"
+                and os.path.isfile(os.path.join(d, "__init__.py"))):
+            d = os.path.dirname(d)
+        self.directory = d
+
+    def package_root(self) -> str:
+        return self.directory
+
+    def available(self) -> str | None:
+        pkg = os.path.join(self.directory, "fastmesh")
+        if not os.path.isfile(os.path.join(pkg, "__init__.py")):
+            return (f"--baseline {self.directory}: no fastmesh package in it "
+                    f"(no fastmesh/__init__.py)")
+        suffixes = importlib.machinery.EXTENSION_SUFFIXES
+        if not any(os.path.isfile(os.path.join(pkg, "_core" + s)) for s in suffixes):
+            return (f"--baseline {self.directory}: fastmesh/_core is not built for this Python "
+                    f"(expected fastmesh/_core{suffixes[0]})")
+        return None
+
+    def commit(self) -> str | None:
+        try:
+            with open(os.path.join(self.directory, "fastmesh", "COMMIT"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    def describe(self) -> str:
+        c = self.commit()
+        return f"{c} ({self.directory})" if c else self.directory
 
 
 class Envoy(Peer):
@@ -345,3 +417,10 @@ http {{
 
 PEERS: dict[str, Peer] = {p.name: p for p in (Fastmesh(), Envoy(), Haproxy(), NginxProxy())}
 DEFAULT_PROXIES = ["fastmesh", "envoy", "haproxy", "nginx"]
+
+
+def peers_for(baseline: str | None = None) -> dict[str, Peer]:
+    """The peers of one bench run: PEERS, plus fastmesh-baseline for DIR."""
+    if baseline is None:
+        return dict(PEERS)
+    return {**PEERS, BASELINE: FastmeshBaseline(baseline)}

@@ -21,8 +21,8 @@ COLUMNS = [
     ("startup_ms", "startup", "ms", lambda v: f"{v:.0f}", True),
 ]
 
-COLORS = {"direct": "#9aa0a6", "fastmesh": "#e8710a", "envoy": "#7b3fb5",
-          "haproxy": "#1a73e8", "nginx": "#188038"}
+COLORS = {"direct": "#9aa0a6", "fastmesh": "#e8710a", "fastmesh-baseline": "#f5b97f",
+          "envoy": "#7b3fb5", "haproxy": "#1a73e8", "nginx": "#188038"}
 
 
 def _fmt_ms(v: float) -> str:
@@ -46,6 +46,30 @@ def _ratio(r) -> str:
     if r is None:
         return ""
     return f"×{r:.3f}" if r < 0.1 else f"×{r:.1f}" if r >= 10 else f"×{r:.2f}"
+
+
+def comparison_lines(sc: dict) -> list[str]:
+    """A scenario's in-run comparisons besides the ratios to the reference:
+    fastmesh / fastmesh-baseline, and a filter-cost scenario's CPU/req minus
+    that of the scenario it adds a filter to."""
+    lines = []
+    b = sc.get("baseline")
+    if b:
+        r = b["ratios"]
+        cpu = r.get("cpu_us_per_request")
+        line = f"{b['new']} / {b['baseline']}: CPU/req {_ratio(cpu) or '-'}"
+        if cpu is not None:
+            line += f" ({cpu - 1:+.1%})"
+        rr = b.get("cpu_round_ratios")
+        if rr and rr["n"] > 1:
+            line += f", per round {_ratio(rr['min'])}–{_ratio(rr['max'])}"
+        line += f"; req/s {_ratio(r.get('requests_per_sec')) or '-'}"
+        lines.append(line)
+    fc = sc.get("filter_cost")
+    if fc:
+        lines.append(f"filter cost ({fc['proxy']}): CPU/req here − CPU/req in {fc['over']} = "
+                     f"{fc['cpu_us_per_request']:+.2f} µs per request")
+    return lines
 
 
 # ------------------------------------------------------------------ text
@@ -83,6 +107,8 @@ def text_tables(data: dict) -> str:
                                  for j, c in enumerate(r)).rstrip())
             if i == 0:
                 out.append("  ".join("-" * w for w in widths))
+        for line in comparison_lines(sc):
+            out.append(f"  {line}")
         for name, why in sc.get("skipped", {}).items():
             out.append(f"  {name}: skipped ({why})")
         kept = sum(r["disturbed_runs_kept"] for r in sc["results"].values())
@@ -123,12 +149,17 @@ def _nice_max(v: float) -> float:
     return 10 * exp
 
 
+def _label_width(rows: list[dict]) -> int:
+    """Room left of the plot for the row names (about 7 px a character)."""
+    return max(80, 16 + 7 * max(len(r["name"]) for r in rows))
+
+
 def svg_hbars(title: str, rows: list[dict], unit: str, fmt, note: str = "") -> str:
     """Horizontal bars (median) with a min-max whisker; rows: name, value, lo, hi, label."""
     rows = [r for r in rows if r["value"] is not None]
     if not rows:
         return ""
-    W, left, right, bar_h, gap, top = 460, 80, 110, 20, 10, 34
+    W, left, right, bar_h, gap, top = 460, _label_width(rows), 110, 20, 10, 34
     H = top + len(rows) * (bar_h + gap) + 26
     vmax = _nice_max(max(max(r["value"], r.get("hi") or 0) for r in rows))
     scale = (W - left - right) / vmax
@@ -167,7 +198,7 @@ def svg_latency(title: str, rows: list[dict]) -> str:
     rows = [r for r in rows if r.get("p50")]
     if not rows:
         return ""
-    W, left, right, row_h, top = 460, 80, 20, 30, 50
+    W, left, right, row_h, top = 460, _label_width(rows), 20, 30, 50
     H = top + len(rows) * row_h + 26
     vals = [v for r in rows for v in (r["p50"], r.get("p99"), r.get("p99.9")) if v]
     lo = 10 ** math.floor(math.log10(min(vals)))
@@ -350,6 +381,8 @@ def html_report(data: dict) -> str:
         charts.append(svg_hbars("Peak RSS", mem, "MiB", lambda v: f"{v:.0f}", "all processes"))
         parts.append("<div class=charts>" + "".join(c for c in charts if c) + "</div>")
         parts.append(_html_table(sc, ref))
+        for line in comparison_lines(sc):
+            parts.append(f"<p class=note>{_esc(line)}</p>")
         for name, why in sc.get("skipped", {}).items():
             parts.append(f"<p class=note>{_esc(name)} skipped: {_esc(why)}</p>")
         if sc["repeated_runs"]:

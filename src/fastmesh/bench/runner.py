@@ -8,6 +8,11 @@ are measured then), each gets one warm-up run, then R rounds run the targets
 interleaved (direct, fastmesh, envoy, ... , direct, fastmesh, envoy, ...), so
 a slow drift of the machine spreads over every target instead of landing on
 one. Peak RSS is read when the scenario ends, then its proxies are stopped.
+
+Two comparisons inside one run go beside the ratios to Envoy: fastmesh
+against fastmesh-baseline (an older build, `--baseline DIR`) per scenario,
+and a filter-cost scenario's fastmesh CPU/req minus the one of the scenario
+it adds a filter to (`Scenario.cost_over`).
 """
 from __future__ import annotations
 
@@ -22,12 +27,13 @@ from dataclasses import dataclass, field
 
 from fastmesh.bench import procs, tools
 from fastmesh.bench.loadgen import LOADGENS, RunResult
-from fastmesh.bench.peers import PEERS, origin_command
+from fastmesh.bench.peers import BASELINE, origin_command, peers_for
 from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SCENARIOS, SMALL_BODY
 from fastmesh.bench.stats import median, ratio, spread
 
 REFERENCE = "envoy"
 DIRECT = "direct"
+NEW = "fastmesh"             # compared with BASELINE (peers.py) when both ran
 
 # figure key -> (extract from a run record or None for per-scenario figures)
 RUN_FIGURES = {
@@ -55,6 +61,7 @@ class Options:
     disturb_threshold: float = 0.10   # foreign CPU or steal, in cores, over a run
     max_repeats: int = 2
     progress: object = None           # callable(str) or None (stderr)
+    baseline: str | None = None       # --baseline DIR: adds the fastmesh-baseline peer
 
 
 @dataclass
@@ -90,8 +97,12 @@ def preflight(opts: Options) -> tuple[list[str], list[str], list[str]]:
             fatal.append("grpcio not found (the grpc scenario's origin and check): "
                          "pip install grpcio")
     proxies = []
+    peers = peers_for(opts.baseline)
     for name in opts.proxies:
-        peer = PEERS[name]
+        peer = peers.get(name)
+        if peer is None:  # fastmesh-baseline without --baseline
+            fatal.append(f"{name} needs --baseline DIR (a directory with an older fastmesh build)")
+            continue
         why = peer.available()
         if why is None:
             proxies.append(name)
@@ -136,6 +147,7 @@ class Bench:
         self.opts = opts
         self.say = opts.progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.notes: list[str] = []
+        self.peers = peers_for(opts.baseline)
         self.procs = procs.ProcessSet()
         cpus = sorted(os.sched_getaffinity(0))
         if opts.pin and len(cpus) >= 2:
@@ -162,6 +174,7 @@ class Bench:
             scenarios = {}
             for sname in self.opts.scenarios:
                 scenarios[sname] = self._run_scenario(SCENARIOS[sname], proxies, origin_port)
+            add_filter_costs(scenarios)
         finally:
             self.procs.close()
             tmp.cleanup()
@@ -178,6 +191,9 @@ class Bench:
                 "disturb_threshold_cores": self.opts.disturb_threshold,
                 "max_repeats": self.opts.max_repeats,
                 "reference": REFERENCE,
+                "baseline": ({"dir": self.peers[BASELINE].directory,
+                              "commit": self.peers[BASELINE].commit()}
+                             if BASELINE in proxies else None),
             },
             "repeated_runs": sum(s["repeated_runs"] for s in scenarios.values()),
             "notes": self.notes,
@@ -230,7 +246,7 @@ class Bench:
         return p, port
 
     def _start_proxy(self, name: str, scenario, origin_port: int) -> Target:
-        peer = PEERS[name]
+        peer = self.peers[name]
         port = procs.free_port()
         argv = peer.command(self.workdir, scenario.mode, port, origin_port)
         p = self._start(f"{name}-{scenario.name}", argv, self.proxy_cpu)
@@ -270,7 +286,7 @@ class Bench:
         targets = [Target(DIRECT, origin_port)] if scenario.direct else []
         try:
             for name in proxies:
-                why = PEERS[name].supports(scenario.mode)
+                why = self.peers[name].supports(scenario.mode)
                 if why:
                     skipped[name] = why
                     self.say(f"[{scenario.name}] {name} skipped: {why}")
@@ -413,7 +429,39 @@ class Bench:
             "skipped": skipped,
             "repeated_runs": sum(t.repeated for t in targets),
             "results": results,
+            "baseline": baseline_comparison(results),
+            "filter_cost": None,  # filled by add_filter_costs in the filter-cost scenarios
         }
+
+
+def baseline_comparison(results: dict) -> dict | None:
+    """fastmesh against fastmesh-baseline in one scenario, when both ran:
+    `ratios` new / baseline of the medians (as the ratios to Envoy), and the
+    spread of the per-round CPU/req ratios (the two ran next to each other in
+    every round, so a round's ratio is little touched by drift)."""
+    new, base = results.get(NEW), results.get(BASELINE)
+    if not new or not base:
+        return None
+    base_cpu = {r["round"]: r["cpu_us_per_request"] for r in base["runs"]}
+    per_round = [ratio(r["cpu_us_per_request"], base_cpu.get(r["round"])) for r in new["runs"]]
+    return {
+        "new": NEW, "baseline": BASELINE,
+        "ratios": {k: ratio(new[k], base[k]) for k in RATIO_FIGURES},
+        "cpu_round_ratios": spread(per_round),
+    }
+
+
+def add_filter_costs(scenarios: dict) -> None:
+    """For each filter-cost scenario whose `cost_over` scenario ran too:
+    fastmesh's CPU/req in it minus fastmesh's CPU/req there (µs)."""
+    for sname, sc in scenarios.items():
+        over = SCENARIOS[sname].cost_over
+        if not over or over not in scenarios:
+            continue
+        a = sc["results"].get(NEW, {}).get("cpu_us_per_request")
+        b = scenarios[over]["results"].get(NEW, {}).get("cpu_us_per_request")
+        if a is not None and b is not None:
+            sc["filter_cost"] = {"over": over, "proxy": NEW, "cpu_us_per_request": a - b}
 
 
 def _fmt_ms(v) -> str:

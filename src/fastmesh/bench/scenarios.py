@@ -7,6 +7,11 @@ shape. Adding a scenario (h2 with h2load, grpc, tls) is one entry here, plus
 a load generator class if it needs a new tool, plus a config branch in the
 peers for a new `mode`; peers that do not support a mode are skipped with a
 note (`Peer.supports`).
+
+The filter-cost scenarios (`h1-pyfilter`, `h1-cyfilter`) are `h1` with one
+no-op filter on fastmesh's listener (modes "http-pyfilter" / "http-cyfilter",
+see peers.FILTER_MODES); only fastmesh builds them, and `cost_over` names
+the scenario whose fastmesh CPU/req the report subtracts (docs/bench.md).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ LARGE_BODY_SIZE = 64 * 1024          # served at /64k
 class Scenario:
     name: str
     title: str                # one line for the table heading
-    mode: str                 # proxy listener kind: "http" | "tcp" (later "h2", "tls", ...)
+    mode: str                 # proxy listener kind: "http" | "tcp" | "h2" | "grpc" | "http-pyfilter"
+                              # | "http-cyfilter" (peers.FILTER_MODES)
     loadgen: str = "wrk"      # key of loadgen.LOADGENS
     path: str = "/"
     connections: int = 64
@@ -29,6 +35,7 @@ class Scenario:
     streams: int = 1          # h2load: concurrent streams per connection
     origin: str = "nginx"     # "nginx" (HTTP/1.1) | "grpc" (grpcio, see grpcorigin.py)
     direct: bool = True       # also measure the origin without a proxy
+    cost_over: str | None = None  # report CPU/req(this) - CPU/req(cost_over) for fastmesh
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -50,6 +57,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("grpc", "gRPC unary over h2c, 16 connections x 10 streams, h2 upstream (grpcio "
              "origin)", "grpc", loadgen="h2load", connections=16, streams=10,
              path="/fmbench.Bench/Unary", body_size=0, origin="grpc"),
+    # What a filter on the chain costs: h1 with one no-op filter on fastmesh's
+    # listener. No direct row (it is h1's); run with h1 in the same bench.
+    Scenario("h1-pyfilter", "h1 + one no-op Python filter on fastmesh's listener "
+             "(filter cost = CPU/req - h1's)", "http-pyfilter", direct=False, cost_over="h1"),
+    Scenario("h1-cyfilter", "h1 + one no-op Cython filter on fastmesh's listener "
+             "(filter cost = CPU/req - h1's)", "http-cyfilter", direct=False, cost_over="h1"),
 ]}
 
+# The filter-cost scenarios are left out: they measure fastmesh alone.
 DEFAULT_SCENARIOS = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
