@@ -13,13 +13,28 @@ current snapshot once per request and never read config themselves. Nothing
 here imports the control side.
 
 Parts, included into one extension so that cdef calls between them are direct
-C calls (as uvloop does with its handles/*.pyx):
-  core_base.pxi     clock, ids, counters, the connection base class, Worker
-  core_cluster.pxi  Cluster, Endpoint, per-endpoint upstream connection pools
-  core_tcp.pxi      the TCP proxy (connection splicing)
-  core_http.pxi     the HTTP/1.1 reverse proxy (downstream and upstream sides) and
-                    ProxyStream, the per-request interface the upstream side talks to
-  core_h2.pxi       HTTP/2: downstream connections/streams, multiplexed upstreams
+C calls (as uvloop does with its handles/*.pyx), one concern each:
+  core_clock.pxi          monotonic clock, random numbers, request ids
+  core_counters.pxi       worker-wide counters
+  core_conn.pxi           Conn: the base of every connection (pauses, deadline)
+  core_listener.pxi       ListenerConf, Snapshot, ListenerState
+  core_worker.pxi         Worker: applies snapshots, keeps live state by name
+  core_endpoint.pxi       Endpoint and its connection pool
+  core_cluster.pxi        ClusterConf (snapshot) and ClusterState (live, per worker)
+  core_head.pxi           the one upstream request-head builder (all translations)
+  core_filter.pxi         HttpFilter, the chain's results, the Python Request view
+  core_stream.pxi         ProxyStream: one request through the pipeline, any protocol
+  core_upstream.pxi       UpstreamRequest: one attempt toward one endpoint
+  filter_router.pxi       the router, the last filter of every HTTP chain
+  core_connect.pxi        UpstreamBase: connecting upstream
+  core_tcp.pxi            the TCP proxy (connection splicing)
+  core_http_common.pxi    HTTP/1.1 states and reason phrases
+  core_h1_upstream.pxi    UpstreamHttp: an HTTP/1.1 upstream connection
+  core_h1_downstream.pxi  HttpDownstream: an HTTP/1.1 client connection
+  core_h2_common.pxi      HTTP/2 constants, gRPC status and timeout helpers
+  core_h2_upstream.pxi    UpstreamH2: a multiplexed HTTP/2 upstream connection
+  core_h2_downstream.pxi  H2Downstream: an HTTP/2 client connection
+  core_h2_stream.pxi      H2ServerStream: one stream of an HTTP/2 client
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -38,13 +53,24 @@ from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, AC
 import socket as _socket
 from time import sleep as _sleep
 
-include "core_base.pxi"
+include "core_clock.pxi"
+include "core_counters.pxi"
+include "core_conn.pxi"
+include "core_listener.pxi"
+include "core_worker.pxi"
+include "core_endpoint.pxi"
 include "core_cluster.pxi"
 include "core_head.pxi"
 include "core_filter.pxi"
 include "core_stream.pxi"
 include "core_upstream.pxi"
 include "filter_router.pxi"
+include "core_connect.pxi"
 include "core_tcp.pxi"
-include "core_http.pxi"
-include "core_h2.pxi"
+include "core_http_common.pxi"
+include "core_h1_upstream.pxi"
+include "core_h1_downstream.pxi"
+include "core_h2_common.pxi"
+include "core_h2_upstream.pxi"
+include "core_h2_downstream.pxi"
+include "core_h2_stream.pxi"

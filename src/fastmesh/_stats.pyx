@@ -260,7 +260,7 @@ cdef extern from *:
 
 @cython.final
 cdef class _FieldStats:
-    # The baseline: today's fixed cdef field (Stats in core_base.pxi).
+    # The baseline: today's fixed cdef field (Stats in core_counters.pxi).
     cdef long long upstream_rq_total
 
 

@@ -522,7 +522,7 @@ def _bench_rearm_earlier(TimerWheel w, TimerEntry e, long loops):
 
 
 cdef class _OldConn:
-    # What core_base.pxi's Conn does today, for the baseline.
+    # What core_conn.pxi's Conn does today, for the baseline.
     cdef _OldConn next
     cdef double deadline
     cdef int deadline_kind

@@ -1,0 +1,149 @@
+# core_conn.pxi: Conn, the base of every connection object: read pauses,
+# its deadline, membership in the worker's connection list.
+
+# Read-pause reasons: reading a transport stops while any reason holds.
+cdef enum:
+    PAUSE_PEER = 1       # the other side's write buffer is above its high watermark
+    PAUSE_BUFFER = 2     # our read buffer holds bytes we cannot process yet
+    PAUSE_CONNECT = 4    # the upstream is still connecting
+    PAUSE_WRITE = 8      # our own writes toward this peer are above the high
+                         # watermark: new requests would only add output
+
+# What a connection's deadline means when it passes.
+cdef enum:
+    DL_NONE = 0
+    DL_IDLE = 1          # nothing happened for idle_timeout
+    DL_HEADERS = 2       # request head not complete within request_headers_timeout
+    DL_RESPONSE = 3      # route timeout: response not complete in time
+    DL_CONNECT = 4       # upstream connect timeout
+    DL_POOL_IDLE = 5     # pooled upstream connection unused for too long
+    DL_DRAIN = 6
+
+
+cdef class Conn:
+    """Base of every connection object: membership in the worker's timer list.
+
+    The worker scans its list every tick and calls on_deadline() for the ones
+    whose deadline passed: one periodic timer per worker instead of a timer
+    handle per request.
+    """
+    cdef Worker worker
+    cdef Conn prev
+    cdef Conn next
+    cdef bint linked
+    cdef double deadline
+    cdef int deadline_kind
+    cdef object transport
+    cdef int read_paused          # PAUSE_* bits
+    cdef int fd                   # the socket, for direct writes (-1: none)
+    cdef bint uv_pending          # the transport holds unsent bytes of ours
+    cdef bint closed              # we closed (or aborted) it: the fd may be gone
+    cdef bint flush_pending       # in the worker's `dirty` list (flush_later)
+
+    cdef inline void set_transport(self, object transport):
+        # The transport layer: plaintext sockets get the direct-write fast
+        # path (send() below); anything that transforms bytes (TLS, whose
+        # transport still reports the raw socket) must go through the
+        # transport, so fd stays -1 there.
+        self.transport = transport
+        self.uv_pending = False
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.get_extra_info("ssl_object") is not None:
+            self.fd = -1
+        else:
+            self.fd = sock.fileno()
+
+    cdef int send(self, const char* p, Py_ssize_t n) except -1:
+        # Write straight to the socket when the transport has nothing queued:
+        # the common case costs one write(2) and no Python object. Whatever
+        # the kernel does not take (or any error, which the transport will then
+        # report through connection_lost) goes through transport.write(), and
+        # from then on everything does, until its buffer has drained, so bytes
+        # never overtake each other.
+        cdef ssize_t r = 0
+        if n <= 0 or self.transport is None:
+            return 0
+        if self.closed:
+            # After close() uvloop may have released the fd already: only the
+            # transport knows what to do with late bytes.
+            self.transport.write(PyBytes_FromStringAndSize(p, n))
+            return 0
+        if self.uv_pending:
+            if self.transport.get_write_buffer_size():
+                self.transport.write(PyBytes_FromStringAndSize(p, n))
+                return 0
+            self.uv_pending = False
+        if self.fd >= 0:
+            while True:
+                r = c_write(self.fd, p, n)
+                if r >= 0 or errno != EINTR:
+                    break
+            if r == n:
+                return 0
+            if r < 0:
+                r = 0
+        self.uv_pending = True
+        self.transport.write(PyBytes_FromStringAndSize(p + r, n - r))
+        return 0
+
+    cdef void flush_later(self):
+        # Output for this connection will be produced by more events of this
+        # loop iteration (several streams, several reads): serialise and write
+        # it once, when the iteration's callbacks are done (Worker.flush_dirty).
+        if not self.flush_pending and self.worker is not None:
+            self.flush_pending = True
+            self.worker.defer_flush(self)
+
+    cdef void flush_deferred(self):
+        # What flush_later postponed: subclasses with buffered output.
+        self.flush_pending = False
+
+    cdef inline void link(self, Worker w):
+        self.worker = w
+        self.next = w.conns
+        if w.conns is not None:
+            w.conns.prev = self
+        w.conns = self
+        self.linked = True
+
+    cdef inline void unlink(self):
+        if not self.linked:
+            return
+        if self.prev is not None:
+            self.prev.next = self.next
+        else:
+            self.worker.conns = self.next
+        if self.next is not None:
+            self.next.prev = self.prev
+        self.prev = None
+        self.next = None
+        self.linked = False
+
+    cdef inline void set_deadline(self, int kind, double timeout):
+        if timeout > 0:
+            self.deadline = mono_now() + timeout
+            self.deadline_kind = kind
+        else:
+            self.deadline = 0
+            self.deadline_kind = DL_NONE
+
+    cdef void on_deadline(self, int kind):
+        pass
+
+    cdef void on_drain(self):
+        pass
+
+    cdef ListenerState listener_of(self):
+        # Downstream connections answer with the listener they came in on.
+        return None
+
+    cdef inline void pause_read(self, int why):
+        if self.read_paused == 0 and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_paused |= why
+
+    cdef inline void resume_read(self, int why):
+        if self.read_paused & why:
+            self.read_paused &= ~why
+            if self.read_paused == 0 and self.transport is not None:
+                self.transport.resume_reading()

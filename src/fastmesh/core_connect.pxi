@@ -1,0 +1,88 @@
+# core_connect.pxi: UpstreamBase, the base of every upstream connection:
+# connecting (with its timeout), the transport, backpressure toward the
+# downstream peer.
+
+cdef class UpstreamBase(Conn):
+    """An upstream connection: the connect step shared by TCP and HTTP."""
+    cdef ClusterState cluster    # owns the pool this connection belongs to
+    cdef Endpoint ep
+    cdef object connect_task
+    cdef bint connected
+    cdef ReadBuffer rbuf
+
+    def __call__(self):
+        # loop.create_connection() wants a protocol factory; we are the protocol.
+        return self
+
+    cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep):
+        self.cluster = c
+        self.ep = ep
+        self.link(w)
+        c.st.upstream_cx_total += 1
+        self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
+        coro = w.loop.create_connection(self, ep.host, ep.port)
+        self.connect_task = w.loop.create_task(coro)
+        self.connect_task.add_done_callback(self._connect_done)
+
+    def _connect_done(self, fut):
+        self.connect_task = None
+        if self.closed:
+            # We gave up on this connection ourselves (close() cancelled it).
+            # connection_made() closes a transport that arrives after that.
+            if fut.cancelled() or fut.exception() is not None:
+                self.unlink()
+            return
+        if fut.cancelled():
+            self.cluster.st.upstream_cx_connect_timeout += 1
+            self.closed = True
+            self.unlink()
+            self.connect_failed(True)
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.cluster.st.upstream_cx_connect_fail += 1
+            self.closed = True
+            self.unlink()
+            self.connect_failed(False)
+
+    cdef void connect_failed(self, bint timeout):
+        pass
+
+    cdef void on_deadline(self, int kind):
+        if kind == DL_CONNECT:
+            if self.connect_task is not None and not self.connected:
+                self.connect_task.cancel()
+        elif kind == DL_POOL_IDLE:
+            self.close()
+
+    cdef void close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    cdef void abort(self):
+        if self.closed and self.transport is None:
+            return
+        self.closed = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        if self.rbuf is None:
+            self.rbuf = self.worker.bufpool.acquire()
+        elif self.rbuf.cap - self.rbuf.end < 1024:
+            self.rbuf.compact()
+            if self.rbuf.cap - self.rbuf.end < 1024:
+                self.rbuf.reserve(16384, self.rbuf.cap + 65536)
+        return self.rbuf
+
+    cdef inline void release_rbuf(self):
+        if self.rbuf is not None and self.rbuf.end == self.rbuf.start:
+            self.worker.bufpool.release(self.rbuf)
+            self.rbuf = None

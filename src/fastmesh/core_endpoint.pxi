@@ -1,0 +1,80 @@
+# core_endpoint.pxi: an Endpoint of a cluster and its connection pool
+# (EndpointPool). Pools belong to the ClusterState (core_cluster.pxi), so a
+# request only ever takes a connection its own cluster made.
+
+@cython.final
+cdef class EndpointPool:
+    """Idle keep-alive HTTP/1.1 connections to one endpoint (LIFO: the most
+    recently used connection is the least likely to have been closed by the
+    upstream), and the HTTP/2 connections that can still open streams."""
+    cdef list idle
+    cdef list h2conns
+    cdef uint32_t h2_max_streams  # the endpoint's last SETTINGS_MAX_CONCURRENT_STREAMS
+
+    def __cinit__(self):
+        self.idle = []
+        self.h2conns = []
+        self.h2_max_streams = 100
+
+    cdef UpstreamH2 get_h2(self):
+        cdef UpstreamH2 c
+        for c in self.h2conns:
+            if c.has_room():
+                return c
+        return None
+
+    cdef UpstreamHttp get(self):
+        cdef UpstreamHttp c
+        while self.idle:
+            c = <UpstreamHttp>self.idle.pop()
+            c.in_pool = False
+            if not c.closed:
+                return c
+        return None
+
+    cdef void put(self, UpstreamHttp c):
+        c.in_pool = True
+        self.idle.append(c)
+
+    cdef void close_all(self):
+        cdef UpstreamHttp c
+        cdef UpstreamH2 h
+        idle, self.idle = self.idle, []
+        for c in idle:
+            c.in_pool = False
+            c.close()
+        for h in list(self.h2conns):
+            h.drain()
+
+    def __len__(self):
+        return len(self.idle)
+
+
+@cython.final
+cdef class Endpoint:
+    """One upstream address of a cluster, with that cluster's pool to it.
+    Kept by its ClusterState while the address stays in the endpoint set."""
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly int index       # position in the cluster's current endpoint list
+    cdef readonly int weight
+    cdef readonly bint removed    # left the endpoint set: its pool drains
+    cdef EndpointPool pool
+
+    def __init__(self, str host, int port, int index, int weight=1):
+        self.host = host
+        self.port = port
+        self.index = index
+        self.weight = weight
+        self.pool = EndpointPool()
+
+    @property
+    def idle_connections(self):
+        return len(self.pool.idle)
+
+    @property
+    def h2_connections(self):
+        return len(self.pool.h2conns)
+
+    def __repr__(self):
+        return f"Endpoint({self.host}:{self.port})"

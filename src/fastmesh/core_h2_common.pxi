@@ -1,0 +1,59 @@
+# core_h2_common.pxi: HTTP/2 imports and constants both sides share, and
+# the gRPC helpers (status mapping, grpc-timeout).
+
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memmove
+from fastmesh._h2 cimport H2Connection, H2Event, EV_REQUEST, EV_RESPONSE, \
+    EV_INFORMATIONAL, EV_TRAILERS, EV_DATA, EV_STREAM_ENDED, EV_STREAM_RESET, \
+    EV_WINDOW_UPDATED, EV_SETTINGS_CHANGED, EV_PING_ACK, EV_GOAWAY, EV_CONNECTION_ERROR, \
+    EVF_LOCAL, EVF_END_STREAM, SEND_OK, SEND_E_LIMIT, H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_CANCEL, \
+    H2_REFUSED_STREAM, H2_INTERNAL_ERROR, S_MAX_CONCURRENT_STREAMS
+
+cdef enum:
+    H2_STREAM_BUFFER = 65536  # response bytes buffered per stream before the
+                              # upstream is paused; request bytes per HTTP/1.1
+                              # client before it is paused
+    H2_CS_CLOSED = 3          # H2Connection.state after a connection error
+
+cdef bytes H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+cdef int grpc_code_for_http(int status) noexcept:
+    # https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md
+    if status == 400:
+        return 13     # INTERNAL
+    if status == 401:
+        return 16     # UNAUTHENTICATED
+    if status == 403:
+        return 7      # PERMISSION_DENIED
+    if status == 404:
+        return 12     # UNIMPLEMENTED
+    if status == 429 or status == 502 or status == 503:
+        return 14     # UNAVAILABLE
+    if status == 504:
+        return 14
+    return 2          # UNKNOWN
+
+
+cdef double parse_grpc_timeout(const char* v, Py_ssize_t n) noexcept:
+    # "TimeoutValue TimeoutUnit": at most 8 digits, then H M S m u n. 0: none/bad.
+    cdef Py_ssize_t i
+    cdef double x = 0
+    if n < 2 or n > 9:
+        return 0
+    for i in range(n - 1):
+        if not (48 <= v[i] <= 57):
+            return 0
+        x = x * 10 + (v[i] - 48)
+    if v[n - 1] == b'H':
+        return x * 3600
+    if v[n - 1] == b'M':
+        return x * 60
+    if v[n - 1] == b'S':
+        return x
+    if v[n - 1] == b'm':
+        return x * 1e-3
+    if v[n - 1] == b'u':
+        return x * 1e-6
+    if v[n - 1] == b'n':
+        return x * 1e-9
+    return 0

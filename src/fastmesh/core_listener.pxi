@@ -1,0 +1,100 @@
+# core_listener.pxi: a listener's compiled settings (ListenerConf), the
+# Snapshot that carries them with the clusters, and ListenerState, the live
+# listener (the protocol factory) kept across snapshots by name.
+
+@cython.final
+cdef class ListenerConf:
+    """One listener's settings in a snapshot (built by the control side)."""
+    cdef readonly str name
+    cdef readonly str protocol          # "http" | "tcp"
+    cdef readonly bint is_http
+    cdef readonly Router router         # http
+    cdef readonly tuple filters         # http: the filter chain, the router last
+    cdef readonly int hooks             # http: union of the filters' hooks
+    cdef readonly str cluster           # tcp: the cluster's name
+    cdef readonly double idle_timeout
+    cdef readonly double headers_timeout
+    cdef readonly double stream_idle_timeout
+    cdef readonly Py_ssize_t buffer_limit
+    cdef readonly Py_ssize_t max_head_bytes
+    cdef readonly int max_headers
+    cdef readonly bint xff_append
+    cdef readonly bint gen_request_id
+    cdef readonly int h2_max_concurrent_streams     # HTTP/2 clients (core_h2_downstream.pxi)
+    cdef readonly int h2_initial_stream_window
+    cdef readonly int h2_initial_connection_window
+
+    def __init__(self, str name, str protocol, Router router=None, str cluster=None,
+                 double idle_timeout=3600.0, double headers_timeout=10.0,
+                 double stream_idle_timeout=300.0, Py_ssize_t buffer_limit=1048576,
+                 Py_ssize_t max_head_bytes=61440, int max_headers=100,
+                 bint xff_append=True, bint gen_request_id=True,
+                 int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
+                 int h2_initial_connection_window=1048576, filters=()):
+        if protocol not in ("http", "tcp"):
+            raise ValueError(f"listener {name}: protocol must be http or tcp")
+        if protocol == "http" and router is None:
+            raise ValueError(f"listener {name}: http listener needs a router")
+        if protocol == "tcp" and cluster is None:
+            raise ValueError(f"listener {name}: tcp listener needs a cluster")
+        self.name = name
+        self.protocol = protocol
+        self.is_http = protocol == "http"
+        self.router = router
+        self.cluster = cluster
+        chain = []
+        for f in filters:
+            if not isinstance(f, HttpFilter):
+                raise TypeError(f"listener {name}: filter {f!r} is not a fastmesh.HttpFilter")
+            chain.append(f)
+        if self.is_http:
+            chain.append(RouterFilter())
+        self.filters = tuple(chain)
+        self.hooks = 0
+        for f in chain:
+            self.hooks |= (<HttpFilter>f).hooks
+        self.idle_timeout = idle_timeout
+        self.headers_timeout = headers_timeout
+        self.stream_idle_timeout = stream_idle_timeout
+        self.buffer_limit = buffer_limit
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.xff_append = xff_append
+        self.gen_request_id = gen_request_id
+        self.h2_max_concurrent_streams = h2_max_concurrent_streams
+        self.h2_initial_stream_window = h2_initial_stream_window
+        self.h2_initial_connection_window = h2_initial_connection_window
+
+
+@cython.final
+cdef class Snapshot:
+    """An immutable, validated view of the config that the data plane runs on."""
+    cdef readonly dict listeners        # name -> ListenerConf
+    cdef readonly dict clusters         # name -> ClusterConf
+    cdef readonly long version
+    cdef readonly double drain_timeout
+
+    def __init__(self, dict listeners, dict clusters, long version=0, double drain_timeout=10.0):
+        self.listeners = dict(listeners)
+        self.clusters = dict(clusters)
+        self.version = version
+        self.drain_timeout = drain_timeout
+
+
+@cython.final
+cdef class ListenerState:
+    """A listener inside one worker: survives reloads; `conf` is swapped."""
+    cdef readonly str name
+    cdef readonly ListenerConf conf
+    cdef readonly Worker worker
+
+    def __init__(self, Worker worker, ListenerConf conf):
+        self.worker = worker
+        self.name = conf.name
+        self.conf = conf
+
+    def __call__(self):
+        # The protocol factory handed to loop.create_server().
+        if self.conf.is_http:
+            return HttpDownstream.__new__(HttpDownstream, self)
+        return TcpDownstream.__new__(TcpDownstream, self)
