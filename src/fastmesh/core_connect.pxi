@@ -4,11 +4,6 @@
 
 cdef class UpstreamBase(Conn):
     """An upstream connection: the connect step shared by TCP and HTTP."""
-    cdef ClusterState cluster    # owns the pool this connection belongs to
-    cdef Endpoint ep
-    cdef object connect_task
-    cdef bint connected
-    cdef ReadBuffer rbuf
 
     def __call__(self):
         # loop.create_connection() wants a protocol factory; we are the protocol.

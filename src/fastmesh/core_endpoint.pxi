@@ -7,9 +7,6 @@ cdef class EndpointPool:
     """Idle keep-alive HTTP/1.1 connections to one endpoint (LIFO: the most
     recently used connection is the least likely to have been closed by the
     upstream), and the HTTP/2 connections that can still open streams."""
-    cdef list idle
-    cdef list h2conns
-    cdef uint32_t h2_max_streams  # the endpoint's last SETTINGS_MAX_CONCURRENT_STREAMS
 
     def __cinit__(self):
         self.idle = []
@@ -54,12 +51,6 @@ cdef class EndpointPool:
 cdef class Endpoint:
     """One upstream address of a cluster, with that cluster's pool to it.
     Kept by its ClusterState while the address stays in the endpoint set."""
-    cdef readonly str host
-    cdef readonly int port
-    cdef readonly int index       # position in the cluster's current endpoint list
-    cdef readonly int weight
-    cdef readonly bint removed    # left the endpoint set: its pool drains
-    cdef EndpointPool pool
 
     def __init__(self, str host, int port, int index, int weight=1):
         self.host = host

@@ -21,15 +21,7 @@
 import asyncio as _asyncio
 import inspect as _inspect
 
-cdef enum:
-    FILTER_CONTINUE = 0
-    FILTER_STOP = 1
-    FILTER_PAUSE = 2
 
-cdef enum:  # HttpFilter.hooks: which hooks a filter has
-    FH_REQUEST_HEADERS = 1
-    FH_RESPONSE_HEADERS = 4
-    FH_DONE = 16
 
 CONTINUE = FILTER_CONTINUE
 STOP = FILTER_STOP
@@ -50,9 +42,6 @@ cdef class HttpFilter:
     hold the request until ``request.resume()``, or a coroutine (the request
     waits for it; it may call ``request.respond``). An exception answers 500.
     """
-    cdef readonly str name
-    cdef public int hooks
-    cdef object py_req, py_resp, py_done     # bound Python hooks (Python subclasses)
 
     def __cinit__(self, *args, **kwargs):
         self.name = type(self).__name__
@@ -125,9 +114,6 @@ cdef bytes _header_value(value):
 cdef class Request:
     """The request as Python filters see it. Valid while the request is in
     flight; afterwards its methods raise RuntimeError."""
-    cdef ProxyStream s
-    cdef object _state
-    cdef object task
 
     cdef inline ProxyStream live(self):
         if self.s is None:

@@ -16,22 +16,6 @@ cdef class HttpDownstream(ProxyStream):
     """A client connection on an HTTP listener (HTTP/1.1: the connection is
     the stream; a connection that opens with the HTTP/2 preface is handed to
     an H2Downstream)."""
-    cdef ListenerState lst
-    cdef Http1Parser parser
-    cdef ReadBuffer rbuf
-    cdef OutBuf out            # toward the client
-    cdef OutBuf upout          # toward the upstream
-    cdef int state
-    cdef bint in_request       # a request is being served (head seen, response not complete)
-    cdef bint close_after      # close once the current response is written
-    cdef bint chunked_out      # response body is chunk-encoded toward the client
-    cdef bint tunnel_eof_in
-    cdef bint write_blocked    # transport above its high watermark (pause_writing)
-    cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
-    cdef bint seen_head        # a request head was seen (no HTTP/2 preface after that)
-    cdef bint pumping          # inside stream_body_h2 (no re-entry from up_body_sent)
-    cdef int req_minor
-    cdef bint req_keep_alive
 
     def __cinit__(self, ListenerState lst):
         self.lst = lst

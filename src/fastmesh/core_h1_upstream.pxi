@@ -7,13 +7,6 @@
 cdef class UpstreamHttp(UpstreamBase):
     """One HTTP/1.1 connection to an endpoint, in its cluster's pool between
     requests. Serves one UpstreamRequest at a time."""
-    cdef UpstreamRequest ur    # the attempt it serves (None: idle)
-    cdef Http1Parser parser
-    cdef bint head_done
-    cdef bint in_pool
-    cdef bint tunnel
-    cdef bint got_bytes        # any response byte for the current request
-    cdef long requests         # requests sent on this connection
 
     cdef void begin(self, UpstreamRequest ur):
         self.ur = ur

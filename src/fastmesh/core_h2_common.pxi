@@ -9,11 +9,6 @@ from fastmesh._h2 cimport H2Connection, H2Event, EV_REQUEST, EV_RESPONSE, \
     EVF_LOCAL, EVF_END_STREAM, SEND_OK, SEND_E_LIMIT, H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_CANCEL, \
     H2_REFUSED_STREAM, H2_INTERNAL_ERROR, S_MAX_CONCURRENT_STREAMS
 
-cdef enum:
-    H2_STREAM_BUFFER = 65536  # response bytes buffered per stream before the
-                              # upstream is paused; request bytes per HTTP/1.1
-                              # client before it is paused
-    H2_CS_CLOSED = 3          # H2Connection.state after a connection error
 
 cdef bytes H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

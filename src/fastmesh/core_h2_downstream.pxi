@@ -26,15 +26,6 @@
 @cython.final
 cdef class H2Downstream(Conn):
     """A client connection that opened with the HTTP/2 preface."""
-    cdef ListenerState lst
-    cdef ListenerConf conf
-    cdef H2Connection h2
-    cdef ReadBuffer rbuf
-    cdef dict streams            # sid -> H2ServerStream
-    cdef bytes client_ip
-    cdef bint write_blocked
-    cdef bint draining
-    cdef HeaderList hl           # scratch: response heads
 
     cdef void take_over(self, HttpDownstream h1):
         cdef ListenerConf conf = h1.conf

@@ -5,28 +5,6 @@
 @cython.final
 cdef class H2ServerStream(ProxyStream):
     """One request stream of an H2Downstream."""
-    cdef H2Downstream conn
-    cdef uint32_t sid
-    cdef bint grpc
-    cdef double grpc_timeout
-    cdef bint finished
-    cdef bint reset            # the stream is gone toward the client
-    cdef bint resp_end         # the upstream response is complete (trailers in trl)
-    cdef bint resp_end_sent    # END_STREAM went to the client
-    cdef bint discard          # drop the upstream body (replaced by a gRPC status)
-    cdef bint throttled        # the upstream is paused because of us
-    cdef bint peer_blocked     # the upstream's write buffer is full
-    cdef bint chunked_up       # HTTP/1.1 upstream: request body chunk-encoded
-    cdef bint has_cl
-    cdef uint64_t req_seen
-    cdef int64_t owed          # request DATA forwarded, not yet acknowledged
-    cdef OutBuf pending        # response bytes the client's window has not taken
-    cdef HeaderList trl        # response trailers waiting for pending
-    cdef OutBuf h1buf          # HTTP/1.1 upstream still connecting: framed body
-    cdef int64_t h1buf_raw     # ... and how many DATA bytes it holds
-    cdef OutBuf early          # request DATA that came while a filter paused
-    cdef HeaderList early_trl  # ... trailers likewise
-    cdef bint early_end        # ... and the end of the request likewise
 
     cdef void start(self, H2Downstream conn, uint32_t sid):
         cdef Worker w = conn.worker

@@ -10,14 +10,6 @@ cdef class UpstreamH2(UpstreamBase):
     """A client-side HTTP/2 connection (h2c prior knowledge) carrying many
     requests. Lives in its endpoint's pool while it can take new streams.
     Each stream on it is one UpstreamRequest."""
-    cdef H2Connection h2
-    cdef dict streams            # sid -> UpstreamRequest
-    cdef list waiting            # UpstreamRequests not opened yet (connecting / at the limit)
-    cdef bint got_settings
-    cdef bint write_blocked
-    cdef bint draining
-    cdef bint dead               # failing its streams: open nothing more
-    cdef list dirty              # attempts with request body/end to pump at the flush
 
     cdef void setup(self):
         self.h2 = H2Connection(True)

@@ -18,9 +18,6 @@ from fastmesh._hpack cimport HPACK_NEVER_INDEX
 cdef class HeaderList:
     """A header list with its own bytes: names and values copied into one
     buffer, HeaderSlice offsets into it (what the HPACK encoder takes)."""
-    cdef OutBuf buf
-    cdef HeaderSlice* hs
-    cdef int n, cap
 
     def __cinit__(self):
         self.buf = OutBuf(1024)

@@ -1,15 +1,7 @@
 # core_http_common.pxi: what both HTTP/1.1 sides share: downstream states,
 # reason phrases, the 100 Continue line.
 
-cdef enum:
-    DS_IDLE = 0        # ready for the next request head (maybe partly received)
-    DS_BODY = 1        # head handled; request body streams upstream
-    DS_WAIT = 2        # request complete; response still coming
-    DS_TUNNEL = 3      # after 101 Switching Protocols: raw bytes both ways
 
-# Room kept free in a read buffer before reading into it.
-cdef enum:
-    MIN_READ_ROOM = 2048
 
 cdef dict REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 102: b"Processing",

@@ -5,24 +5,6 @@
 @cython.final
 cdef class ListenerConf:
     """One listener's settings in a snapshot (built by the control side)."""
-    cdef readonly str name
-    cdef readonly str protocol          # "http" | "tcp"
-    cdef readonly bint is_http
-    cdef readonly Router router         # http
-    cdef readonly tuple filters         # http: the filter chain, the router last
-    cdef readonly int hooks             # http: union of the filters' hooks
-    cdef readonly str cluster           # tcp: the cluster's name
-    cdef readonly double idle_timeout
-    cdef readonly double headers_timeout
-    cdef readonly double stream_idle_timeout
-    cdef readonly Py_ssize_t buffer_limit
-    cdef readonly Py_ssize_t max_head_bytes
-    cdef readonly int max_headers
-    cdef readonly bint xff_append
-    cdef readonly bint gen_request_id
-    cdef readonly int h2_max_concurrent_streams     # HTTP/2 clients (core_h2_downstream.pxi)
-    cdef readonly int h2_initial_stream_window
-    cdef readonly int h2_initial_connection_window
 
     def __init__(self, str name, str protocol, Router router=None, str cluster=None,
                  double idle_timeout=3600.0, double headers_timeout=10.0,
@@ -69,10 +51,6 @@ cdef class ListenerConf:
 @cython.final
 cdef class Snapshot:
     """An immutable, validated view of the config that the data plane runs on."""
-    cdef readonly dict listeners        # name -> ListenerConf
-    cdef readonly dict clusters         # name -> ClusterConf
-    cdef readonly long version
-    cdef readonly double drain_timeout
 
     def __init__(self, dict listeners, dict clusters, long version=0, double drain_timeout=10.0):
         self.listeners = dict(listeners)
@@ -84,9 +62,6 @@ cdef class Snapshot:
 @cython.final
 cdef class ListenerState:
     """A listener inside one worker: survives reloads; `conf` is swapped."""
-    cdef readonly str name
-    cdef readonly ListenerConf conf
-    cdef readonly Worker worker
 
     def __init__(self, Worker worker, ListenerConf conf):
         self.worker = worker

@@ -9,8 +9,6 @@
 
 @cython.final
 cdef class TcpUpstream(UpstreamBase):
-    cdef TcpDownstream down
-    cdef bint eof_in
 
     def connection_made(self, transport):
         self.set_transport(transport)
@@ -76,11 +74,6 @@ cdef class TcpUpstream(UpstreamBase):
 
 @cython.final
 cdef class TcpDownstream(Conn):
-    cdef ListenerState lst
-    cdef ListenerConf conf
-    cdef TcpUpstream up
-    cdef ReadBuffer rbuf
-    cdef bint eof_in
 
     def __cinit__(self, ListenerState lst):
         self.lst = lst

@@ -2,9 +2,6 @@
 # snapshots, keeps listener and cluster state by name, runs the timers and
 # the batching, and counts.
 
-cdef enum:
-    # Requests in flight in a worker before it batches (set_batch_window).
-    BATCH_MIN_ACTIVE = 32
 
 
 @cython.final
@@ -15,23 +12,6 @@ cdef class Worker:
     calls apply(snapshot) to switch config; connections pick the new tables up
     at their next request.
     """
-    cdef readonly object loop
-    cdef readonly Snapshot snapshot
-    cdef readonly dict listeners        # name -> ListenerState
-    cdef readonly dict clusters         # name -> ClusterState (kept across snapshots)
-    cdef BufferPool bufpool
-    cdef readonly Stats stats
-    cdef Conn conns                     # head of the timer list
-    cdef readonly bint draining
-    cdef object tick_handle
-    cdef double tick_interval
-    cdef list dirty                     # Conns whose flush_later waits for flush_dirty()
-    cdef bint flush_scheduled
-    # batching under load (set_batch_window; docs/design.md)
-    cdef double batch_window            # seconds, 0 = off
-    cdef bint batching                  # the _batch_round callback chain is running
-    cdef long batch_activity            # defer_flush calls since the last round
-    cdef double batch_woke              # when the last round ended
 
     def __init__(self, loop, double tick_interval=0.1, Py_ssize_t buffer_size=32768):
         self.loop = loop

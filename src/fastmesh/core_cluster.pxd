@@ -1,0 +1,64 @@
+# core_cluster.pxd: declarations of core_cluster.pxi (see _core.pxd)
+
+cdef enum:  # ClusterConf.protocol: how requests go to the endpoints
+    PROTO_HTTP1 = 0
+    PROTO_HTTP2 = 1           # h2c prior knowledge, multiplexed (core_h2_upstream.pxi)
+    PROTO_AUTO = 2            # the client's protocol (Envoy's USE_DOWNSTREAM_PROTOCOL)
+
+cdef enum:
+    HASH_NONE = 0
+    HASH_HEADER = 1
+    HASH_SOURCE_IP = 2
+
+cdef class ClusterStats:
+    cdef public long long upstream_rq_total
+    cdef public long long upstream_rq_active
+    cdef public long long upstream_rq_2xx
+    cdef public long long upstream_rq_3xx
+    cdef public long long upstream_rq_4xx
+    cdef public long long upstream_rq_5xx
+    cdef public long long upstream_rq_timeout
+    cdef public long long upstream_rq_retry
+    cdef public long long upstream_cx_total
+    cdef public long long upstream_cx_active
+    cdef public long long upstream_cx_connect_fail
+    cdef public long long upstream_cx_connect_timeout
+    cdef public long long upstream_cx_destroy_with_active_rq
+    cdef public long long upstream_cx_reused
+    cdef public long long upstream_cx_none_healthy
+
+    cdef inline void count_status(self, int status) noexcept
+
+cdef class ClusterConf:
+    cdef readonly str name
+    cdef readonly str lb_policy
+    cdef readonly dict lb_options
+    cdef readonly tuple endpoints
+    cdef int hash_kind
+    cdef bytes hash_header               # lower-case header name for HASH_HEADER
+    cdef readonly double connect_timeout
+    cdef readonly double idle_timeout
+    cdef readonly Py_ssize_t buffer_limit
+    cdef readonly long max_requests_per_connection
+    cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
+
+    cdef bint same_balancing(self, ClusterConf o)
+
+cdef class ClusterState:
+    cdef readonly str name
+    cdef readonly ClusterConf conf
+    cdef readonly list endpoints          # Endpoint, index i = balancer index i
+    cdef dict by_key                      # (host, port) -> Endpoint
+    cdef readonly LoadBalancer lb
+    cdef public ClusterStats st
+    cdef readonly Worker worker
+    cdef readonly bint removed            # gone from the snapshot: draining
+    cdef bytearray mask                   # 1 = excluded (unhealthy / ejected)
+    cdef int nmasked
+    cdef readonly long lb_builds          # balancers built (tests: state kept?)
+    cdef readonly long endpoint_updates
+
+    cdef _set_endpoints(self, tuple eps, bint force_lb)
+    cdef void remove(self)
+    cdef void drain_pools(self)
+    cdef int pick(self, uint64_t h, int exclude)

@@ -1,0 +1,33 @@
+# core_filter.pxd: declarations of core_filter.pxi (see _core.pxd): the
+# filter API. A compiled filter subclasses HttpFilter, sets `hooks` in its
+# __cinit__ and overrides the cdef hooks it has; it reads the request through
+# the ProxyStream's rq_* view (core_stream.pxd) and answers FILTER_*.
+# docs/filters.md has a worked example.
+
+cdef enum:
+    FILTER_CONTINUE = 0
+    FILTER_STOP = 1
+    FILTER_PAUSE = 2
+
+cdef enum:  # HttpFilter.hooks: which hooks a filter has
+    FH_REQUEST_HEADERS = 1
+    FH_RESPONSE_HEADERS = 4
+    FH_DONE = 16
+
+cdef class HttpFilter:
+    cdef readonly str name
+    cdef public int hooks
+    cdef object py_req, py_resp, py_done     # bound Python hooks (Python subclasses)
+
+    cdef int request_headers(self, ProxyStream s) except -1
+    cdef void response_headers(self, ProxyStream s, int status)
+    cdef void done(self, ProxyStream s)
+
+cdef class Request:
+    cdef ProxyStream s
+    cdef object _state
+    cdef object task
+
+    cdef inline ProxyStream live(self)
+    cdef void await_filter(self, HttpFilter f, object aw)
+    cdef void invalidate(self)

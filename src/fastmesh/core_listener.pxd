@@ -1,0 +1,32 @@
+# core_listener.pxd: declarations of core_listener.pxi (see _core.pxd)
+
+cdef class ListenerConf:
+    cdef readonly str name
+    cdef readonly str protocol          # "http" | "tcp"
+    cdef readonly bint is_http
+    cdef readonly Router router         # http
+    cdef readonly tuple filters         # http: the filter chain, the router last
+    cdef readonly int hooks             # http: union of the filters' hooks
+    cdef readonly str cluster           # tcp: the cluster's name
+    cdef readonly double idle_timeout
+    cdef readonly double headers_timeout
+    cdef readonly double stream_idle_timeout
+    cdef readonly Py_ssize_t buffer_limit
+    cdef readonly Py_ssize_t max_head_bytes
+    cdef readonly int max_headers
+    cdef readonly bint xff_append
+    cdef readonly bint gen_request_id
+    cdef readonly int h2_max_concurrent_streams     # HTTP/2 clients (core_h2_downstream.pxi)
+    cdef readonly int h2_initial_stream_window
+    cdef readonly int h2_initial_connection_window
+
+cdef class Snapshot:
+    cdef readonly dict listeners        # name -> ListenerConf
+    cdef readonly dict clusters         # name -> ClusterConf
+    cdef readonly long version
+    cdef readonly double drain_timeout
+
+cdef class ListenerState:
+    cdef readonly str name
+    cdef readonly ListenerConf conf
+    cdef readonly Worker worker

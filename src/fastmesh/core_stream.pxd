@@ -1,0 +1,95 @@
+# core_stream.pxd: declarations of core_stream.pxi (see _core.pxd)
+
+cdef class ProxyStream(Conn):
+    cdef ListenerConf conf
+    cdef Route route
+    cdef ClusterState cluster
+    cdef UpstreamRequest ur      # the current attempt (None between attempts)
+    cdef int attempts
+    cdef uint64_t pick_hash      # the router's hash key and endpoint choice
+    cdef int pick_idx
+    # the neutral request view, valid while the head is handled (and after a
+    # filter paused: then it points into frozen copies)
+    cdef const char* rq_base
+    cdef HeaderSlice* rq_hs
+    cdef int rq_n
+    cdef const char* rq_method
+    cdef Py_ssize_t rq_method_len
+    cdef const char* rq_path     # the query (rq_query_len bytes, from '?') follows
+    cdef Py_ssize_t rq_path_len
+    cdef Py_ssize_t rq_query_len
+    cdef const char* rq_host     # Host / :authority / absolute-form authority
+    cdef Py_ssize_t rq_host_len
+    cdef const char* rq_upgrade  # HTTP/1.1 Upgrade value (0 length: none)
+    cdef Py_ssize_t rq_upgrade_len
+    cdef bint rq_absolute
+    cdef bint from_h2
+    cdef bint expect_continue    # we answer 100-continue ourselves; Expect is dropped
+    cdef HeaderList rq_frozen    # owns the view's bytes while paused
+    cdef bytes rq_frozen_line
+    # filter state
+    cdef HeaderList rq_add       # request fields filters added
+    cdef list rq_remove          # lower-case names filters removed
+    cdef HeaderList rs_add       # response fields filters added
+    cdef Request view            # the Python filters' view, made on first use
+    cdef int filter_next         # where a paused chain goes on
+    cdef int chain_pos           # filters that saw the request head (they see the response)
+    cdef bint paused
+    cdef bint resumed            # the chain went on after a pause (not in the codec's callback)
+    cdef bint replied            # a filter or the router answered locally
+    cdef int resp_status
+    # the request
+    cdef int req_method
+    cdef int req_body            # BODY_* (BODY_NONE: bodiless, safe to retry)
+    cdef uint64_t req_cl         # BODY_LENGTH: the length
+    cdef bint req_done           # the request, body included, was fully received
+    cdef bint resp_started       # response head written to the client
+    cdef bytes client_ip
+    cdef bytes scheme            # x-forwarded-proto toward the upstream
+    cdef OutBuf headbuf          # scratch for HTTP/1.1 request heads
+    cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
+    # HTTP/2 upstream: the request header list, request body bytes its flow
+    # control has not taken yet (bounded by the client's window or by pausing
+    # an HTTP/1.1 client)
+    cdef HeaderList up_hdrs
+    cdef OutBuf up_pending
+    cdef bint up_end             # END_STREAM goes after up_pending
+    cdef HeaderList up_trl       # ... with these trailers (when not None)
+
+    cdef void reset_request(self)
+    cdef int run_request(self, int start) except -1
+    cdef void resume_filters(self)
+    cdef void routed(self)
+    cdef void start_attempt(self, bint fresh)
+    cdef void retry(self, UpstreamRequest failed, bint fresh)
+    cdef bint upstream_is_h2(self)
+    cdef void freeze_head(self)
+    cdef uint64_t header_hash(self, bytes name)
+    cdef Request request_view(self)
+    cdef void filter_reply(self, int status, bytes body)
+    cdef void filter_error(self, HttpFilter f, object exc)
+    cdef void response_filters(self, int status)
+    cdef void request_over(self)
+    cdef void cancel_upstream(self)
+    cdef void upstream_ready(self, UpstreamRequest ur)
+    cdef void write_interim(self, Http1Parser rp, const char* base)
+    cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n)
+    cdef void write_response_head(self, Http1Parser rp, const char* base)
+    cdef void write_response_head_h2(self, int status, const char* base, HeaderSlice* hs,
+                                     int n, bint end)
+    cdef void add_body(self, const char* data, Py_ssize_t n)
+    cdef void end_body(self, const char* data, Http1Parser rp)
+    cdef void end_body_h2(self, const char* base, HeaderSlice* hs, int n)
+    cdef void response_complete(self)
+    cdef void upstream_failed(self, int status, bytes body)
+    cdef void local_reply(self, int status, bytes body)
+    cdef void start_tunnel(self)
+    cdef void touch_tunnel(self)
+    cdef void half_close_tunnel(self)
+    cdef void flush(self)
+    cdef void close(self)
+    cdef void abort(self)
+    cdef void peer_paused(self)
+    cdef void peer_resumed(self)
+    cdef bint can_take(self)
+    cdef void up_body_sent(self, Py_ssize_t n)

@@ -1,0 +1,27 @@
+# core_worker.pxd: declarations of core_worker.pxi (see _core.pxd)
+
+cdef enum:
+    # Requests in flight in a worker before it batches (set_batch_window).
+    BATCH_MIN_ACTIVE = 32
+
+cdef class Worker:
+    cdef readonly object loop
+    cdef readonly Snapshot snapshot
+    cdef readonly dict listeners        # name -> ListenerState
+    cdef readonly dict clusters         # name -> ClusterState (kept across snapshots)
+    cdef BufferPool bufpool
+    cdef readonly Stats stats
+    cdef Conn conns                     # head of the timer list
+    cdef readonly bint draining
+    cdef object tick_handle
+    cdef double tick_interval
+    cdef list dirty                     # Conns whose flush_later waits for flush_dirty()
+    cdef bint flush_scheduled
+    # batching under load (set_batch_window; docs/design.md)
+    cdef double batch_window            # seconds, 0 = off
+    cdef bint batching                  # the _batch_round callback chain is running
+    cdef long batch_activity            # defer_flush calls since the last round
+    cdef double batch_woke              # when the last round ended
+
+    cdef void defer_flush(self, Conn c)
+    cdef void flush_dirty(self)
