@@ -102,7 +102,8 @@ if __name__ == "__main__":
     results = {}
     for name, filters in cases():
         b = runner.bench_time_func(name, chain_time, filters, inner_loops=INNER)
-        if b is not None:   # None in the worker processes
+        # None, or a benchmark without values, in pyperf's worker processes
+        if b is not None and not args.worker and b.get_nvalue():
             results[name] = b.mean()
     if results and not args.worker:
         print()

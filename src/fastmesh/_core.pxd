@@ -49,6 +49,7 @@ cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RouterFilter
+cdef class NoopFilter
 cdef class UpstreamBase
 cdef class TcpUpstream
 cdef class TcpDownstream
@@ -69,6 +70,7 @@ include "core_filter.pxd"
 include "core_stream.pxd"
 include "core_upstream.pxd"
 include "filter_router.pxd"
+include "filter_noop.pxd"
 include "core_connect.pxd"
 include "core_tcp.pxd"
 include "core_http_common.pxd"

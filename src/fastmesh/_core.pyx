@@ -26,6 +26,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_stream.pxi         ProxyStream: one request through the pipeline, any protocol
   core_upstream.pxi       UpstreamRequest: one attempt toward one endpoint
   filter_router.pxi       the router, the last filter of every HTTP chain
+  filter_noop.pxi         NoopFilter: the smallest compiled filter (reference, benches)
   core_connect.pxi        UpstreamBase: connecting upstream
   core_tcp.pxi            the TCP proxy (connection splicing)
   core_http_common.pxi    HTTP/1.1 states and reason phrases
@@ -35,6 +36,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_h2_upstream.pxi    UpstreamH2: a multiplexed HTTP/2 upstream connection
   core_h2_downstream.pxi  H2Downstream: an HTTP/2 client connection
   core_h2_stream.pxi      H2ServerStream: one stream of an HTTP/2 client
+  core_bench.pxi          entry points for microbenchmarks of compiled paths
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -65,6 +67,7 @@ include "core_filter.pxi"
 include "core_stream.pxi"
 include "core_upstream.pxi"
 include "filter_router.pxi"
+include "filter_noop.pxi"
 include "core_connect.pxi"
 include "core_tcp.pxi"
 include "core_http_common.pxi"
@@ -74,3 +77,4 @@ include "core_h2_common.pxi"
 include "core_h2_upstream.pxi"
 include "core_h2_downstream.pxi"
 include "core_h2_stream.pxi"
+include "core_bench.pxi"
