@@ -11,16 +11,21 @@ cdef enum:
 
 cdef enum:  # HttpFilter.hooks: which hooks a filter has
     FH_REQUEST_HEADERS = 1
+    FH_REQUEST_BODY = 2
     FH_RESPONSE_HEADERS = 4
+    FH_RESPONSE_BODY = 8
     FH_DONE = 16
 
 cdef class HttpFilter:
     cdef readonly str name
     cdef public int hooks
     cdef object py_req, py_resp, py_done     # bound Python hooks (Python subclasses)
+    cdef object py_reqb, py_respb
 
     cdef int request_headers(self, ProxyStream s) except -1
+    cdef int request_body(self, ProxyStream s, const char* data, Py_ssize_t n) except -1
     cdef void response_headers(self, ProxyStream s, int status)
+    cdef void response_body(self, ProxyStream s, const char* data, Py_ssize_t n)
     cdef void done(self, ProxyStream s)
 
 cdef class Request:

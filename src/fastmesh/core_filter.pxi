@@ -11,11 +11,14 @@
 # stream (or, for Python filters, on Request.state).
 #
 # Python filters subclass HttpFilter and define any of the methods
-# on_request_headers(request), on_response_headers(request, status) and
+# on_request_headers(request), on_request_body(request, data),
+# on_response_headers(request, status), on_response_body(request, data) and
 # on_done(request); a coroutine returned by on_request_headers pauses the
-# stream until it finishes. Compiled filters override the cdef hooks
-# (request_headers, response_headers, done) and set `hooks` themselves, and
-# pay no Python call at all. A chain costs nothing for a hook no filter has:
+# stream until it finishes. Body hooks see each chunk as it passes (they do
+# not hold it back); a request-body hook may stop the request. Compiled
+# filters override the cdef hooks (request_headers, request_body,
+# response_headers, response_body, done) and set `hooks` themselves, and pay
+# no Python call at all. A chain costs nothing for a hook no filter has:
 # the listener keeps the union of its filters' hooks.
 
 import asyncio as _asyncio
@@ -34,13 +37,19 @@ cdef class HttpFilter:
     Subclass it in Python and define any of::
 
         def on_request_headers(self, request) -> None | int | Awaitable
+        def on_request_body(self, request, data: bytes) -> None | int
         def on_response_headers(self, request, status: int) -> None
+        def on_response_body(self, request, data: bytes) -> None
         def on_done(self, request) -> None
 
     ``on_request_headers`` returns None or ``fastmesh.CONTINUE`` to go on,
     ``fastmesh.STOP`` after ``request.respond(...)``, ``fastmesh.PAUSE`` to
     hold the request until ``request.resume()``, or a coroutine (the request
     waits for it; it may call ``request.respond``). An exception answers 500.
+    The body hooks get each chunk of the body as it goes through (a copy);
+    ``on_request_body`` may end the request with ``request.respond(...)``
+    and ``fastmesh.STOP`` (the upstream attempt is cancelled) as long as the
+    response has not started. The response hooks run in reverse chain order.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -48,6 +57,12 @@ cdef class HttpFilter:
         self.py_req = getattr(self, "on_request_headers", None)
         self.py_resp = getattr(self, "on_response_headers", None)
         self.py_done = getattr(self, "on_done", None)
+        self.py_reqb = getattr(self, "on_request_body", None)
+        self.py_respb = getattr(self, "on_response_body", None)
+        if self.py_reqb is not None:
+            self.hooks |= FH_REQUEST_BODY
+        if self.py_respb is not None:
+            self.hooks |= FH_RESPONSE_BODY
         if self.py_req is not None:
             self.hooks |= FH_REQUEST_HEADERS
         if self.py_resp is not None:
@@ -75,6 +90,29 @@ cdef class HttpFilter:
             return FILTER_PAUSE
         s.filter_error(self, TypeError(f"on_request_headers returned {r!r}"))
         return FILTER_STOP
+
+    cdef int request_body(self, ProxyStream s, const char* data, Py_ssize_t n) except -1:
+        try:
+            r = self.py_reqb(s.request_view(), data[:n])
+        except Exception as exc:
+            s.filter_error(self, exc)
+            return FILTER_STOP
+        if s.replied:
+            return FILTER_STOP
+        if r is None or r == FILTER_CONTINUE:
+            return FILTER_CONTINUE
+        if r == FILTER_STOP:
+            s.filter_error(self, RuntimeError("filter returned STOP without a response"))
+            return FILTER_STOP
+        s.filter_error(self, TypeError(f"on_request_body returned {r!r}"))
+        return FILTER_STOP
+
+    cdef void response_body(self, ProxyStream s, const char* data, Py_ssize_t n):
+        try:
+            self.py_respb(s.request_view(), data[:n])
+        except Exception as exc:
+            s.worker.loop.call_exception_handler(
+                {"message": f"fastmesh: filter {self.name} failed", "exception": exc})
 
     cdef void response_headers(self, ProxyStream s, int status):
         try:

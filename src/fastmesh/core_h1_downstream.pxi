@@ -275,6 +275,11 @@ cdef class HttpDownstream(ProxyStream):
                     self.local_reply(p.error_status, (p.error_reason or "bad request").encode() + b"\n")
                 return False
             if seg > 0:
+                if (self.conf.hooks & FH_REQUEST_BODY
+                        and self.request_data(data + off, seg) != FILTER_CONTINUE):
+                    self.close_after = True     # the rest of the body is not read
+                    self.body_stopped()
+                    return False
                 self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)   # progress
                 if self.req_body == BODY_CHUNKED:
                     o.add_hex(seg)
@@ -477,6 +482,12 @@ cdef class HttpDownstream(ProxyStream):
                     self.local_reply(p.error_status, (p.error_reason or "bad request").encode() + b"\n")
                 return False
             if seg > 0:
+                if (self.conf.hooks & FH_REQUEST_BODY
+                        and self.request_data(data + off, seg) != FILTER_CONTINUE):
+                    self.pumping = False
+                    self.close_after = True
+                    self.body_stopped()
+                    return False
                 self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
                 self.up_pending.add(data + off, seg)
             b.start += r

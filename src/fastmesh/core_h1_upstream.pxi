@@ -134,7 +134,7 @@ cdef class UpstreamHttp(UpstreamBase):
                     self.fail(502, b"upstream sent an invalid body\n")
                     return
                 if seg > 0:
-                    d.add_body(data + off, seg)
+                    d.response_data(data + off, seg)
                     d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)   # progress
                 b.start += r
                 if p.message_done:

@@ -146,6 +146,13 @@ cdef class H2ServerStream(ProxyStream):
         if self.has_cl and self.req_seen > self.req_cl:
             self.stream_error(H2_PROTOCOL_ERROR)
             return
+        if self.replied:
+            self.conn.h2.consumed(self.sid, n)
+            return
+        if self.conf.hooks & FH_REQUEST_BODY and self.request_data(p, n) != FILTER_CONTINUE:
+            self.conn.h2.consumed(self.sid, n)
+            self.body_stopped()
+            return
         if self.up_hdrs is not None:
             # HTTP/2 upstream: its flow control takes it from up_pending.
             self.up_pending.add(p, n)

@@ -204,7 +204,7 @@ cdef class UpstreamH2(UpstreamBase):
                     h2.consumed(ev.stream_id, ev.len)
                     continue
                 d = u.down
-                d.add_body(data + ev.off, ev.len)
+                d.response_data(data + ev.off, ev.len)
                 d.flush()
                 if u.h2 is self and d.can_take():
                     h2.consumed(ev.stream_id, ev.len)

@@ -69,6 +69,9 @@ cdef class ProxyStream(Conn):
     cdef void filter_reply(self, int status, bytes body)
     cdef void filter_error(self, HttpFilter f, object exc)
     cdef void response_filters(self, int status)
+    cdef int request_data(self, const char* p, Py_ssize_t n) except -1
+    cdef void response_data(self, const char* p, Py_ssize_t n)
+    cdef void body_stopped(self)
     cdef void request_over(self)
     cdef void cancel_upstream(self)
     cdef void upstream_ready(self, UpstreamRequest ur)

@@ -174,6 +174,44 @@ cdef class ProxyStream(Conn):
                 if f.hooks & FH_RESPONSE_HEADERS:
                     f.response_headers(self, status)
 
+    cdef int request_data(self, const char* p, Py_ssize_t n) except -1:
+        # A chunk of the request body on its way upstream: the body hooks of
+        # the filters that let the head through. FILTER_STOP: a filter ended
+        # the request (the codec stops forwarding and calls body_stopped).
+        cdef HttpFilter f
+        cdef int i
+        if not self.conf.hooks & FH_REQUEST_BODY or n == 0:
+            return FILTER_CONTINUE
+        for i in range(self.chain_pos):
+            f = <HttpFilter>self.conf.filters[i]
+            if f.hooks & FH_REQUEST_BODY:
+                if f.request_body(self, p, n) != FILTER_CONTINUE:
+                    return FILTER_STOP
+        return FILTER_CONTINUE
+
+    cdef void body_stopped(self):
+        # A request-body hook stopped the request: the attempt goes, and the
+        # client gets the filter's answer (500 if it gave none and the
+        # response had not started; a reset otherwise).
+        self.cancel_upstream()
+        if not self.replied:
+            if self.resp_started:
+                self.abort()
+            else:
+                self.local_reply(500, b"filter error\n")
+
+    cdef void response_data(self, const char* p, Py_ssize_t n):
+        # A chunk of the response body toward the client: body hooks in
+        # reverse order, then the downstream writes it.
+        cdef HttpFilter f
+        cdef int i
+        if self.conf.hooks & FH_RESPONSE_BODY and n:
+            for i in range(self.chain_pos - 1, -1, -1):
+                f = <HttpFilter>self.conf.filters[i]
+                if f.hooks & FH_RESPONSE_BODY:
+                    f.response_body(self, p, n)
+        self.add_body(p, n)
+
     cdef void request_over(self):
         # The exchange is finished (or abandoned): done hooks, the view dies.
         cdef HttpFilter f

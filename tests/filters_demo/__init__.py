@@ -68,3 +68,43 @@ class Broken(fastmesh.HttpFilter):
 
 class NotAFilter:
     pass
+
+
+class BodyLimit(fastmesh.HttpFilter):
+    """Counts request body bytes as they pass and ends the request with 413
+    once they exceed `limit` (whatever the framing: Content-Length, chunked,
+    HTTP/2 DATA)."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+
+    def on_request_body(self, request, data):
+        n = request.state.get("n", 0) + len(data)
+        request.state["n"] = n
+        if n > self.limit:
+            request.respond(413, b"body too large\n")
+            return fastmesh.STOP
+        return None
+
+
+class BodyDigest(fastmesh.HttpFilter):
+    """Hashes both bodies as they pass; the digests land in `seen` when the
+    request is done."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def on_request_headers(self, request):
+        import hashlib
+        request.state["rq"] = hashlib.sha256()
+        request.state["rs"] = hashlib.sha256()
+
+    def on_request_body(self, request, data):
+        request.state["rq"].update(data)
+
+    def on_response_body(self, request, data):
+        request.state["rs"].update(data)
+
+    def on_done(self, request):
+        self.seen.append((request.path, request.state["rq"].hexdigest(),
+                          request.state["rs"].hexdigest()))
