@@ -65,6 +65,7 @@ cdef class ProxyStream(Conn):
     cdef bint upstream_is_h2(self)
     cdef void freeze_head(self)
     cdef uint64_t header_hash(self, bytes name)
+    cdef const char* rq_header(self, const char* name, Py_ssize_t n, Py_ssize_t* vlen)
     cdef Request request_view(self)
     cdef void filter_reply(self, int status, bytes body)
     cdef void filter_error(self, HttpFilter f, object exc)

@@ -137,14 +137,25 @@ cdef class ProxyStream(Conn):
         self.rq_host = self.rq_path + self.rq_path_len + self.rq_query_len
         self.rq_upgrade = self.rq_host + self.rq_host_len
 
-    cdef uint64_t header_hash(self, bytes name):
+    cdef const char* rq_header(self, const char* name, Py_ssize_t n, Py_ssize_t* vlen):
+        # The first value of a request header as the client sent it (any
+        # case; filters' own additions not included), NULL if absent. For
+        # compiled filters: no Python object made.
         cdef int i
         cdef HeaderSlice* hs
         for i in range(self.rq_n):
             hs = &self.rq_hs[i]
-            if ci_equal(self.rq_base + hs.name_off, hs.name_len, name, len(name)):
-                return hash_bytes(self.rq_base + hs.value_off, hs.value_len, 0)
-        return rand64()   # no key: spread like random (Envoy does the same)
+            if ci_equal(self.rq_base + hs.name_off, hs.name_len, name, n):
+                vlen[0] = hs.value_len
+                return self.rq_base + hs.value_off
+        return NULL
+
+    cdef uint64_t header_hash(self, bytes name):
+        cdef Py_ssize_t vlen = 0
+        cdef const char* v = self.rq_header(name, len(name), &vlen)
+        if v == NULL:
+            return rand64()   # no key: spread like random (Envoy does the same)
+        return hash_bytes(v, vlen, 0)
 
     cdef Request request_view(self):
         if self.view is None:
