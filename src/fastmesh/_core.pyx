@@ -38,19 +38,8 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_h2_stream.pxi      H2ServerStream: one stream of an HTTP/2 client
   core_bench.pxi          entry points for microbenchmarks of compiled paths
 """
+# The cimports are in _core.pxd (a .pyx sees its .pxd's).
 cimport cython
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t, uint32_t, int64_t
-from libc.string cimport memcpy, memcmp, memchr
-
-from fastmesh._buffers cimport ReadBuffer, BufferPool, OutBuf
-from fastmesh._headers cimport HeaderSlice, HF_HOP, HF_HOST, HF_CONTENT_LENGTH, \
-    HF_TRANSFER_ENCODING, HF_XFF, HF_XFP, HF_REQUEST_ID, HF_EXPECT, HF_UPGRADE, \
-    HF_CONNECTION, HF_TE, HF_KEEP_ALIVE
-from fastmesh._http1 cimport Http1Parser, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, \
-    BODY_EOF, M_HEAD, M_CONNECT, M_GET
-from fastmesh._lb cimport LoadBalancer, hash_bytes
-from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, ACTION_DIRECT
 
 import socket as _socket
 from time import sleep as _sleep

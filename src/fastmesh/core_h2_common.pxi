@@ -1,14 +1,5 @@
-# core_h2_common.pxi: HTTP/2 imports and constants both sides share, and
+# core_h2_common.pxi: HTTP/2 constants both sides share (cimports in _core.pxd), and
 # the gRPC helpers (status mapping, grpc-timeout).
-
-from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memmove
-from fastmesh._h2 cimport H2Connection, H2Event, EV_REQUEST, EV_RESPONSE, \
-    EV_INFORMATIONAL, EV_TRAILERS, EV_DATA, EV_STREAM_ENDED, EV_STREAM_RESET, \
-    EV_WINDOW_UPDATED, EV_SETTINGS_CHANGED, EV_PING_ACK, EV_GOAWAY, EV_CONNECTION_ERROR, \
-    EVF_LOCAL, EVF_END_STREAM, SEND_OK, SEND_E_LIMIT, H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_CANCEL, \
-    H2_REFUSED_STREAM, H2_INTERNAL_ERROR, S_MAX_CONCURRENT_STREAMS
-
 
 cdef bytes H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
