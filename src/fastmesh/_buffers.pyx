@@ -44,7 +44,10 @@ cdef class ReadBuffer:
         self.exports -= 1
 
     def __len__(self):
-        return self.end - self.start
+        # The length of the buffer the transport gets (the free tail), as a
+        # memoryview of it would say: uvloop's TLS transport sizes its reads
+        # by len(get_buffer(...)) and reads nothing into a 0-length one.
+        return self.cap - self.end
 
     cdef void compact(self) noexcept:
         cdef Py_ssize_t n = self.end - self.start

@@ -1,5 +1,10 @@
 # core_h1_downstream.pxd: declarations of core_h1_downstream.pxi (see _core.pxd)
 
+cdef enum:  # HttpDownstream.alpn
+    ALPN_NONE = 0       # plaintext, or TLS without ALPN: the first bytes decide
+    ALPN_HTTP11 = 1     # TLS with "http/1.1": never HTTP/2
+    ALPN_H2 = 2         # TLS with "h2": the HTTP/2 preface must come first
+
 cdef class HttpDownstream(ProxyStream):
     cdef ListenerState lst
     cdef Http1Parser parser
@@ -14,6 +19,7 @@ cdef class HttpDownstream(ProxyStream):
     cdef bint write_blocked    # transport above its high watermark (pause_writing)
     cdef bint tunnel_eof_out   # the upstream ended its direction; EOF was passed to the client
     cdef bint seen_head        # a request head was seen (no HTTP/2 preface after that)
+    cdef int alpn              # ALPN_*: what TLS negotiated (ALPN_NONE: plaintext or none)
     cdef bint pumping          # inside stream_body_h2 (no re-entry from up_body_sent)
     cdef int req_minor
     cdef bint req_keep_alive

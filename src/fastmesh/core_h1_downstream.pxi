@@ -34,6 +34,14 @@ cdef class HttpDownstream(ProxyStream):
         self.upout = OutBuf(4096)
         self.headbuf = self.upout
         self.scheme = b"http"
+        self.alpn = ALPN_NONE
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # A TLS transport (the transport layer decides, not the codec):
+            # ALPN picks the protocol, as Envoy's and Linkerd's listeners do.
+            self.scheme = b"https"
+            proto = ssl_object.selected_alpn_protocol()
+            self.alpn = ALPN_H2 if proto == "h2" else ALPN_HTTP11 if proto else ALPN_NONE
         transport.set_write_buffer_limits(conf.buffer_limit)
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()
@@ -88,14 +96,21 @@ cdef class HttpDownstream(ProxyStream):
                 if self.in_request or self.write_blocked:
                     return   # pipelined: waits until the current response is done
                              # and the client has taken what we wrote
-                if not self.seen_head and b.data[b.start] == b'P':
-                    # HTTP/2 with prior knowledge: the client preface decides.
+                if not self.seen_head and (self.alpn == ALPN_H2 or (
+                        self.alpn == ALPN_NONE and b.data[b.start] == b'P')):
+                    # HTTP/2: ALPN "h2", or prior knowledge (h2c): the client
+                    # preface decides.
                     r = b.end - b.start
                     if memcmp(b.data + b.start, PyBytes_AS_STRING(H2_PREFACE), r if r < 24 else 24) == 0:
                         if r < 24:
                             return
                         h2d = H2Downstream.__new__(H2Downstream)
                         h2d.take_over(self)
+                        return
+                    if self.alpn == ALPN_H2:
+                        # h2 was agreed but this is not its preface
+                        self.worker.stats.downstream_cx_protocol_error += 1
+                        self.abort()
                         return
                 self.seen_head = True
                 r = self.parser.parse_head(b.data + b.start, b.end - b.start)

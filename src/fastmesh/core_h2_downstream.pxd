@@ -7,6 +7,7 @@ cdef class H2Downstream(Conn):
     cdef ReadBuffer rbuf
     cdef dict streams            # sid -> H2ServerStream
     cdef bytes client_ip
+    cdef bytes scheme             # "https" over TLS: x-forwarded-proto for its streams
     cdef bint write_blocked
     cdef bint draining
     cdef HeaderList hl           # scratch: response heads

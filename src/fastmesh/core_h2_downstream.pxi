@@ -34,6 +34,7 @@ cdef class H2Downstream(Conn):
         self.set_transport(h1.transport)
         self.rbuf = h1.rbuf
         self.client_ip = h1.client_ip
+        self.scheme = h1.scheme
         self.streams = {}
         self.hl = HeaderList()
         self.h2 = H2Connection(False)

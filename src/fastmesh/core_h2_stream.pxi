@@ -12,7 +12,7 @@ cdef class H2ServerStream(ProxyStream):
         self.sid = sid
         self.conf = conn.conf
         self.client_ip = conn.client_ip
-        self.scheme = b"http"
+        self.scheme = conn.scheme
         self.from_h2 = True
         conn.streams[sid] = self
         self.link(w)
