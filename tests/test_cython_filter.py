@@ -80,3 +80,12 @@ def test_compiled_filter_through_the_embedding_api(gate_module, start_proxy, ori
     assert status_of("h1", p.address("web"), "/after") == 403
     assert status_of("h1", p.address("web"), "/after", [("x-gate", "open")]) == 200
     assert (g.passed, g.refused) == (1, 1)
+
+
+def test_a_compiled_hook_that_raises_gets_500(gate_module, start_proxy, origin):
+    p = start_proxy(http_config(origin, listener={"http_filters": [
+        {"name": "gate", "import": "gate:HeaderGate"}]}))
+    assert status_of("h1", p.address("web"), "/x", [("x-gate", "boom")]) == 500
+    assert status_of("h1", p.address("web"), "/y", [("x-gate", "open")]) == 200
+    assert any("gate exploded" in repr(e.get("exception")) for e in p.loop_errors)
+    p.loop_errors.clear()

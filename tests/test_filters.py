@@ -220,3 +220,85 @@ def test_request_body_hook_can_stop_the_request(proto, start_proxy, origin, clie
     assert [r.body for r in origin.received()] == [b"x" * 900]
     # the proxy keeps serving
     assert get(proto, p, clients, h2clients, "/after")[0] == 200
+
+
+def flt_spec(name, **config):
+    return {"name": name.lower(), "import": f"filters_demo:{name}", "config": config}
+
+
+def test_body_hooks_read_the_head_of_their_own_request(start_proxy, origin, clients):
+    # Only a body hook on the chain: the head must still be readable from it,
+    # on a keep-alive connection whose read buffer is reused between requests.
+    p = start_proxy(with_filters(origin, flt_spec("BodyHeadReader")))
+    c = clients(p.address("web"))
+    for i in range(3):
+        r = c.request("POST", f"/b{i}?q={i}", headers=[("x-n", str(i))], body=b"z" * (i + 1) * 5000)
+        assert r.status == 200
+    flt = chain_filter(p)
+    assert {e for e in flt.seen} == {("POST", f"/b{i}?q={i}", str(i)) for i in range(3)}
+
+
+def test_done_hook_of_a_refused_request_does_not_see_the_previous_one(start_proxy, origin,
+                                                                       clients):
+    p = start_proxy(with_filters(origin, flt_spec("Recorder")))
+    c = clients(p.address("web"))
+    assert c.request("GET", "/good").status == 200
+    c.send(b"GET /bad HTTP/1.1\r\nHost: example.com\r\nContent-Length: x\r\n\r\n")
+    assert c.read_response().status == 400
+    flt = chain_filter(p)
+    p.wait_for(lambda s: len([e for e in flt.seen if e[0] == "done"]) == 2)
+    assert [e for e in flt.seen if e[0] == "done"] == [("done", "/good"), ("done", "")]
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_respond_from_the_response_phase_is_an_error_not_a_second_response(
+        proto, start_proxy, origin, clients, h2clients):
+    p = start_proxy(with_filters(origin, flt_spec("LateRespond")))
+    status, _, body = get(proto, p, clients, h2clients, "/late")
+    assert status == 200 and body == b"hello /late\n"
+    # the same connection / a new one still serves exactly one response each
+    status, _, body = get(proto, p, clients, h2clients, "/late2")
+    assert status == 200 and body == b"hello /late2\n"
+    p.wait_for(lambda s: len(p.loop_errors) >= 2)
+    assert all("response is under way" in repr(e.get("exception")) for e in p.loop_errors)
+    p.loop_errors.clear()
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_request_body_stop_ends_the_upstream_attempt(proto, start_proxy, origin, clients,
+                                                     h2clients):
+    p = start_proxy(with_filters(origin, flt_spec("BodyLimit", limit=1000)))
+    status, _ = post(proto, p, clients, h2clients, "/echo", b"y" * 300_000)
+    assert status == 413
+    p.wait_for(lambda s: s["clusters"]["origin"]["upstream_rq_active"] == 0
+               and s["clusters"]["origin"]["upstream_cx_active"] == 0)
+
+
+def test_open_http2_connections_get_filters_added_later(start_proxy, origin, h2clients):
+    p = start_proxy(http_config(origin))
+    c = h2clients(p.address("web"))
+    assert c.get("/before").status == 200
+    p.call(p.proxy.add_filter("web", __import__("filters_demo").HeaderAuth(keys=["k"])))
+    assert c.get("/after").status == 401           # same connection
+    assert c.get("/after", headers=[("x-api-key", "k")]).status == 200
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_a_filter_that_never_resumes_times_out(proto, start_proxy, origin, clients, h2clients):
+    p = start_proxy(http_config(origin, listener={"http_filters": [flt_spec("Forever")],
+                                                  "stream_idle_timeout": "200ms"}))
+    status, _, _ = get(proto, p, clients, h2clients, "/forever")
+    assert status == 504
+    assert origin.received() == []
+
+
+@pytest.mark.parametrize("bad", ["code", "framing"])
+def test_bad_filter_answers_are_500(bad, start_proxy, origin, clients):
+    p = start_proxy(with_filters(origin, flt_spec("BadAnswers")))
+    c = clients(p.address("web"))
+    r = c.request("GET", "/x", headers=[("x-bad", bad)])
+    assert r.status == 500 and r.body == b"filter error\n"
+    assert c.request("GET", "/y").status == 200
+    assert [r.target for r in origin.received()] == [b"/y"]
+    assert len(p.loop_errors) == 1
+    p.loop_errors.clear()

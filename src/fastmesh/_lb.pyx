@@ -1,11 +1,12 @@
 """Load balancers: choose an endpoint of a cluster for one request.
 
-The control side builds one LoadBalancer per cluster (and per worker) from the
-cluster's endpoint list with `make_lb()`; after that the object is immutable
-except for its in-flight counters and its random state. The data side calls
-the C method `pick()` once per request (and `pick_excluding()` when retrying
-after a failed connect), then `request_started()` / `request_finished()`
-around the upstream exchange. Endpoint i of a balancer is index i of the
+Each worker's ClusterState (core_cluster.pxi) builds one LoadBalancer over
+its endpoint list with `make_lb()`, and keeps it across snapshots while the
+endpoints and the policy stay the same; the object is immutable except for
+its in-flight counters and its random state. The data side calls the C
+method `pick()` once per request (`pick_excluding()` when a retry must go to
+another endpoint), then `request_started()` / `request_finished()` around
+the upstream exchange. Endpoint i of a balancer is index i of the
 cluster's endpoint list.
 
 Policies (the names are the ones of the config file):

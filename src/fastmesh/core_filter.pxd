@@ -17,7 +17,7 @@ cdef enum:  # HttpFilter.hooks: which hooks a filter has
     FH_DONE = 16
 
 cdef class HttpFilter:
-    cdef readonly str name
+    cdef public str name         # the config name (errors name it)
     cdef public int hooks
     cdef object py_req, py_resp, py_done     # bound Python hooks (Python subclasses)
     cdef object py_reqb, py_respb

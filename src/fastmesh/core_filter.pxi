@@ -84,6 +84,9 @@ cdef class HttpFilter:
                 return FILTER_STOP
             if r == FILTER_STOP and not s.replied:
                 s.filter_error(self, RuntimeError("filter returned STOP without a response"))
+            if r != FILTER_CONTINUE and r != FILTER_STOP and r != FILTER_PAUSE:
+                s.filter_error(self, ValueError(f"on_request_headers returned {r}"))
+                return FILTER_STOP
             return r
         if _inspect.isawaitable(r):
             req.await_filter(self, r)
@@ -140,6 +143,21 @@ cdef bytes _header_name(name):
     return b.lower()
 
 
+# Fields the proxy writes itself (framing, connection management, the
+# authority): a filter changing them would break the guarantee that the
+# framing is the one we parsed.
+cdef frozenset _PROXY_OWNED = frozenset([
+    b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+    b"proxy-connection", b"te", b"upgrade", b"host"])
+
+
+cdef bytes _filter_header_name(name):
+    cdef bytes n = _header_name(name)
+    if n in _PROXY_OWNED:
+        raise ValueError(f"{n.decode()} is managed by the proxy; filters cannot set or remove it")
+    return n
+
+
 cdef bytes _header_value(value):
     b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
     if b"\r" in b or b"\n" in b or b"\0" in b:
@@ -176,7 +194,10 @@ cdef class Request:
 
     @property
     def protocol(self) -> str:
-        return "HTTP/2" if self.live().from_h2 else "HTTP/1.1"
+        cdef ProxyStream s = self.live()
+        if s.from_h2:
+            return "HTTP/2"
+        return "HTTP/1.0" if (<HttpDownstream>s).req_minor == 0 else "HTTP/1.1"
 
     @property
     def client_address(self) -> str:
@@ -195,8 +216,10 @@ cdef class Request:
 
     @property
     def headers(self) -> list:
-        """[(lower-case name, value)] as they will go upstream (pseudo-headers
-        and the proxy's own forwarding headers left out)."""
+        """[(lower-case name, value)]: the client's fields without the ones
+        filters removed, then the ones they added. Pseudo-headers are left
+        out; hop-by-hop fields (dropped on the way upstream) and the proxy's
+        own forwarding headers (added on the way) are not reflected."""
         cdef ProxyStream s = self.live()
         cdef int k
         cdef HeaderSlice* h
@@ -228,7 +251,7 @@ cdef class Request:
     def add_header(self, name: str, value: str) -> None:
         """Add a request header toward the upstream."""
         cdef ProxyStream s = self.live()
-        n = _header_name(name)
+        n = _filter_header_name(name)
         v = _header_value(value)
         if s.rq_add is None:
             s.rq_add = HeaderList()
@@ -240,7 +263,7 @@ cdef class Request:
         cdef HeaderList kept
         cdef int k
         cdef HeaderSlice* h
-        n = _header_name(name)
+        n = _filter_header_name(name)
         if s.rq_remove is None:
             s.rq_remove = []
         if n not in s.rq_remove:
@@ -262,7 +285,7 @@ cdef class Request:
     def add_response_header(self, name: str, value: str) -> None:
         """Add a header to the response the client gets (upstream or local)."""
         cdef ProxyStream s = self.live()
-        n = _header_name(name)
+        n = _filter_header_name(name)
         v = _header_value(value)
         if s.rs_add is None:
             s.rs_add = HeaderList()
@@ -278,6 +301,8 @@ cdef class Request:
             body = body.encode()
         if s.replied or s.resp_started:
             raise RuntimeError("the request was already answered")
+        if s.resp_status:
+            raise RuntimeError("respond() is for request hooks: the response is under way")
         for n, v in (headers.items() if hasattr(headers, "items") else headers or ()):
             self.add_response_header(n, v)
         s.filter_reply(status, bytes(body))

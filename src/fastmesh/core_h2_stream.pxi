@@ -10,7 +10,10 @@ cdef class H2ServerStream(ProxyStream):
         cdef Worker w = conn.worker
         self.conn = conn
         self.sid = sid
-        self.conf = conn.conf
+        # The listener's current settings (filters, routes), not the ones
+        # the connection started with: a reload or add_filter reaches open
+        # HTTP/2 connections too, as it reaches HTTP/1.1 keep-alive ones.
+        self.conf = conn.lst.conf
         self.client_ip = conn.client_ip
         self.scheme = conn.scheme
         self.from_h2 = True

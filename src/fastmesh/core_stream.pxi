@@ -34,6 +34,19 @@ cdef class ProxyStream(Conn):
         self.resumed = False
         self.replied = False
         self.chain_pos = 0
+        # An empty view until a codec fills it: hooks that run for a request
+        # refused before its head was parsed (400, 408) must not read the
+        # previous request's bytes (freed with rq_frozen above).
+        self.rq_base = b""
+        self.rq_hs = NULL
+        self.rq_n = 0
+        self.rq_method = b""
+        self.rq_method_len = 0
+        self.rq_path = b""
+        self.rq_path_len = 0
+        self.rq_query_len = 0
+        self.rq_host = b""
+        self.rq_host_len = 0
         self.resp_status = 0
         self.rq_upgrade_len = 0
         self.rq_absolute = False
@@ -56,15 +69,30 @@ cdef class ProxyStream(Conn):
             f = <HttpFilter>chain[i]
             self.chain_pos = i + 1
             if f.hooks & FH_REQUEST_HEADERS:
-                r = f.request_headers(self)
+                try:
+                    r = f.request_headers(self)
+                except Exception as exc:
+                    # (a compiled hook that raised: no hook may leave the
+                    # request unanswered)
+                    self.filter_error(f, exc)
+                    return FILTER_STOP
                 if r != FILTER_CONTINUE:
                     if r == FILTER_PAUSE:
                         if not self.paused:
                             self.paused = True
                             self.freeze_head()
+                            # A filter that never resumes must not hold the
+                            # request forever: the stream idle timeout (504).
+                            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
                         self.filter_next = i + 1
-                    return r
-        if self.conf.hooks & (FH_RESPONSE_HEADERS | FH_DONE) and self.rq_frozen is None:
+                        return r
+                    if r != FILTER_STOP:
+                        self.filter_error(f, ValueError(f"request_headers returned {r}"))
+                    elif not self.replied and not self.resp_started:
+                        self.filter_error(f, RuntimeError("filter stopped without a response"))
+                    return FILTER_STOP
+        if (self.conf.hooks & (FH_REQUEST_BODY | FH_RESPONSE_HEADERS | FH_RESPONSE_BODY | FH_DONE)
+                and self.rq_frozen is None):
             # Later hooks may read the request: the codec's bytes behind the
             # view do not live that long.
             self.freeze_head()
@@ -164,6 +192,9 @@ cdef class ProxyStream(Conn):
         return self.view
 
     cdef void filter_reply(self, int status, bytes body):
+        # A filter answers. During the body an attempt may be in flight: it
+        # goes first (a local reply ends the exchange and forgets it).
+        self.cancel_upstream()
         self.local_reply(status, body)
 
     cdef void filter_error(self, HttpFilter f, object exc):
@@ -196,7 +227,11 @@ cdef class ProxyStream(Conn):
         for i in range(self.chain_pos):
             f = <HttpFilter>self.conf.filters[i]
             if f.hooks & FH_REQUEST_BODY:
-                if f.request_body(self, p, n) != FILTER_CONTINUE:
+                try:
+                    if f.request_body(self, p, n) != FILTER_CONTINUE:
+                        return FILTER_STOP
+                except Exception as exc:
+                    self.filter_error(f, exc)
                     return FILTER_STOP
         return FILTER_CONTINUE
 

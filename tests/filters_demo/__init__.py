@@ -108,3 +108,40 @@ class BodyDigest(fastmesh.HttpFilter):
     def on_done(self, request):
         self.seen.append((request.path, request.state["rq"].hexdigest(),
                           request.state["rs"].hexdigest()))
+
+
+class BodyHeadReader(fastmesh.HttpFilter):
+    """Reads the request head from a body hook (the head must still be there)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def on_request_body(self, request, data):
+        self.seen.append((request.method, request.path, request.get_header("x-n")))
+
+
+class Forever(fastmesh.HttpFilter):
+    """Pauses every request and never resumes it."""
+
+    def on_request_headers(self, request):
+        return fastmesh.PAUSE
+
+
+class BadAnswers(fastmesh.HttpFilter):
+    """Misbehaves on request: a result code that does not exist, or a framing
+    header, by the x-bad header."""
+
+    def on_request_headers(self, request):
+        bad = request.get_header("x-bad")
+        if bad == "code":
+            return 3
+        if bad == "framing":
+            request.add_header("content-length", "5")
+        return None
+
+
+class LateRespond(fastmesh.HttpFilter):
+    """Tries to answer from the response phase (too late: an error)."""
+
+    def on_response_headers(self, request, status):
+        request.respond(418, b"too late\n")

@@ -101,6 +101,9 @@ class H2Client:
     def send_body(self, sid, body, end=True):
         view = memoryview(body)
         while view:
+            r = self.responses.get(sid)
+            if r is not None and (r.reset is not None or r.done):
+                return      # the server answered (or reset) early: stop sending, as clients do
             window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
             if window <= 0:
                 self.read_some()

@@ -1,10 +1,12 @@
 """Compile a validated Config into the data plane's tables (a Snapshot).
 
 This is the one place where the control side meets the data side: it builds
-routers, load balancers and clusters over C arrays once per config, so that
-nothing on the request path looks at configuration again. Each worker
-compiles its own Snapshot (the tables hold per-worker state such as the
-least-request counters) and hands it to ``Worker.apply``.
+routers, listener settings with their filter chains and cluster settings
+(ClusterConf) once per config, so that nothing on the request path looks at
+configuration again. The Snapshot is immutable: live state (load balancers
+with their counters, endpoints, pools) is kept by name in each Worker's
+ClusterState, so each worker compiles its own Snapshot only because filter
+objects are per process; it hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
@@ -104,8 +106,8 @@ def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
     where = f"listener {listener!r}: http_filters {f.name!r}"
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(None, None, where, f"cannot import {f.import_path!r}: {exc}") from exc
+    except Exception as exc:  # the user's module runs here: any failure is a config error
+        raise ConfigError(None, None, where, f"cannot import {f.import_path!r}: {exc!r}") from exc
     try:
         flt = factory(**thaw(f.config))
     except Exception as exc:  # the user's constructor: any failure is a config error
@@ -113,6 +115,7 @@ def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
     if not isinstance(flt, _core.HttpFilter):
         raise ConfigError(None, None, where,
                           f"{f.import_path} made {type(flt).__name__}, not a fastmesh.HttpFilter")
+    flt.name = f.name     # errors and logs name the filter as the config does
     return flt
 
 

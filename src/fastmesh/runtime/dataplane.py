@@ -155,6 +155,8 @@ class DataPlane:
     async def add_filter(self, listener: str, flt: _core.HttpFilter) -> None:
         """Append a filter object to an HTTP listener's chain (before the
         router), in this and every later snapshot; applied as a new version."""
+        if self.worker is None:
+            raise RuntimeError("add_filter() needs a started proxy (await proxy.start() first)")
         if not isinstance(flt, _core.HttpFilter):
             raise TypeError(f"{type(flt).__name__} is not a fastmesh.HttpFilter")
         lc = next((lc for lc in self.config.listeners if lc.name == listener), None)
