@@ -162,3 +162,23 @@ cdef class Conn(TimerEntry):
             if self.read_paused == 0 and self.transport is not None:
                 self.transport.resume_reading()
 
+
+def _bench_set_deadline(Worker w, long loops, double delay, bint cancel):
+    """perf/bench_timers.py: Conn.set_deadline as connections call it, on
+    w's wheel, from C. cancel=False: an armed deadline pushed later (per read
+    or body chunk); True: cancelled and armed again (per request)."""
+    cdef Conn c = Conn.__new__(Conn)
+    cdef long i
+    cdef double t0
+    c.link(w)
+    t0 = mono_now()
+    if cancel:
+        for i in range(loops):
+            c.set_deadline(DL_NONE, 0)
+            c.set_deadline(DL_RESPONSE, delay)
+    else:
+        for i in range(loops):
+            c.set_deadline(DL_RESPONSE, delay)
+    t0 = mono_now() - t0
+    c.unlink()
+    return t0
