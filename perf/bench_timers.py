@@ -1,5 +1,5 @@
 """pyperf microbenchmark: the timer wheel (fastmesh._timers) against what it
-replaces and against a loop handle per timer.
+replaced and against a loop handle per timer.
 
 The wheel numbers come from C loops in _timers (the `_bench_*` hooks), so they
 are what a connection pays per call from Cython, without a Python call.
@@ -10,9 +10,14 @@ are what a connection pays per call from Cython, without a Python call.
   fire 10k             10k entries at random ticks within 60 s, run to the end:
                        cascades, lazy checks and on_timer calls, per 10k
   idle wake, 10k armed a wake with nothing due: the bitmap search
+  Conn.set_deadline        the wired path in _core (a linked Conn on a Worker's
+                           wheel): lazy push later (per read or body chunk), and
+                           cancel + arm (per request)
 Baselines in the same run:
-  core_base set_deadline   today's Conn.set_deadline (clock + two field writes)
-  core_base tick, 10k      today's Worker._tick walking 10k connections
+  old set_deadline         Conn.set_deadline before the wheel (clock + two field
+                           writes; a model kept in _timers)
+  old tick, 10k            the 100 ms Worker._tick before the wheel, walking 10k
+                           connections (same model)
   uvloop call_later+cancel a TimerHandle per timer (Python calls)
 
     python perf/bench_timers.py --fast -o /tmp/timers.json
@@ -20,7 +25,7 @@ Baselines in the same run:
 import pyperf
 import uvloop
 
-from fastmesh import _timers
+from fastmesh import _core, _timers
 from fastmesh._timers import TimerEntry, TimerWheel
 
 loop = uvloop.new_event_loop()
@@ -33,6 +38,8 @@ entry = TimerEntry()
 
 fire_wheel = TimerWheel(loop)
 fire_entries = [TimerEntry() for _ in range(10000)]
+
+worker = _core.Worker(loop)
 
 
 def arm_cancel(loops):
@@ -65,6 +72,14 @@ def arm_cancel_py(loops):
     return pyperf.perf_counter() - t0
 
 
+def conn_set_deadline_lazy(loops):
+    return _core._bench_set_deadline(worker, loops, 30.0, False)
+
+
+def conn_set_deadline_cancel_arm(loops):
+    return _core._bench_set_deadline(worker, loops, 30.0, True)
+
+
 def old_set_deadline(loops):
     return _timers._bench_old_set_deadline(loops, 30.0)
 
@@ -93,6 +108,9 @@ if __name__ == "__main__":
     runner.bench_time_func("timers: wheel fire 10k over 60 s (per 10k)", fire_10k)
     runner.bench_time_func("timers: wheel idle wake, 10k armed (C)", idle_wake)
     runner.bench_time_func("timers: wheel arm_py+cancel_py (Python calls)", arm_cancel_py)
-    runner.bench_time_func("timers: baseline core_base set_deadline (C)", old_set_deadline)
-    runner.bench_time_func("timers: baseline core_base tick walking 10k conns", old_tick_10k)
+    runner.bench_time_func("timers: Conn.set_deadline lazy push (C, _core)", conn_set_deadline_lazy)
+    runner.bench_time_func("timers: Conn.set_deadline cancel+arm (C, _core)",
+                           conn_set_deadline_cancel_arm)
+    runner.bench_time_func("timers: baseline old set_deadline (C)", old_set_deadline)
+    runner.bench_time_func("timers: baseline old tick walking 10k conns", old_tick_10k)
     runner.bench_time_func("timers: baseline uvloop call_later+cancel", uvloop_call_later_cancel)

@@ -22,6 +22,7 @@ from fastmesh._headers cimport HeaderSlice, HF_HOP, HF_HOST, HF_CONTENT_LENGTH, 
 from fastmesh._http1 cimport Http1Parser, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, \
     BODY_EOF, M_HEAD, M_CONNECT, M_GET
 from fastmesh._lb cimport LoadBalancer, hash_bytes
+from fastmesh._timers cimport TimerEntry, TimerWheel
 from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, ACTION_DIRECT
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove

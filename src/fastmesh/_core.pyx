@@ -16,7 +16,8 @@ Parts, included into one extension so that cdef calls between them are direct
 C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_clock.pxi          monotonic clock, random numbers, request ids
   core_counters.pxi       worker-wide counters
-  core_conn.pxi           Conn: the base of every connection (pauses, deadline)
+  core_conn.pxi           Conn: the base of every connection (pauses, its deadline
+                          on the worker's timer wheel, _timers)
   core_listener.pxi       ListenerConf, Snapshot, ListenerState
   core_worker.pxi         Worker: applies snapshots, keeps live state by name
   core_endpoint.pxi       Endpoint and its connection pool

@@ -522,7 +522,7 @@ def _bench_rearm_earlier(TimerWheel w, TimerEntry e, long loops):
 
 
 cdef class _OldConn:
-    # What core_conn.pxi's Conn does today, for the baseline.
+    # What core_conn.pxi's Conn did before the wheel, for the baseline.
     cdef _OldConn next
     cdef double deadline
     cdef int deadline_kind
@@ -539,7 +539,8 @@ def _bench_old_set_deadline(long loops, double delay):
 
 
 def _bench_old_tick(long n, long loops):
-    # The 100 ms tick of Worker._tick walking n connections, none due.
+    # The 100 ms tick of the pre-wheel Worker._tick walking n connections,
+    # none due.
     cdef _OldConn head = None, c
     cdef long i
     cdef double now

@@ -18,13 +18,11 @@ cdef enum:
     DL_POOL_IDLE = 5     # pooled upstream connection unused for too long
     DL_DRAIN = 6
 
-cdef class Conn:
+cdef class Conn(TimerEntry):
     cdef Worker worker
     cdef Conn prev
     cdef Conn next
     cdef bint linked
-    cdef double deadline
-    cdef int deadline_kind
     cdef object transport
     cdef int read_paused          # PAUSE_* bits
     cdef int fd                   # the socket, for direct writes (-1: none)
@@ -39,6 +37,8 @@ cdef class Conn:
     cdef inline void link(self, Worker w)
     cdef inline void unlink(self)
     cdef inline void set_deadline(self, int kind, double timeout)
+    cdef inline int deadline_kind(self) noexcept
+    cdef void on_timer(self, int kind)
     cdef void on_deadline(self, int kind)
     cdef void on_drain(self)
     cdef ListenerState listener_of(self)

@@ -1,15 +1,19 @@
 # core_conn.pxi: Conn, the base of every connection object: read pauses,
-# its deadline, membership in the worker's connection list.
+# its deadline (an entry of the worker's timer wheel), membership in the
+# worker's connection list.
 
 
 
 
-cdef class Conn:
-    """Base of every connection object: membership in the worker's timer list.
+cdef class Conn(TimerEntry):
+    """Base of every connection object: one deadline, membership in the
+    worker's connection list.
 
-    The worker scans its list every tick and calls on_deadline() for the ones
-    whose deadline passed: one periodic timer per worker instead of a timer
-    handle per request.
+    A Conn is its own entry in the worker's timer wheel (_timers, inherited:
+    arming allocates nothing), so one loop handle per worker serves every
+    deadline and each fires in its own millisecond; the wheel calls
+    on_timer(), which hands over to on_deadline(). The list (prev/next) is
+    for what needs every connection: drain, close_all, connection_count.
     """
 
     cdef inline void set_transport(self, object transport):
@@ -81,6 +85,10 @@ cdef class Conn:
     cdef inline void unlink(self):
         if not self.linked:
             return
+        # Unlinked means gone: its deadline must not fire later (nor the
+        # wheel keep it alive until then).
+        if self.t_wheel is not None:
+            self.t_wheel.cancel(self)
         if self.prev is not None:
             self.prev.next = self.next
         else:
@@ -92,12 +100,20 @@ cdef class Conn:
         self.linked = False
 
     cdef inline void set_deadline(self, int kind, double timeout):
-        if timeout > 0:
-            self.deadline = mono_now() + timeout
-            self.deadline_kind = kind
-        else:
-            self.deadline = 0
-            self.deadline_kind = DL_NONE
+        # Runs on every read and body chunk: pushing an armed deadline later
+        # is the wheel's lazy path (a clock read and two field writes, no loop
+        # call). Only linked connections arm: one that left the list is gone.
+        if timeout > 0 and self.linked:
+            self.worker.wheel.arm(self, kind, timeout)
+        elif self.t_wheel is not None:
+            self.t_wheel.cancel(self)
+
+    cdef inline int deadline_kind(self) noexcept:
+        # DL_* of the armed deadline, DL_NONE if none.
+        return self.t_kind if self.t_wheel is not None else DL_NONE
+
+    cdef void on_timer(self, int kind):
+        self.on_deadline(kind)
 
     cdef void on_deadline(self, int kind):
         pass
@@ -119,3 +135,24 @@ cdef class Conn:
             self.read_paused &= ~why
             if self.read_paused == 0 and self.transport is not None:
                 self.transport.resume_reading()
+
+
+def _bench_set_deadline(Worker w, long loops, double delay, bint cancel):
+    """perf/bench_timers.py: Conn.set_deadline as connections call it, on
+    w's wheel, from C. cancel=False: an armed deadline pushed later (per read
+    or body chunk); True: cancelled and armed again (per request)."""
+    cdef Conn c = Conn.__new__(Conn)
+    cdef long i
+    cdef double t0
+    c.link(w)
+    t0 = mono_now()
+    if cancel:
+        for i in range(loops):
+            c.set_deadline(DL_NONE, 0)
+            c.set_deadline(DL_RESPONSE, delay)
+    else:
+        for i in range(loops):
+            c.set_deadline(DL_RESPONSE, delay)
+    t0 = mono_now() - t0
+    c.unlink()
+    return t0

@@ -115,7 +115,7 @@ cdef class HttpDownstream(ProxyStream):
                 self.seen_head = True
                 r = self.parser.parse_head(b.data + b.start, b.end - b.start)
                 if r == 0:
-                    if self.deadline_kind != DL_HEADERS:
+                    if self.deadline_kind() != DL_HEADERS:
                         self.set_deadline(DL_HEADERS, self.conf.headers_timeout)
                     return
                 if r < 0:

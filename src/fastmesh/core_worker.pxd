@@ -11,10 +11,9 @@ cdef class Worker:
     cdef readonly dict clusters         # name -> ClusterState (kept across snapshots)
     cdef BufferPool bufpool
     cdef readonly Stats stats
-    cdef Conn conns                     # head of the timer list
+    cdef Conn conns                     # every live connection (drain, close_all, counts)
+    cdef readonly TimerWheel wheel      # every connection deadline (Conn.set_deadline)
     cdef readonly bint draining
-    cdef object tick_handle
-    cdef double tick_interval
     cdef list dirty                     # Conns whose flush_later waits for flush_dirty()
     cdef bint flush_scheduled
     # batching under load (set_batch_window; docs/design.md)

@@ -1,6 +1,6 @@
 # core_worker.pxi: the Worker, the per-process data plane: it applies
-# snapshots, keeps listener and cluster state by name, runs the timers and
-# the batching, and counts.
+# snapshots, keeps listener and cluster state by name, owns the timer wheel
+# and the connection list, runs the batching, and counts.
 
 
 
@@ -13,7 +13,7 @@ cdef class Worker:
     at their next request.
     """
 
-    def __init__(self, loop, double tick_interval=0.1, Py_ssize_t buffer_size=32768):
+    def __init__(self, loop, Py_ssize_t buffer_size=32768):
         self.loop = loop
         self.snapshot = None
         self.listeners = {}
@@ -21,9 +21,8 @@ cdef class Worker:
         self.bufpool = BufferPool(buffer_size)
         self.stats = Stats()
         self.conns = None
+        self.wheel = TimerWheel(loop)
         self.draining = False
-        self.tick_interval = tick_interval
-        self.tick_handle = None
         self.dirty = []
         self.flush_scheduled = False
         self.batch_window = 0
@@ -118,8 +117,6 @@ cdef class Worker:
             if ls is not None:
                 ls.conf = conf
         self.snapshot = snap
-        if self.tick_handle is None:
-            self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
 
     def cluster(self, str name):
         """The live ClusterState called `name` (KeyError if none)."""
@@ -167,7 +164,8 @@ cdef class Worker:
             (<ClusterState>cs).drain_pools()
 
     def close_all(self):
-        """Abort every connection (end of the drain period)."""
+        """Abort every connection (end of the drain period) and close the
+        timer wheel: the worker serves nothing after this."""
         cdef Conn c, nxt
         c = self.conns
         while c is not None:
@@ -176,9 +174,7 @@ cdef class Worker:
                 c.transport.abort()
             c.unlink()
             c = nxt
-        if self.tick_handle is not None:
-            self.tick_handle.cancel()
-            self.tick_handle = None
+        self.wheel.close()
 
     def connection_count(self):
         cdef Conn c = self.conns
@@ -198,22 +194,3 @@ cdef class Worker:
         d["buffers_allocated"] = self.bufpool.allocated
         d["buffers_reused"] = self.bufpool.reused
         return d
-
-    def _tick(self):
-        cdef double now = mono_now()
-        cdef Conn c = self.conns
-        cdef Conn nxt
-        cdef int kind
-        while c is not None:
-            nxt = c.next
-            if c.deadline_kind != DL_NONE and c.deadline <= now:
-                kind = c.deadline_kind
-                c.deadline_kind = DL_NONE
-                c.deadline = 0
-                try:
-                    c.on_deadline(kind)
-                except Exception as exc:  # a bug must not stop the timer
-                    self.loop.call_exception_handler(
-                        {"message": "fastmesh: deadline handler failed", "exception": exc})
-            c = nxt
-        self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
