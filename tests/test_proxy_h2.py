@@ -524,3 +524,27 @@ def test_cluster_protocol_auto_follows_the_client(start_proxy, origin, h2origin,
         c.close()
     r = clients(p.address("web")).request("GET", "/one")
     assert r.status == 200 and origin.received()[0].http_version == b"1.1"
+
+
+def test_refused_stream_is_retried_on_another_endpoint(start_proxy, origin):
+    # Two h2 endpoints, one refusing every stream (REFUSED_STREAM: not
+    # processed, safe to retry). Each refused request goes again, to the
+    # other endpoint (the balancer's exclusion pick), never back to the
+    # refusing one: every request succeeds.
+    bad = H2Origin("refuser", refuse_streams=True)
+    good = H2Origin("good")
+    try:
+        p = start_proxy(http_config(origin, clusters=[cluster("h2", bad.address, good.address,
+                                                              protocol="http2")],
+                                    routes=[{"match": {"prefix": "/"}, "cluster": "h2"}]))
+        c = H2Client(p.address("web"))
+        for r in c.wait(*[c.request("GET", f"/r{i}") for i in range(20)], timeout=30):
+            assert r.status == 200
+        assert len(good.received()) == 20
+        refused = len(bad.received())
+        assert refused >= 1
+        assert p.cluster_stats("h2")["upstream_rq_retry"] == refused
+        c.close()
+    finally:
+        bad.stop()
+        good.stop()

@@ -228,7 +228,7 @@ cdef class UpstreamHttp(UpstreamBase):
             if (self.requests > 1 and not self.got_bytes and d.req_body == BODY_NONE
                     and ur.attempt == 1):
                 self.detach()
-                d.retry(ur, True)
+                d.retry(ur, True, False)    # the connection was stale, not the endpoint
             else:
                 self.detach()
                 d.upstream_failed(502, b"upstream connect error or disconnect/reset before headers\n")

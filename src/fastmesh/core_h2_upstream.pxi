@@ -87,7 +87,7 @@ cdef class UpstreamH2(UpstreamBase):
         waiting, self.waiting = self.waiting, []
         for u in waiting:
             self.release(u)
-            u.down.retry(u, False)
+            u.down.retry(u, False, False)   # another connection to it will do
 
     cdef void pump(self, UpstreamRequest u):
         # Request body and end of stream, as far as flow control allows.
@@ -251,7 +251,7 @@ cdef class UpstreamH2(UpstreamBase):
                     if ev.code == H2_REFUSED_STREAM and not d.resp_started and u.attempt == 1:
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
-                        d.retry(u, False)
+                        d.retry(u, False, True)   # that endpoint refused: another one
                     else:
                         self.fail_stream(u, 502, b"upstream reset the stream\n")
             elif ev.type == EV_WINDOW_UPDATED:

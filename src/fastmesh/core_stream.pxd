@@ -61,7 +61,7 @@ cdef class ProxyStream(Conn):
     cdef void resume_filters(self)
     cdef void routed(self)
     cdef void start_attempt(self, bint fresh)
-    cdef void retry(self, UpstreamRequest failed, bint fresh)
+    cdef void retry(self, UpstreamRequest failed, bint fresh, bint elsewhere)
     cdef bint upstream_is_h2(self)
     cdef void freeze_head(self)
     cdef uint64_t header_hash(self, bytes name)

@@ -130,13 +130,21 @@ cdef class ProxyStream(Conn):
             self.req_head = <bytes>build_upstream_head(self, False, ur.ep)
         ur.attach(fresh)
 
-    cdef void retry(self, UpstreamRequest failed, bint fresh):
+    cdef void retry(self, UpstreamRequest failed, bint fresh, bint elsewhere):
         # The attempt failed before anything of the response arrived and the
-        # request can go again (nothing was processed upstream).
+        # request can go again (nothing was processed upstream): on a fresh
+        # connection (`fresh`), and to another endpoint when the failure was
+        # the endpoint's (`elsewhere`: the balancer's exclusion pick; the
+        # same one if it is the only one left).
+        cdef int idx
         failed.end()
         self.cluster.st.upstream_rq_retry += 1
         if self.ur is failed:
             self.ur = None
+        if elsewhere:
+            idx = self.cluster.pick(self.pick_hash, failed.lb_idx)
+            if idx >= 0:
+                self.pick_idx = idx
         self.start_attempt(fresh)
 
     cdef bint upstream_is_h2(self):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 
@@ -196,8 +197,12 @@ class H2Origin:
     """An h2c (prior knowledge) origin: one thread per connection.
     max_concurrent_streams: None for h2's default (100), 0 for an empty SETTINGS."""
 
-    def __init__(self, name="h2origin", max_concurrent_streams=None, goaway_first=False):
+    def __init__(self, name="h2origin", max_concurrent_streams=None, goaway_first=False,
+                 refuse_streams=False):
         self.name = name
+        # Every request stream is reset with REFUSED_STREAM (not processed,
+        # RFC 9113 8.7), as an overloaded server does; it is still recorded.
+        self.refuse_streams = refuse_streams
         self.max_concurrent_streams = max_concurrent_streams
         # The first connection gets SETTINGS (100 streams, as h2 announces on
         # the others) and GOAWAY (last stream 0) in one write, as a server
@@ -364,16 +369,22 @@ class H2Origin:
                 for ev in events:
                     if isinstance(ev, h2.events.RequestReceived):
                         r = H2Request(cid, ev.stream_id, list(ev.headers))
-                        reqs[ev.stream_id] = r
                         with self.lock:
                             self.requests.append(r)
+                        if self.refuse_streams:
+                            conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                            continue
+                        reqs[ev.stream_id] = r
                     elif isinstance(ev, h2.events.DataReceived):
-                        reqs[ev.stream_id].body += ev.data
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        if ev.stream_id in reqs:
+                            reqs[ev.stream_id].body += ev.data
                     elif isinstance(ev, h2.events.TrailersReceived):
-                        reqs[ev.stream_id].trailers = list(ev.headers)
+                        if ev.stream_id in reqs:
+                            reqs[ev.stream_id].trailers = list(ev.headers)
                     elif isinstance(ev, h2.events.StreamEnded):
-                        todo.append(reqs[ev.stream_id])
+                        if ev.stream_id in reqs:
+                            todo.append(reqs[ev.stream_id])
                     elif isinstance(ev, h2.events.StreamReset):
                         if ev.stream_id in reqs:
                             reqs[ev.stream_id].reset = True
