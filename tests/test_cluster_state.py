@@ -122,6 +122,19 @@ def test_excluded_endpoint_is_not_picked_while_another_can_be(start_proxy, make_
     assert {c.request("GET", "/").header("x-origin") for _ in range(6)} == {b"a", b"b"}
 
 
+def test_exclusion_belongs_to_the_endpoint_across_set_changes(start_proxy, make_origin,
+                                                              clients):
+    # An ejected endpoint stays ejected when the set changes around it (the
+    # balancer is rebuilt and positions move), as Envoy's host health does.
+    a, b, d = make_origin("a"), make_origin("b"), make_origin("d")
+    p = start_proxy(http_config(a, b))
+    c = clients(p.address("web"))
+    worker_call(p, lambda w: w.cluster("origin").set_excluded(0, True))     # a
+    eps = [("127.0.0.1", o.address[1], 1) for o in (d, a, b)]
+    worker_call(p, lambda w: w.cluster("origin").set_endpoints(eps))        # a moves to 1
+    assert {c.request("GET", "/").header("x-origin") for _ in range(9)} == {b"b", b"d"}
+
+
 def test_h2_upstream_attempts_charge_their_cluster(start_proxy, clients):
     from support.h2util import H2Origin
     o = H2Origin()

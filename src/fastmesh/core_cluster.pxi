@@ -150,8 +150,10 @@ cdef class ClusterState:
                                [f"{e.host}:{e.port}".encode() for e in new] or [b"-"],
                                self.conf.lb_options)
             self.lb_builds += 1
-            self.mask = bytearray(len(new))
-            self.nmasked = 0
+        # The mask follows the endpoints' new positions; exclusion belongs to
+        # the endpoint, so it survives any change of the set.
+        self.mask = bytearray([ep.excluded for ep in new])
+        self.nmasked = sum(self.mask)
 
     def set_excluded(self, int index, bint excluded):
         """Health/ejection hook: an excluded endpoint is not picked while any
@@ -159,6 +161,7 @@ cdef class ClusterState:
         drive this)."""
         if not 0 <= index < len(self.mask):
             raise IndexError(index)
+        (<Endpoint>self.endpoints[index]).excluded = excluded
         if self.mask[index] != excluded:
             self.mask[index] = excluded
             self.nmasked += 1 if excluded else -1

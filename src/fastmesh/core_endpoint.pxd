@@ -16,4 +16,5 @@ cdef class Endpoint:
     cdef readonly int index       # position in the cluster's current endpoint list
     cdef readonly int weight
     cdef readonly bint removed    # left the endpoint set: its pool drains
+    cdef readonly bint excluded   # health/ejection: not picked while others can be
     cdef EndpointPool pool
