@@ -15,7 +15,7 @@ here imports the control side.
 Parts, included into one extension so that cdef calls between them are direct
 C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_clock.pxi          monotonic clock, random numbers, request ids
-  core_counters.pxi       worker-wide counters
+  core_counters.pxi       what it counts: stats slots, names and kinds (docs/stats.md)
   core_conn.pxi           Conn: the base of every connection (pauses, deadline)
   core_listener.pxi       ListenerConf, Snapshot, ListenerState
   core_worker.pxi         Worker: applies snapshots, keeps live state by name
@@ -49,6 +49,7 @@ from fastmesh._http1 cimport Http1Parser, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, 
     BODY_EOF, M_HEAD, M_CONNECT, M_GET
 from fastmesh._lb cimport LoadBalancer, hash_bytes
 from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, ACTION_DIRECT
+from fastmesh._stats cimport StatsBlock, StatsRegistry, Histogram
 
 import socket as _socket
 from time import sleep as _sleep
