@@ -3,8 +3,8 @@
 fastmesh: `blk.v[SLOT] += 1` on a registry block and `Histogram.record()`,
 both timed from C loops in fastmesh._stats (`_bench_inc`, `_bench_record`),
 with a compiler barrier after each write so that the loop cannot fold them.
-Baselines in the same run: today's fixed cdef field (`Stats` in
-core_base.pxi), the same C loop shape; and what a registry with a name lookup
+Baselines in the same run: a fixed cdef field (how _core counted before
+the registry), the same C loop shape; and what a registry with a name lookup
 per write costs (a Python dict increment, a Python bisect for a histogram).
 
     python perf/bench_stats.py --fast -o /tmp/stats.json

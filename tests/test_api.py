@@ -60,7 +60,7 @@ def test_proxy_runs_inside_an_application_loop():
             # admin in the same loop
             aport = proxy.admin_address[1]
             assert await _get(aport, "/ready") == (200, b"LIVE\n")
-            status, body = await _get(aport, "/stats")
+            status, body = await _get(aport, "/stats?format=json")
             assert status == 200 and json.loads(body)["downstream_rq_2xx"] == 2
             # reload: the new config applies, a bad one is refused and changes nothing
             await proxy.reload(_config(oport, "two"))

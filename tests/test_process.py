@@ -14,8 +14,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,7 +116,7 @@ class Fastmesh:
             c.close()
 
     def stats(self) -> dict:
-        return json.loads(self.admin_get("/stats")[1])
+        return json.loads(self.admin_get("/stats?format=json")[1])
 
     def get(self, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes, dict]:
         c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -168,12 +170,127 @@ def test_workers_share_the_port_and_admin_sums_their_stats(fastmesh):
     assert st["downstream_rq_2xx"] == 40
     assert st["clusters"]["origin"]["upstream_rq_total"] == 40
     prom = fastmesh.admin_get("/stats/prometheus")[1].decode()
-    assert 'fastmesh_downstream_rq_xx{response_code_class="2xx"} 40' in prom
+    assert ('fastmesh_listener_downstream_rq_xx_total{listener="web",response_code_class="2xx"} 40'
+            in prom)
     assert 'fastmesh_cluster_upstream_rq_total{cluster="origin"} 40' in prom
-    assert "fastmesh_downstream_cx_active" in prom
+    assert 'fastmesh_listener_downstream_cx_active{listener="web"}' in prom
     dump = json.loads(fastmesh.admin_get("/config_dump")[1])
     assert dump["listeners"][0]["port"] == fastmesh.port
     assert dump["clusters"][0]["endpoints"][0]["port"] == fastmesh.origin
+
+
+def prometheus(fm: Fastmesh, query: str = "") -> dict:
+    """/stats/prometheus read by prometheus_client's parser: family -> Metric."""
+    status, body = fm.admin_get("/stats/prometheus" + query)
+    assert status == 200
+    fams = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        assert fam.name not in fams, f"family {fam.name} twice"
+        fams[fam.name] = fam
+    return fams
+
+
+def value(fam, sample: str, **labels: str) -> float:
+    [v] = [s.value for s in fam.samples if s.name == sample and s.labels == labels]
+    return v
+
+
+def test_prometheus_sums_workers_with_histograms_gauges_and_labels(any_mode):
+    fm = any_mode
+    workers = 1 if "--single-process" in fm.proc.args else 2
+    n = 40
+    for i in range(n):  # new connections: the kernel spreads them over the workers
+        assert fm.get(f"/p{i}")[0] == 200
+    held = [http.client.HTTPConnection("127.0.0.1", fm.port, timeout=5) for _ in range(6)]
+    for c in held:      # accepted and counted, kept open
+        assert fm.get("/held", c)[0] == 200
+    try:
+        deadline = time.monotonic() + 5
+        while True:     # the closed connections' ends reach the workers a little later
+            fams = prometheus(fm)
+            active = value(fams["fastmesh_listener_downstream_cx_active"],
+                           "fastmesh_listener_downstream_cx_active", listener="web")
+            if active == len(held) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        for c in held:
+            c.close()
+    total = n + len(held)
+    # Counters: every worker's requests, each counted once.
+    rq = fams["fastmesh_cluster_upstream_rq"]
+    assert rq.type == "counter"
+    assert value(rq, "fastmesh_cluster_upstream_rq_total", cluster="origin") == total
+    xx = fams["fastmesh_listener_downstream_rq_xx"]
+    assert xx.type == "counter"
+    assert value(xx, "fastmesh_listener_downstream_rq_xx_total", listener="web",
+                 response_code_class="2xx") == total
+    assert value(xx, "fastmesh_listener_downstream_rq_xx_total", listener="web",
+                 response_code_class="5xx") == 0
+    assert value(fams["fastmesh_cluster_upstream_rq_xx"], "fastmesh_cluster_upstream_rq_xx_total",
+                 cluster="origin", response_code_class="2xx") == total
+    # Gauges, summed over the workers too.
+    for name in ("fastmesh_listener_downstream_cx_active", "fastmesh_listener_downstream_rq_active",
+                 "fastmesh_cluster_upstream_rq_active", "fastmesh_cluster_upstream_cx_active",
+                 "fastmesh_config_version", "fastmesh_workers", "fastmesh_workers_ready"):
+        assert fams[name].type == "gauge", name
+    assert active == len(held)
+    assert value(fams["fastmesh_listener_downstream_rq_active"],
+                 "fastmesh_listener_downstream_rq_active", listener="web") == 0
+    assert value(fams["fastmesh_config_version"], "fastmesh_config_version") == 1
+    assert value(fams["fastmesh_workers"], "fastmesh_workers") == workers
+    # Latency histograms: cumulative buckets up to +Inf, sum in seconds, count.
+    for fname, labels in (("fastmesh_cluster_upstream_rq_time_seconds", {"cluster": "origin"}),
+                          ("fastmesh_listener_downstream_rq_time_seconds", {"listener": "web"})):
+        h = fams[fname]
+        assert h.type == "histogram"
+        buckets = [(s.labels["le"], s.value) for s in h.samples if s.name == fname + "_bucket"]
+        assert all({k: v for k, v in s.labels.items() if k != "le"} == labels
+                   for s in h.samples)
+        assert len(buckets) == 20 and buckets[0][0] == "0.0005" and buckets[-1] == ("+Inf", total)
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+        assert value(h, fname + "_count", **labels) == total
+        assert 0 < value(h, fname + "_sum", **labels) < total * 1.0   # seconds, not ms
+    # A counter family always ends in _total, a gauge never does.
+    for fam in fams.values():
+        for smp in fam.samples:
+            if fam.type == "counter":
+                assert smp.name.endswith("_total"), smp.name
+            elif fam.type == "gauge":
+                assert not smp.name.endswith("_total"), smp.name
+
+
+def test_stats_text_and_its_filter(fastmesh):
+    for i in range(10):
+        assert fastmesh.get(f"/t{i}")[0] == 200
+    status, body = fastmesh.admin_get("/stats")
+    lines = body.decode().splitlines()
+    assert status == 200
+    for line in ("cluster.origin.upstream_rq_total: 10", "cluster.origin.upstream_rq_2xx: 10",
+                 "listener.web.downstream_rq_2xx: 10", "listener.web.downstream_cx_total: 10",
+                 "config_version: 1", "workers: 2"):
+        assert line in lines
+    [hist] = [ln for ln in lines if ln.startswith("cluster.origin.upstream_rq_time: ")]
+    assert hist.split(": ", 1)[1].startswith("P0(nan,") and "P100(nan," in hist
+
+    def stats(query: str) -> tuple[int, list[str]]:
+        status, body = fastmesh.admin_get("/stats?" + query)
+        return status, body.decode().splitlines()
+
+    assert stats("filter=" + quote(r"^cluster\.origin\.upstream_rq_(2xx|total)$")) == (
+        200, ["cluster.origin.upstream_rq_2xx: 10", "cluster.origin.upstream_rq_total: 10"])
+    status, found = stats("filter=_rq_time$")
+    assert status == 200 and [ln.split(":")[0] for ln in found] == [
+        "cluster.origin.upstream_rq_time", "listener.web.downstream_rq_time"]
+    assert stats("filter=no_such_stat") == (200, [])
+    assert stats("filter=" + quote("("))[0] == 400
+    assert stats("format=yaml")[0] == 400
+    # The filter applies to the other formats too.
+    assert set(prometheus(fastmesh, "?filter=upstream_rq_total")) == {"fastmesh_cluster_upstream_rq"}
+    status, body = fastmesh.admin_get("/stats?format=json&filter=" + quote(r"^listener\."))
+    js = json.loads(body)
+    assert js["downstream_rq_2xx"] == js["listeners"]["web"]["downstream_rq_2xx"] == 10
+    assert js["clusters"] == {} and "config_version" not in js
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(any_mode):

@@ -5,6 +5,7 @@ output read back by prometheus_client's own parser.
 """
 import json
 import math
+import re
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastmesh._stats import (
     HISTOGRAM_BOUNDS, StatsBlock, StatsRegistry, _bench_inc, _bench_record,
 )
-from fastmesh.admin.metrics import merge, quantile, render_prometheus, render_text
+from fastmesh.admin.metrics import (
+    merge, plain_block, quantile, render_prometheus, render_text, select, summary,
+)
 
 CLUSTER_NAMES = ("upstream_rq_total", "upstream_rq_active", "upstream_cx_total")
 CLUSTER_KINDS = ("counter", "gauge", "counter")
@@ -206,6 +209,35 @@ def test_reset_counters_keeps_gauges():
     assert reg.snapshot()["histograms"][0]["count"] == 1
 
 
+def test_forget_unlists_a_block_and_its_histograms_which_keep_working():
+    reg = StatsRegistry()
+    a, b = cluster_block(reg, "a"), cluster_block(reg, "b")
+    h = reg.histogram("cluster", "upstream_rq_time", {"cluster": "a"})
+    reg.forget("cluster", {"cluster": "a"})
+    snap = reg.snapshot()
+    assert [blk["labels"] for blk in snap["blocks"]] == [[["cluster", "b"]]]
+    assert snap["histograms"] == []
+    a.add_py(RQ_TOTAL)              # a request still in flight writes on
+    h.record_py(0.1)
+    again = cluster_block(reg, "a")
+    assert again is not a and again.value("upstream_rq_total") == 0
+    assert reg.histogram("cluster", "upstream_rq_time", {"cluster": "a"}) is not h
+    assert b.value("upstream_rq_total") == 0
+
+
+def test_a_block_without_prefix_has_bare_names():
+    reg = StatsRegistry()
+    blk = reg.block("", ("loop_batch_sleeps", "config_version"), ("counter", "gauge"), None)
+    blk.add_py(0, 2)
+    blk.set_py(1, 7)
+    merged = merge([reg.snapshot()])
+    assert render_text(merged) == "config_version: 7\nloop_batch_sleeps: 2\n"
+    fams = families(render_prometheus(merged))
+    assert (fams["fastmesh_config_version"].type, fams["fastmesh_loop_batch_sleeps"].type) == (
+        "gauge", "counter")
+    assert samples(fams["fastmesh_loop_batch_sleeps"]) == {(): 2}
+
+
 # ------------------------------------------------------------------ merge
 
 def two_workers():
@@ -325,6 +357,30 @@ def test_prometheus_counters_get_one_total_suffix():
     assert "# TYPE fastmesh_cluster_upstream_rq_retry_total counter\n" in text
 
 
+def test_prometheus_response_classes_are_a_label_of_one_family():
+    # Envoy's tag extraction: upstream_rq_2xx... -> upstream_rq_xx{response_code_class}.
+    reg = StatsRegistry()
+    names = ("upstream_rq_total", "upstream_rq_2xx", "upstream_rq_5xx")
+    for cname, values in (("a", (5, 4, 1)), ("b", (2, 2, 0))):
+        blk = reg.block("cluster", names, ("counter",) * 3, {"cluster": cname})
+        for slot, n in enumerate(values):
+            blk.add_py(slot, n)
+    text = render_prometheus(merge([reg.snapshot()]))
+    fams = families(text)
+    assert set(fams) == {"fastmesh_cluster_upstream_rq", "fastmesh_cluster_upstream_rq_xx"}
+    xx = fams["fastmesh_cluster_upstream_rq_xx"]
+    assert xx.type == "counter"
+    assert samples(xx) == {
+        (("cluster", "a"), ("response_code_class", "2xx")): 4,
+        (("cluster", "a"), ("response_code_class", "5xx")): 1,
+        (("cluster", "b"), ("response_code_class", "2xx")): 2,
+        (("cluster", "b"), ("response_code_class", "5xx")): 0,
+    }
+    assert text.count("# TYPE fastmesh_cluster_upstream_rq_xx_total counter\n") == 1
+    # The Envoy text keeps Envoy's names.
+    assert "cluster.a.upstream_rq_2xx: 4" in render_text(merge([reg.snapshot()])).splitlines()
+
+
 @pytest.mark.parametrize("value", [
     'back\\slash', 'double"quote', 'new\nline', 'all\\"\n\\n', "", "{x=\"1\",y}", "ünïcødé ✓",
     "trailing\\",
@@ -395,3 +451,40 @@ def test_quantile_from_buckets():
     assert quantile(bounds, [0, 4, 0, 0], 1.0) == 2.0
     assert quantile(bounds, [2, 0, 2, 0], 0.75) == 3.0
     assert quantile(bounds, [0, 0, 0, 3], 0.5) == 4.0
+
+
+# ------------------------------------------------------------------ summary, select
+
+def test_summary_sums_the_listeners_and_keeps_clusters_process_values_and_info():
+    w1, w2 = StatsRegistry(), StatsRegistry()
+    names, kinds = ("downstream_rq_total", "downstream_cx_active"), ("counter", "gauge")
+    w1.block("listener", names, kinds, {"listener": "web"}).add_py(0, 3)
+    w2.block("listener", names, kinds, {"listener": "web"}).add_py(0, 4)
+    w2.block("listener", names, kinds, {"listener": "api"}).add_py(1, 2)
+    cluster_block(w1, "a").add_py(RQ_TOTAL, 7)
+    w1.block("", ("loop_batch_sleeps",), ("counter",), None).add_py(0, 1)
+    own = plain_block("", {"workers": 2, "config_version": 3}, gauges=("workers", "config_version"))
+    assert own["kinds"] == {"workers": "gauge", "config_version": "gauge"}
+    merged = merge([w1.snapshot(), w2.snapshot(), {"blocks": [own]}])
+    merged["info"] = {"worker_pids": [1, 2]}
+    assert summary(merged) == {
+        "loop_batch_sleeps": 1, "workers": 2, "config_version": 3,
+        "downstream_rq_total": 7, "downstream_cx_active": 2,
+        "listeners": {"api": {"downstream_rq_total": 0, "downstream_cx_active": 2},
+                      "web": {"downstream_rq_total": 7, "downstream_cx_active": 0}},
+        "clusters": {"a": {"upstream_rq_total": 7, "upstream_rq_active": 0,
+                           "upstream_cx_total": 0}},
+        "worker_pids": [1, 2],
+    }
+
+
+def test_select_keeps_what_the_regex_finds_in_envoy_names():
+    merged = merge(two_workers())
+    assert select(merged, None) is merged
+    kept = select(merged, r"^cluster\.a\.upstream_rq_(total|time)$")
+    assert [(b["labels"], b["values"], b["kinds"]) for b in kept["blocks"]] == [
+        ([["cluster", "a"]], {"upstream_rq_total": 12}, {"upstream_rq_total": "counter"})]
+    assert [h["name"] for h in kept["histograms"]] == ["upstream_rq_time"]
+    assert select(merged, "nothing") == {"blocks": [], "histograms": []}
+    with pytest.raises(re.error):
+        select(merged, "(")

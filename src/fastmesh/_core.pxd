@@ -23,6 +23,7 @@ from fastmesh._http1 cimport Http1Parser, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, 
     BODY_EOF, M_HEAD, M_CONNECT, M_GET
 from fastmesh._lb cimport LoadBalancer, hash_bytes
 from fastmesh._timers cimport TimerEntry, TimerWheel
+from fastmesh._stats cimport StatsBlock, StatsRegistry, Histogram
 from fastmesh._router cimport Router, Route, ACTION_CLUSTER, ACTION_WEIGHTED, ACTION_DIRECT
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove
@@ -33,7 +34,6 @@ from fastmesh._h2 cimport H2Connection, H2Event, EV_REQUEST, EV_RESPONSE, \
     H2_REFUSED_STREAM, H2_INTERNAL_ERROR, S_MAX_CONCURRENT_STREAMS
 
 # Forward declarations: the parts refer to each other's classes.
-cdef class Stats
 cdef class Conn
 cdef class ListenerConf
 cdef class Snapshot
@@ -41,7 +41,6 @@ cdef class ListenerState
 cdef class Worker
 cdef class EndpointPool
 cdef class Endpoint
-cdef class ClusterStats
 cdef class ClusterConf
 cdef class ClusterState
 cdef class HeaderList
@@ -60,7 +59,6 @@ cdef class UpstreamH2
 cdef class H2Downstream
 cdef class H2ServerStream
 
-include "core_counters.pxd"
 include "core_conn.pxd"
 include "core_listener.pxd"
 include "core_worker.pxd"

@@ -15,7 +15,7 @@ here imports the control side.
 Parts, included into one extension so that cdef calls between them are direct
 C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_clock.pxi          monotonic clock, random numbers, request ids
-  core_counters.pxi       worker-wide counters
+  core_counters.pxi       what it counts: stats slots, names and kinds (docs/stats.md)
   core_conn.pxi           Conn: the base of every connection (pauses, its deadline
                           on the worker's timer wheel, _timers)
   core_listener.pxi       ListenerConf, Snapshot, ListenerState

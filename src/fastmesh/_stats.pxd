@@ -13,7 +13,7 @@ cdef enum:
 cdef class StatsBlock:
     cdef int64_t* v                    # one slot per name; its own allocation, never moved
     cdef readonly Py_ssize_t n         # number of slots
-    cdef readonly str prefix           # "cluster", "listener", "http", ...
+    cdef readonly str prefix           # "cluster", "listener", ...; "" for worker-wide
     cdef readonly tuple names          # slot names, in slot order
     cdef readonly tuple kinds          # "counter" | "gauge" per slot
     cdef readonly tuple labels         # ((label, value), ...) sorted by label
@@ -43,6 +43,9 @@ cdef class StatsRegistry:
         # so a block (and pointers into it) survives config reloads.
     cpdef Histogram histogram(self, str prefix, str name, labels)
         # Get-or-create by (prefix, name, labels), likewise.
+    cpdef void forget(self, str prefix, labels)
+        # Drop the blocks and histograms of (prefix, labels) from the output
+        # (a removed cluster); their objects live on while referenced.
     cpdef object snapshot(self)
         # Plain JSON-able data of every block and histogram (docs/stats.md).
     cpdef void reset_counters(self)

@@ -79,7 +79,8 @@ cdef class StatsBlock:
 
     def __cinit__(self, str prefix, tuple names, tuple kinds, labels=None):
         cdef Py_ssize_t n = len(names)
-        _check_name("prefix", prefix)
+        if prefix:                      # "": worker- or process-wide, no prefix in any name
+            _check_name("prefix", prefix)
         if len(kinds) != n:
             raise ValueError(f"stats: {prefix}: {n} names but {len(kinds)} kinds")
         if len(set(names)) != n:
@@ -134,7 +135,8 @@ cdef class Histogram:
     """A latency histogram with Envoy's default bucket bounds plus +Inf."""
 
     def __cinit__(self, str prefix, str name, labels=None):
-        _check_name("prefix", prefix)
+        if prefix:
+            _check_name("prefix", prefix)
         _check_name("histogram", name)
         memset(self.buckets, 0, sizeof(self.buckets))
         self.count = 0
@@ -213,6 +215,15 @@ cdef class StatsRegistry:
         self._histograms[key] = h
         return h
 
+    cpdef void forget(self, str prefix, labels):
+        # The hot path may still write the forgotten objects (requests in
+        # flight hold them): that is why they are only unlisted, never freed
+        # here. A later block() or histogram() for the key makes new ones.
+        cdef tuple key = normalize_labels(labels)
+        self._blocks.pop((prefix, key), None)
+        for hkey in [k for k in self._histograms if k[0] == prefix and k[2] == key]:
+            del self._histograms[hkey]
+
     cpdef object snapshot(self):
         cdef StatsBlock blk
         cdef Histogram h
@@ -260,7 +271,7 @@ cdef extern from *:
 
 @cython.final
 cdef class _FieldStats:
-    # The baseline: today's fixed cdef field (Stats in core_counters.pxi).
+    # The baseline: a fixed cdef field, as _core counted before the registry.
     cdef long long upstream_rq_total
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastmesh._core import HttpFilter
+from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, load_config, parse_config
 from fastmesh.runtime.dataplane import DataPlane
@@ -45,7 +46,7 @@ class Proxy:
 
     ``config`` is a Config, a dict in the YAML schema (docs/config.md), YAML
     text, or a path to a YAML file. ``admin=True`` also serves the config's
-    admin listener (/ready, /stats/prometheus, /config_dump) in this loop.
+    admin listener (/ready, /stats, /stats/prometheus, /config_dump) in this loop.
     ``owns_loop=True`` says the loop serves nothing but this proxy, which
     lets the worker batch under load (the config's ``batch_window``: it
     sleeps between polls, holding up every other callback of the loop); by
@@ -70,13 +71,13 @@ class Proxy:
         if self._want_admin and self.config.admin is not None:
             self._admin = AdminServer(
                 self.config.admin.address, self.config.admin.port,
-                stats=self._stats, config=lambda: self.config,
+                stats=self._stats_snapshot, config=lambda: self.config,
                 ready=lambda: self.started, version=lambda: self._dataplane.version)
             await self._admin.start()
         self.started = True
 
-    async def _stats(self) -> dict[str, Any]:
-        return self.stats()
+    async def _stats_snapshot(self) -> dict[str, Any]:
+        return self.stats_snapshot()
 
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
@@ -102,8 +103,16 @@ class Proxy:
         await self._dataplane.add_filter(listener, flt)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: downstream connections/requests, per-cluster upstream stats."""
-        return self._dataplane.stats()
+        """The stats as one plain dict: ``downstream_*`` summed over the
+        listeners, ``"listeners"`` and ``"clusters"`` by name, the worker's
+        own values and ``config_version`` (docs/stats.md)."""
+        return metrics.summary(self.stats_snapshot())
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """The stats registry's snapshot (docs/stats.md: every block with
+        its labels, the latency histograms), with ``config_version``."""
+        own = metrics.process_block(config_version=self._dataplane.version)
+        return metrics.merge([self._dataplane.stats(), {"blocks": [own]}])
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, finish requests in flight (up to drain_timeout,

@@ -10,25 +10,6 @@ cdef enum:
     HASH_HEADER = 1
     HASH_SOURCE_IP = 2
 
-cdef class ClusterStats:
-    cdef public long long upstream_rq_total
-    cdef public long long upstream_rq_active
-    cdef public long long upstream_rq_2xx
-    cdef public long long upstream_rq_3xx
-    cdef public long long upstream_rq_4xx
-    cdef public long long upstream_rq_5xx
-    cdef public long long upstream_rq_timeout
-    cdef public long long upstream_rq_retry
-    cdef public long long upstream_cx_total
-    cdef public long long upstream_cx_active
-    cdef public long long upstream_cx_connect_fail
-    cdef public long long upstream_cx_connect_timeout
-    cdef public long long upstream_cx_destroy_with_active_rq
-    cdef public long long upstream_cx_reused
-    cdef public long long upstream_cx_none_healthy
-
-    cdef inline void count_status(self, int status) noexcept
-
 cdef class ClusterConf:
     cdef readonly str name
     cdef readonly str lb_policy
@@ -50,7 +31,9 @@ cdef class ClusterState:
     cdef readonly list endpoints          # Endpoint, index i = balancer index i
     cdef dict by_key                      # (host, port) -> Endpoint
     cdef readonly LoadBalancer lb
-    cdef public ClusterStats st
+    cdef readonly StatsBlock stats        # labels {cluster: name}
+    cdef int64_t* st                      # stats.v: CLUSTER_STATS slots
+    cdef Histogram rq_time                # upstream_rq_time
     cdef readonly Worker worker
     cdef readonly bint removed            # gone from the snapshot: draining
     cdef bytearray mask                   # 1 = excluded (unhealthy / ejected)

@@ -9,7 +9,7 @@
 #                without recompiling routes), the load balancer over it (kept
 #                while the endpoints stay the same, so least-request counters
 #                and round-robin positions survive a reload), a health/ejection
-#                mask the pick honours, the counters, and the connection pools
+#                mask the pick honours, its stats (core_counters.pxi), and the connection pools
 #                (owned by the cluster, keyed by endpoint and transport
 #                identity), pruned when an endpoint or the cluster goes away.
 #
@@ -20,25 +20,6 @@
 from fastmesh._lb import make_lb as _make_lb
 
 
-
-
-@cython.final
-cdef class ClusterStats:
-    """A cluster's counters (Envoy's cluster stat names). One object per
-    cluster name per worker, kept by its ClusterState across snapshots."""
-
-    cdef inline void count_status(self, int status) noexcept:
-        if status < 300:
-            self.upstream_rq_2xx += 1
-        elif status < 400:
-            self.upstream_rq_3xx += 1
-        elif status < 500:
-            self.upstream_rq_4xx += 1
-        else:
-            self.upstream_rq_5xx += 1
-
-    def as_dict(self):
-        return {name: getattr(self, name) for name in CLUSTER_STAT_NAMES}
 
 
 @cython.final
@@ -98,7 +79,10 @@ cdef class ClusterState:
         self.name = conf.name
         self.endpoints = []
         self.by_key = {}
-        self.st = ClusterStats()
+        labels = (("cluster", conf.name),)
+        self.stats = worker.registry.block("cluster", CLUSTER_NAMES, CLUSTER_KINDS, labels)
+        self.st = self.stats.v
+        self.rq_time = worker.registry.histogram("cluster", CLUSTER_RQ_TIME, labels)
         self.mask = bytearray()
         self.update(conf)
 
@@ -168,8 +152,11 @@ cdef class ClusterState:
 
     cdef void remove(self):
         # The cluster left the snapshot: requests in flight finish, pools drain.
+        # Its stats leave the output now (they keep counting, unseen, until
+        # the last request lets go); if it comes back it counts from zero.
         cdef Endpoint ep
         self.removed = True
+        self.worker.registry.forget("cluster", self.stats.labels)
         for ep in self.endpoints:
             ep.removed = True
             ep.pool.close_all()
@@ -208,9 +195,6 @@ cdef class ClusterState:
                 return (idx + i) % n
         return idx
 
-    def stats_dict(self):
-        return self.st.as_dict()
-
     def pool_sizes(self):
         """{(host, port): (idle HTTP/1.1, HTTP/2) connections} (tests, admin)."""
         cdef Endpoint ep
@@ -224,11 +208,3 @@ cdef class ClusterState:
     def __repr__(self):
         return f"ClusterState({self.name!r}, {self.endpoints})"
 
-
-CLUSTER_STAT_NAMES = (
-    "upstream_rq_total", "upstream_rq_active", "upstream_rq_2xx", "upstream_rq_3xx",
-    "upstream_rq_4xx", "upstream_rq_5xx", "upstream_rq_timeout", "upstream_rq_retry",
-    "upstream_cx_total", "upstream_cx_active", "upstream_cx_connect_fail",
-    "upstream_cx_connect_timeout", "upstream_cx_destroy_with_active_rq",
-    "upstream_cx_reused", "upstream_cx_none_healthy",
-)

@@ -13,7 +13,7 @@ cdef class UpstreamBase(Conn):
         self.cluster = c
         self.ep = ep
         self.link(w)
-        c.st.upstream_cx_total += 1
+        c.st[UPSTREAM_CX_TOTAL] += 1
         self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
         coro = w.loop.create_connection(self, ep.host, ep.port)
         self.connect_task = w.loop.create_task(coro)
@@ -28,14 +28,14 @@ cdef class UpstreamBase(Conn):
                 self.unlink()
             return
         if fut.cancelled():
-            self.cluster.st.upstream_cx_connect_timeout += 1
+            self.cluster.st[UPSTREAM_CX_CONNECT_TIMEOUT] += 1
             self.closed = True
             self.unlink()
             self.connect_failed(True)
             return
         exc = fut.exception()
         if exc is not None:
-            self.cluster.st.upstream_cx_connect_fail += 1
+            self.cluster.st[UPSTREAM_CX_CONNECT_FAIL] += 1
             self.closed = True
             self.unlink()
             self.connect_failed(False)

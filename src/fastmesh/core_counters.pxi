@@ -1,30 +1,137 @@
-# core_counters.pxi: the worker-wide counters (Stats).
+# core_counters.pxi: what the data plane counts, as blocks of the worker's
+# StatsRegistry (_stats.pyx, docs/stats.md). Three blocks:
+#
+#   prefix ""          the worker: batching sleeps, buffers
+#   prefix "listener"  labels {listener: name}: downstream connections and
+#                      requests (owner: ListenerState), histogram downstream_rq_time
+#   prefix "cluster"   labels {cluster: name}: upstream requests and
+#                      connections (owner: ClusterState), histogram upstream_rq_time
+#
+# The owner keeps the block and its slot array `st`; the hot path writes
+# `lst.st[DOWNSTREAM_RQ_TOTAL] += 1`: a C array index, no lookup. Each enum
+# member is its stat's name in upper case, in the order of the table below it
+# (tests/test_stats_wiring.py checks both against each other). Names are
+# Envoy's where Envoy has one.
 
-@cython.final
-cdef class Stats:
-    """Worker-wide counters (Envoy's names where there is one)."""
+cdef enum:  # WORKER_STATS
+    LOOP_BATCH_SLEEPS
+    BUFFERS_ALLOCATED
+    BUFFERS_REUSED
+    WORKER_NSTATS
 
-    cdef inline void count_status(self, int status) noexcept:
-        if status < 200:
-            self.downstream_rq_1xx += 1
-        elif status < 300:
-            self.downstream_rq_2xx += 1
-        elif status < 400:
-            self.downstream_rq_3xx += 1
-        elif status < 500:
-            self.downstream_rq_4xx += 1
-        else:
-            self.downstream_rq_5xx += 1
-
-    def as_dict(self):
-        return {name: getattr(self, name) for name in STAT_NAMES}
-
-STAT_NAMES = (
-    "downstream_cx_total", "downstream_cx_active", "downstream_cx_http",
-    "downstream_cx_tcp", "downstream_rq_total", "downstream_rq_active",
-    "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx",
-    "downstream_rq_4xx", "downstream_rq_5xx", "downstream_rq_rx_reset",
-    "downstream_cx_protocol_error", "downstream_cx_idle_timeout",
-    "downstream_rq_header_timeout", "downstream_cx_upgrades_total",
-    "downstream_cx_drain_close", "loop_batch_sleeps",
+WORKER_STATS = (
+    ("loop_batch_sleeps", "counter"),     # set_batch_window: sleeps taken
+    ("buffers_allocated", "counter"),     # read buffers made (copied from the pool)
+    ("buffers_reused", "counter"),        # ... and taken again from it
 )
+
+cdef enum:  # LISTENER_STATS
+    DOWNSTREAM_CX_TOTAL
+    DOWNSTREAM_CX_ACTIVE
+    DOWNSTREAM_CX_HTTP
+    DOWNSTREAM_CX_TCP
+    DOWNSTREAM_RQ_TOTAL
+    DOWNSTREAM_RQ_ACTIVE
+    DOWNSTREAM_RQ_1XX                     # 1xx..5xx consecutive: count_downstream_status
+    DOWNSTREAM_RQ_2XX
+    DOWNSTREAM_RQ_3XX
+    DOWNSTREAM_RQ_4XX
+    DOWNSTREAM_RQ_5XX
+    DOWNSTREAM_RQ_RX_RESET
+    DOWNSTREAM_CX_PROTOCOL_ERROR
+    DOWNSTREAM_CX_IDLE_TIMEOUT
+    DOWNSTREAM_RQ_HEADER_TIMEOUT
+    DOWNSTREAM_CX_UPGRADES_TOTAL
+    DOWNSTREAM_CX_DRAIN_CLOSE
+    LISTENER_NSTATS
+
+LISTENER_STATS = (
+    ("downstream_cx_total", "counter"),
+    ("downstream_cx_active", "gauge"),
+    ("downstream_cx_http", "counter"),
+    ("downstream_cx_tcp", "counter"),
+    ("downstream_rq_total", "counter"),
+    ("downstream_rq_active", "gauge"),
+    ("downstream_rq_1xx", "counter"),
+    ("downstream_rq_2xx", "counter"),
+    ("downstream_rq_3xx", "counter"),
+    ("downstream_rq_4xx", "counter"),
+    ("downstream_rq_5xx", "counter"),
+    ("downstream_rq_rx_reset", "counter"),
+    ("downstream_cx_protocol_error", "counter"),
+    ("downstream_cx_idle_timeout", "counter"),
+    ("downstream_rq_header_timeout", "counter"),
+    ("downstream_cx_upgrades_total", "counter"),
+    ("downstream_cx_drain_close", "counter"),
+)
+
+cdef enum:  # CLUSTER_STATS
+    UPSTREAM_RQ_TOTAL
+    UPSTREAM_RQ_ACTIVE
+    UPSTREAM_RQ_2XX                       # 2xx..5xx consecutive: count_upstream_status
+    UPSTREAM_RQ_3XX
+    UPSTREAM_RQ_4XX
+    UPSTREAM_RQ_5XX
+    UPSTREAM_RQ_TIMEOUT
+    UPSTREAM_RQ_RETRY
+    UPSTREAM_CX_TOTAL
+    UPSTREAM_CX_ACTIVE
+    UPSTREAM_CX_CONNECT_FAIL
+    UPSTREAM_CX_CONNECT_TIMEOUT
+    UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ
+    UPSTREAM_CX_REUSED
+    UPSTREAM_CX_NONE_HEALTHY
+    CLUSTER_NSTATS
+
+CLUSTER_STATS = (
+    ("upstream_rq_total", "counter"),
+    ("upstream_rq_active", "gauge"),
+    ("upstream_rq_2xx", "counter"),
+    ("upstream_rq_3xx", "counter"),
+    ("upstream_rq_4xx", "counter"),
+    ("upstream_rq_5xx", "counter"),
+    ("upstream_rq_timeout", "counter"),
+    ("upstream_rq_retry", "counter"),
+    ("upstream_cx_total", "counter"),
+    ("upstream_cx_active", "gauge"),
+    ("upstream_cx_connect_fail", "counter"),
+    ("upstream_cx_connect_timeout", "counter"),
+    ("upstream_cx_destroy_with_active_rq", "counter"),
+    ("upstream_cx_reused", "counter"),
+    ("upstream_cx_none_healthy", "counter"),
+)
+
+# Latency histograms (seconds in the registry; Envoy's /stats shows ms).
+LISTENER_RQ_TIME = "downstream_rq_time"   # request head in -> response handed to the socket
+CLUSTER_RQ_TIME = "upstream_rq_time"      # attempt start -> upstream response complete
+
+
+def _columns(tuple table, Py_ssize_t n):
+    if len(table) != n:
+        raise ImportError(f"fastmesh._core: {len(table)} stat names for {n} slots")
+    return tuple([name for name, _ in table]), tuple([kind for _, kind in table])
+
+WORKER_NAMES, WORKER_KINDS = _columns(WORKER_STATS, WORKER_NSTATS)
+LISTENER_NAMES, LISTENER_KINDS = _columns(LISTENER_STATS, LISTENER_NSTATS)
+CLUSTER_NAMES, CLUSTER_KINDS = _columns(CLUSTER_STATS, CLUSTER_NSTATS)
+
+
+cdef inline void count_downstream_status(int64_t* st, int status) noexcept:
+    # The response's class; as before the registry, below 200 is 1xx and
+    # anything from 500 up is 5xx.
+    cdef int c = status // 100
+    if c < 1:
+        c = 1
+    elif c > 5:
+        c = 5
+    st[DOWNSTREAM_RQ_1XX + c - 1] += 1
+
+
+cdef inline void count_upstream_status(int64_t* st, int status) noexcept:
+    # Envoy's cluster classes start at 2xx: a final 1xx (101) counts there.
+    cdef int c = status // 100
+    if c < 2:
+        c = 2
+    elif c > 5:
+        c = 5
+    st[UPSTREAM_RQ_2XX + c - 2] += 1

@@ -6,7 +6,6 @@ cdef enum:  # HttpDownstream.alpn
     ALPN_H2 = 2         # TLS with "h2": the HTTP/2 preface must come first
 
 cdef class HttpDownstream(ProxyStream):
-    cdef ListenerState lst
     cdef Http1Parser parser
     cdef ReadBuffer rbuf
     cdef OutBuf out            # toward the client

@@ -23,12 +23,14 @@ cdef class HttpDownstream(ProxyStream):
     def connection_made(self, transport):
         cdef Worker w = self.lst.worker
         cdef ListenerConf conf = self.lst.conf
+        cdef int64_t* st
         self.set_transport(transport)
         self.conf = conf
         self.link(w)
-        w.stats.downstream_cx_total += 1
-        w.stats.downstream_cx_active += 1
-        w.stats.downstream_cx_http += 1
+        st = self.lst.st
+        st[DOWNSTREAM_CX_TOTAL] += 1
+        st[DOWNSTREAM_CX_ACTIVE] += 1
+        st[DOWNSTREAM_CX_HTTP] += 1
         self.parser = Http1Parser(True, conf.max_head_bytes, conf.max_headers)
         self.out = OutBuf(4096)
         self.upout = OutBuf(4096)
@@ -109,7 +111,7 @@ cdef class HttpDownstream(ProxyStream):
                         return
                     if self.alpn == ALPN_H2:
                         # h2 was agreed but this is not its preface
-                        self.worker.stats.downstream_cx_protocol_error += 1
+                        self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
                         self.abort()
                         return
                 self.seen_head = True
@@ -119,13 +121,12 @@ cdef class HttpDownstream(ProxyStream):
                         self.set_deadline(DL_HEADERS, self.conf.headers_timeout)
                     return
                 if r < 0:
-                    self.worker.stats.downstream_cx_protocol_error += 1
+                    self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
                     self.reset_request()
                     # (the method of this request, not of the previous one: no body for HEAD)
                     self.req_method = self.parser.method
                     self.in_request = True
-                    self.worker.stats.downstream_rq_total += 1
-                    self.worker.stats.downstream_rq_active += 1
+                    request_started(self)
                     self.close_after = True
                     self.local_reply(self.parser.error_status,
                                      (self.parser.error_reason or "bad request").encode() + b"\n")
@@ -176,8 +177,7 @@ cdef class HttpDownstream(ProxyStream):
         self.req_keep_alive = p.keep_alive
         if not p.keep_alive or w.draining:
             self.close_after = True
-        w.stats.downstream_rq_total += 1
-        w.stats.downstream_rq_active += 1
+        request_started(self)
         self.set_deadline(DL_NONE, 0)
         # The head is consumed now (its bytes stay where they are until the
         # next read): a local reply may at once start a pipelined request.
@@ -281,7 +281,7 @@ cdef class HttpDownstream(ProxyStream):
             data = b.data + b.start
             r = p.parse_body(data, b.end - b.start, &off, &seg)
             if r < 0:
-                self.worker.stats.downstream_cx_protocol_error += 1
+                self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
                 self.close_after = True
                 self.cancel_upstream()
                 if self.resp_started:
@@ -361,7 +361,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef bint keep_cl = rp.body == BODY_NONE and status != 204 and status >= 200
         self.response_filters(status)
         self.resp_started = True
-        self.worker.stats.count_status(status)
+        count_downstream_status(self.lst.st, status)
         # The head arrived: the route timeout is over; the body may take as
         # long as it makes progress.
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
@@ -432,7 +432,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef Worker w = self.worker
         self.flush()
         self.in_request = False
-        w.stats.downstream_rq_active -= 1
+        request_ended(self, True)
         self.request_over()
         self.route = None
         self.cluster = None
@@ -488,7 +488,7 @@ cdef class HttpDownstream(ProxyStream):
             r = p.parse_body(data, b.end - b.start, &off, &seg)
             if r < 0:
                 self.pumping = False
-                self.worker.stats.downstream_cx_protocol_error += 1
+                self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
                 self.close_after = True
                 self.cancel_upstream()
                 if self.resp_started:
@@ -550,7 +550,7 @@ cdef class HttpDownstream(ProxyStream):
         cdef bytes reason = REASONS.get(status, b"Unknown")
         self.response_filters(status)
         self.resp_started = True
-        self.worker.stats.count_status(status)
+        count_downstream_status(self.lst.st, status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
         if not self.req_done:
             self.close_after = True
@@ -615,7 +615,7 @@ cdef class HttpDownstream(ProxyStream):
         self.replied = True
         self.response_filters(status)
         self.resp_started = True
-        self.worker.stats.count_status(status)
+        count_downstream_status(self.lst.st, status)
         o.add("HTTP/1.1 ", 9)
         o.add_uint(status)
         o.add(" ", 1)
@@ -668,7 +668,7 @@ cdef class HttpDownstream(ProxyStream):
     # --- upgrade tunnels ------------------------------------------------------
 
     cdef void start_tunnel(self):
-        self.worker.stats.downstream_cx_upgrades_total += 1
+        self.lst.st[DOWNSTREAM_CX_UPGRADES_TOTAL] += 1
         self.flush()
         self.state = DS_TUNNEL
         self.ur.h1.tunnel = True
@@ -711,24 +711,22 @@ cdef class HttpDownstream(ProxyStream):
     # --- timers, drain, teardown -----------------------------------------------
 
     cdef void on_deadline(self, int kind):
-        cdef Worker w = self.worker
         if kind == DL_HEADERS:
-            w.stats.downstream_rq_header_timeout += 1
+            self.lst.st[DOWNSTREAM_RQ_HEADER_TIMEOUT] += 1
             self.reset_request()
             self.req_method = self.parser.method
             self.in_request = True
-            w.stats.downstream_rq_total += 1
-            w.stats.downstream_rq_active += 1
+            request_started(self)
             self.close_after = True
             self.local_reply(408, b"request header timeout\n")
         elif kind == DL_IDLE:
-            w.stats.downstream_cx_idle_timeout += 1
+            self.lst.st[DOWNSTREAM_CX_IDLE_TIMEOUT] += 1
             if self.in_request and self.state != DS_TUNNEL:
                 return
             self.close()
         elif kind == DL_RESPONSE:
             if self.cluster is not None:
-                self.cluster.st.upstream_rq_timeout += 1
+                self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
             self.cancel_upstream()
             if self.resp_started:
                 self.abort()
@@ -742,7 +740,7 @@ cdef class HttpDownstream(ProxyStream):
     cdef void on_drain(self):
         self.close_after = True
         if not self.in_request:
-            self.worker.stats.downstream_cx_drain_close += 1
+            self.lst.st[DOWNSTREAM_CX_DRAIN_CLOSE] += 1
             self.close()
 
     cdef void close(self):
@@ -762,13 +760,14 @@ cdef class HttpDownstream(ProxyStream):
         cdef Worker w = self.worker
         cdef UpstreamRequest ur = self.ur
         cdef UpstreamHttp up
+        cdef int64_t* st = self.lst.st
         self.closed = True
         self.transport = None
-        w.stats.downstream_cx_active -= 1
+        st[DOWNSTREAM_CX_ACTIVE] -= 1
         if self.in_request:
             self.in_request = False
-            w.stats.downstream_rq_active -= 1
-            w.stats.downstream_rq_rx_reset += 1
+            request_ended(self, False)
+            st[DOWNSTREAM_RQ_RX_RESET] += 1
             self.request_over()
         self.unlink()
         if ur is not None:

@@ -23,7 +23,7 @@ cdef class UpstreamHttp(UpstreamBase):
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
-        self.cluster.st.upstream_cx_active += 1
+        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.ur is None:
@@ -156,7 +156,8 @@ cdef class UpstreamHttp(UpstreamBase):
                               and not self.ep.removed
                               and (cf.max_requests_per_connection == 0
                                    or self.requests < cf.max_requests_per_connection))
-        self.ur.cluster.st.count_status(self.parser.status)
+        count_upstream_status(self.ur.cluster.st, self.parser.status)
+        self.ur.response_complete()
         self.detach()
         if reusable:
             self.release_rbuf()
@@ -207,7 +208,7 @@ cdef class UpstreamHttp(UpstreamBase):
         cdef ProxyStream d
         self.closed = True
         if self.connected:
-            self.cluster.st.upstream_cx_active -= 1
+            self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
         self.connected = False
         self.transport = None
         self.unlink()
@@ -217,7 +218,7 @@ cdef class UpstreamHttp(UpstreamBase):
         if ur is None:
             return
         d = ur.down
-        self.cluster.st.upstream_cx_destroy_with_active_rq += 1
+        self.cluster.st[UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ] += 1
         if self.tunnel:
             self.detach()
             d.close()

@@ -128,7 +128,7 @@ cdef class H2Downstream(Conn):
                 s = self.streams.get(ev.stream_id)
                 if s is not None:
                     if not (ev.flags & EVF_LOCAL):
-                        self.worker.stats.downstream_rq_rx_reset += 1
+                        self.lst.st[DOWNSTREAM_RQ_RX_RESET] += 1
                     s.on_reset()
             elif ev.type == EV_WINDOW_UPDATED:
                 if ev.stream_id == 0:
@@ -141,7 +141,7 @@ cdef class H2Downstream(Conn):
             elif ev.type == EV_PING_ACK:
                 self.check_drained()
             elif ev.type == EV_CONNECTION_ERROR:
-                self.worker.stats.downstream_cx_protocol_error += 1
+                self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
 
     cdef inline void flush(self):
         if self.transport is not None and self.h2.out.len:
@@ -182,14 +182,14 @@ cdef class H2Downstream(Conn):
             # The final GOAWAY (after the PING ACK) names the last stream we
             # took; once those are answered nothing is lost by closing.
             if self.h2.goaway_last_sent != 0x7fffffff or self.h2.state == H2_CS_CLOSED:
-                self.worker.stats.downstream_cx_drain_close += 1
+                self.lst.st[DOWNSTREAM_CX_DRAIN_CLOSE] += 1
                 self.close()
 
     cdef void on_deadline(self, int kind):
         if kind == DL_IDLE:
             if self.streams:
                 return
-            self.worker.stats.downstream_cx_idle_timeout += 1
+            self.lst.st[DOWNSTREAM_CX_IDLE_TIMEOUT] += 1
             self.h2.goaway(H2_NO_ERROR, NULL, 0)
             self.close()
 
@@ -216,10 +216,10 @@ cdef class H2Downstream(Conn):
         cdef H2ServerStream s
         self.closed = True
         self.transport = None
-        w.stats.downstream_cx_active -= 1
+        self.lst.st[DOWNSTREAM_CX_ACTIVE] -= 1
         self.unlink()
         for s in list(self.streams.values()):
-            w.stats.downstream_rq_rx_reset += 1
+            self.lst.st[DOWNSTREAM_RQ_RX_RESET] += 1
             s.on_reset()
         self.streams.clear()
         if self.rbuf is not None:

@@ -9,6 +9,7 @@ cdef class H2ServerStream(ProxyStream):
     cdef void start(self, H2Downstream conn, uint32_t sid):
         cdef Worker w = conn.worker
         self.conn = conn
+        self.lst = conn.lst
         self.sid = sid
         # The listener's current settings (filters, routes), not the ones
         # the connection started with: a reload or add_filter reaches open
@@ -20,8 +21,7 @@ cdef class H2ServerStream(ProxyStream):
         conn.streams[sid] = self
         self.link(w)
         conn.set_deadline(DL_NONE, 0)
-        w.stats.downstream_rq_total += 1
-        w.stats.downstream_rq_active += 1
+        request_started(self)
 
     # --- the request ----------------------------------------------------------
 
@@ -308,7 +308,7 @@ cdef class H2ServerStream(ProxyStream):
             return
         self.response_filters(rp.status)
         self.resp_started = True
-        self.worker.stats.count_status(rp.status)
+        count_downstream_status(self.lst.st, rp.status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
         if self.grpc and rp.status != 200:
             for i in range(rp.nheaders):
@@ -345,7 +345,7 @@ cdef class H2ServerStream(ProxyStream):
             return
         self.response_filters(status)
         self.resp_started = True
-        self.worker.stats.count_status(status)
+        count_downstream_status(self.lst.st, status)
         self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
         if self.grpc and status != 200:
             for i in range(n):
@@ -467,7 +467,6 @@ cdef class H2ServerStream(ProxyStream):
         self.finish()
 
     cdef void finish(self):
-        cdef Worker w = self.worker
         if self.finished:
             return
         self.finished = True
@@ -477,7 +476,7 @@ cdef class H2ServerStream(ProxyStream):
         if self.owed:
             self.conn.h2.consumed(self.sid, self.owed)
             self.owed = 0
-        w.stats.downstream_rq_active -= 1
+        request_ended(self, not self.reset)
         self.set_deadline(DL_NONE, 0)
         self.unlink()
         self.request_over()
@@ -508,7 +507,7 @@ cdef class H2ServerStream(ProxyStream):
                 self.grpc_reply(grpc_code_for_http(status), body.strip())
         else:
             self.resp_started = True
-            self.worker.stats.count_status(status)
+            count_downstream_status(self.lst.st, status)
             hl.clear()
             hl.add_uint(":status", 7, status)
             hl.add_uint("content-length", 14, len(body) if self.req_method != M_HEAD else 0)
@@ -530,7 +529,7 @@ cdef class H2ServerStream(ProxyStream):
         # A trailers-only response (gRPC over HTTP/2: HEADERS + END_STREAM).
         cdef HeaderList hl = self.conn.hl
         self.resp_started = True
-        self.worker.stats.count_status(200)
+        count_downstream_status(self.lst.st, 200)
         hl.clear()
         hl.add(":status", 7, "200", 3, 0)
         hl.add("content-type", 12, "application/grpc", 16, 0)
@@ -569,7 +568,7 @@ cdef class H2ServerStream(ProxyStream):
         if kind != DL_RESPONSE or self.finished:
             return
         if self.cluster is not None:
-            self.cluster.st.upstream_rq_timeout += 1
+            self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
         self.cancel_upstream()
         if self.resp_started:
             if self.grpc and not self.resp_end_sent and self.pending is not None \

@@ -42,7 +42,7 @@ cdef class UpstreamH2(UpstreamBase):
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
-        self.cluster.st.upstream_cx_active += 1
+        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed:
@@ -215,7 +215,7 @@ cdef class UpstreamH2(UpstreamBase):
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
                     d = u.down
-                    u.cluster.st.count_status(ev.code)
+                    count_upstream_status(u.cluster.st, ev.code)
                     u.resp_state = 1
                     d.write_response_head_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off],
                                              <int>ev.len, ev.flags & EVF_END_STREAM)
@@ -238,6 +238,8 @@ cdef class UpstreamH2(UpstreamBase):
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
                     d = u.down
+                    if u.resp_state != 0:
+                        u.response_complete()
                     if u.resp_state == 1:
                         d.end_body_h2(NULL, NULL, 0)
                     if not u.done:
@@ -318,7 +320,7 @@ cdef class UpstreamH2(UpstreamBase):
         self.dead = True
         self.leave_pool()
         for u in list(self.streams.values()) + list(self.waiting):
-            self.cluster.st.upstream_cx_destroy_with_active_rq += 1
+            self.cluster.st[UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ] += 1
             self.fail_stream(u, status, body)
 
     cdef void leave_pool(self):
@@ -353,7 +355,7 @@ cdef class UpstreamH2(UpstreamBase):
     def connection_lost(self, exc):
         self.closed = True
         if self.connected:
-            self.cluster.st.upstream_cx_active -= 1
+            self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
         self.connected = False
         self.transport = None
         self.unlink()

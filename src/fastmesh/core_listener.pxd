@@ -30,3 +30,6 @@ cdef class ListenerState:
     cdef readonly str name
     cdef readonly ListenerConf conf
     cdef readonly Worker worker
+    cdef readonly StatsBlock stats
+    cdef int64_t* st                    # stats.v: LISTENER_STATS slots
+    cdef Histogram rq_time              # downstream_rq_time

@@ -61,12 +61,17 @@ cdef class Snapshot:
 
 @cython.final
 cdef class ListenerState:
-    """A listener inside one worker: survives reloads; `conf` is swapped."""
+    """A listener inside one worker: survives reloads; `conf` is swapped.
+    Its connections count in its stats block (labels {listener: name})."""
 
     def __init__(self, Worker worker, ListenerConf conf):
         self.worker = worker
         self.name = conf.name
         self.conf = conf
+        self.stats = worker.listener_block(conf.name)
+        self.st = self.stats.v
+        self.rq_time = worker.registry.histogram("listener", LISTENER_RQ_TIME,
+                                                 (("listener", conf.name),))
 
     def __call__(self):
         # The protocol factory handed to loop.create_server().

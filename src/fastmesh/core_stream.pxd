@@ -1,7 +1,9 @@
 # core_stream.pxd: declarations of core_stream.pxi (see _core.pxd)
 
 cdef class ProxyStream(Conn):
+    cdef ListenerState lst       # counts in its stats
     cdef ListenerConf conf
+    cdef double rq_start         # the request head arrived (downstream_rq_time)
     cdef Route route
     cdef ClusterState cluster
     cdef UpstreamRequest ur      # the current attempt (None between attempts)

@@ -138,7 +138,7 @@ cdef class ProxyStream(Conn):
         # same one if it is the only one left).
         cdef int idx
         failed.end()
-        self.cluster.st.upstream_rq_retry += 1
+        self.cluster.st[UPSTREAM_RQ_RETRY] += 1
         if self.ur is failed:
             self.ur = None
         if elsewhere:
@@ -332,6 +332,25 @@ cdef class ProxyStream(Conn):
     cdef void up_body_sent(self, Py_ssize_t n):
         # The HTTP/2 upstream's flow control took n more bytes of up_pending.
         pass
+
+
+# Slot writes go through a local pointer: `s.lst.st[X] += 1` would take and
+# drop a reference to lst around each write.
+
+cdef inline void request_started(ProxyStream s) noexcept:
+    # Every request the listener takes counts once, whatever becomes of it.
+    cdef int64_t* st = s.lst.st
+    st[DOWNSTREAM_RQ_TOTAL] += 1
+    st[DOWNSTREAM_RQ_ACTIVE] += 1
+    s.rq_start = mono_now()
+
+
+cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
+    # Only a complete response has a meaningful time; a reset does not.
+    cdef int64_t* st = s.lst.st
+    st[DOWNSTREAM_RQ_ACTIVE] -= 1
+    if complete:
+        s.lst.rq_time.record(mono_now() - s.rq_start)
 
 
 cdef inline void add_extra_h1(OutBuf o, HeaderList extra):

@@ -13,7 +13,7 @@ cdef class TcpUpstream(UpstreamBase):
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
-        self.cluster.st.upstream_cx_active += 1
+        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.down is None or self.down.closed:
@@ -54,7 +54,7 @@ cdef class TcpUpstream(UpstreamBase):
     def connection_lost(self, exc):
         self.closed = True
         if self.connected:
-            self.cluster.st.upstream_cx_active -= 1
+            self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
         self.connected = False
         self.transport = None
         self.unlink()
@@ -88,9 +88,9 @@ cdef class TcpDownstream(Conn):
         self.set_transport(transport)
         self.conf = conf
         self.link(w)
-        w.stats.downstream_cx_total += 1
-        w.stats.downstream_cx_active += 1
-        w.stats.downstream_cx_tcp += 1
+        self.lst.st[DOWNSTREAM_CX_TOTAL] += 1
+        self.lst.st[DOWNSTREAM_CX_ACTIVE] += 1
+        self.lst.st[DOWNSTREAM_CX_TCP] += 1
         transport.set_write_buffer_limits(conf.buffer_limit)
         if c is None:
             self.close()
@@ -103,7 +103,7 @@ cdef class TcpDownstream(Conn):
             h = rand64()
         idx = c.pick(h, -1)
         if idx < 0:
-            c.st.upstream_cx_none_healthy += 1
+            c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
             self.close()
             return
         # Nothing is read until the upstream is connected: the kernel's
@@ -192,7 +192,7 @@ cdef class TcpDownstream(Conn):
             self.up.resume_read(PAUSE_PEER)
 
     cdef void on_deadline(self, int kind):
-        self.worker.stats.downstream_cx_idle_timeout += 1
+        self.lst.st[DOWNSTREAM_CX_IDLE_TIMEOUT] += 1
         if self.transport is not None:
             self.transport.abort()
         if self.up is not None:
@@ -218,7 +218,7 @@ cdef class TcpDownstream(Conn):
         self.closed = True
         self.transport = None
         if w is not None:
-            w.stats.downstream_cx_active -= 1
+            self.lst.st[DOWNSTREAM_CX_ACTIVE] -= 1
         self.unlink()
         if self.rbuf is not None:
             self.rbuf = None

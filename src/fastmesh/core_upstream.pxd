@@ -15,9 +15,11 @@ cdef class UpstreamRequest:
     cdef bint pump_queued         # waiting in its UpstreamH2's `dirty` list
     cdef int resp_state           # HTTP/2 response: 0 none, 1 head, 2 ended
     cdef int64_t unacked          # HTTP/2 response DATA not yet acknowledged upstream
+    cdef double started           # for upstream_rq_time
 
     cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt)
     cdef void end(self)
+    cdef inline void response_complete(self)
     cdef void attach(self, bint fresh)
     cdef inline bint is_h2(self)
     cdef void cancel(self)

@@ -24,16 +24,24 @@ cdef class UpstreamRequest:
         self.attempt = attempt
         self.active = True
         self.lb.request_started(idx)
-        c.st.upstream_rq_total += 1
-        c.st.upstream_rq_active += 1
+        c.st[UPSTREAM_RQ_TOTAL] += 1
+        c.st[UPSTREAM_RQ_ACTIVE] += 1
+        self.started = mono_now()
 
     cdef void end(self):
         # This attempt is over (response complete, failed, or abandoned):
         # give back what begin() took, once.
+        cdef int64_t* st
         if self.active:
             self.active = False
             self.lb.request_finished(self.lb_idx)
-            self.cluster.st.upstream_rq_active -= 1
+            st = self.cluster.st          # (no reference taken around the write)
+            st[UPSTREAM_RQ_ACTIVE] -= 1
+
+    cdef inline void response_complete(self):
+        # The upstream's response is all in (Envoy records upstream_rq_time
+        # for complete responses only).
+        self.cluster.rq_time.record(mono_now() - self.started)
 
     cdef void attach(self, bint fresh):
         # Put this attempt on a connection of its cluster's pool for its
@@ -51,13 +59,13 @@ cdef class UpstreamRequest:
                 self.ep.pool.h2conns.append(c)
                 c.start_connect(w, cl, self.ep)
             else:
-                cl.st.upstream_cx_reused += 1
+                cl.st[UPSTREAM_CX_REUSED] += 1
             c.attach(self)
             return
         if not fresh:
             up = self.ep.pool.get()
         if up is not None:
-            cl.st.upstream_cx_reused += 1
+            cl.st[UPSTREAM_CX_REUSED] += 1
             up.begin(self)
             self.h1 = up
             self.down.upstream_ready(self)

@@ -10,7 +10,10 @@ cdef class Worker:
     cdef readonly dict listeners        # name -> ListenerState
     cdef readonly dict clusters         # name -> ClusterState (kept across snapshots)
     cdef BufferPool bufpool
-    cdef readonly Stats stats
+    cdef readonly StatsRegistry registry  # every block and histogram (core_counters.pxi)
+    cdef readonly StatsBlock wstats     # the worker's own block (prefix "")
+    cdef int64_t* st                    # wstats.v
+    cdef list ds_blocks                 # the listeners' blocks (rq_active)
     cdef Conn conns                     # every live connection (drain, close_all, counts)
     cdef readonly TimerWheel wheel      # every connection deadline (Conn.set_deadline)
     cdef readonly bint draining
@@ -24,3 +27,5 @@ cdef class Worker:
 
     cdef void defer_flush(self, Conn c)
     cdef void flush_dirty(self)
+    cdef StatsBlock listener_block(self, str name)
+    cdef long long rq_active(self)

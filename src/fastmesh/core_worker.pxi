@@ -1,6 +1,6 @@
 # core_worker.pxi: the Worker, the per-process data plane: it applies
-# snapshots, keeps listener and cluster state by name, owns the timer wheel
-# and the connection list, runs the batching, and counts.
+# snapshots, keeps listener and cluster state by name, owns the timer wheel,
+# the connection list and the stats registry, and runs the batching.
 
 
 
@@ -19,7 +19,10 @@ cdef class Worker:
         self.listeners = {}
         self.clusters = {}
         self.bufpool = BufferPool(buffer_size)
-        self.stats = Stats()
+        self.registry = StatsRegistry()
+        self.wstats = self.registry.block("", WORKER_NAMES, WORKER_KINDS, None)
+        self.st = self.wstats.v
+        self.ds_blocks = []
         self.conns = None
         self.wheel = TimerWheel(loop)
         self.draining = False
@@ -45,7 +48,7 @@ cdef class Worker:
         self.flush_scheduled = False
         self.flush_dirty()
         if (self.batch_window > 0 and not self.batching
-                and self.stats.downstream_rq_active >= BATCH_MIN_ACTIVE):
+                and self.rq_active() >= BATCH_MIN_ACTIVE):
             self.batching = True
             self.batch_activity = 0
             self.batch_woke = mono_now()
@@ -77,8 +80,8 @@ cdef class Worker:
         # batches, sleeping would only cost throughput. Few requests in
         # flight: a sleep would be added latency with little to batch.
         if (mono_now() - self.batch_woke < self.batch_window * 0.5
-                and self.stats.downstream_rq_active >= BATCH_MIN_ACTIVE):
-            self.stats.loop_batch_sleeps += 1
+                and self.rq_active() >= BATCH_MIN_ACTIVE):
+            self.st[LOOP_BATCH_SLEEPS] += 1
             _sleep(self.batch_window)
         self.batch_woke = mono_now()
         self.loop.call_soon(self._batch_round)
@@ -184,13 +187,29 @@ cdef class Worker:
             c = c.next
         return n
 
-    def stats_dict(self):
-        """Counters as plain data: worker-wide and per cluster."""
-        d = self.stats.as_dict()
-        clusters = {}
-        for name, cs in self.clusters.items():
-            clusters[name] = (<ClusterState>cs).st.as_dict()
-        d["clusters"] = clusters
-        d["buffers_allocated"] = self.bufpool.allocated
-        d["buffers_reused"] = self.bufpool.reused
-        return d
+    # --- stats ---------------------------------------------------------------
+
+    cdef StatsBlock listener_block(self, str name):
+        # Get-or-create: a listener that comes back (a reload) counts on.
+        cdef StatsBlock b = self.registry.block("listener", LISTENER_NAMES, LISTENER_KINDS,
+                                                (("listener", name),))
+        if b not in self.ds_blocks:
+            self.ds_blocks.append(b)
+        return b
+
+    cdef long long rq_active(self):
+        # Requests in flight on all listeners (the batching's load signal):
+        # summed here, once per loop iteration at most, rather than kept
+        # per request in a second, worker-wide gauge.
+        cdef StatsBlock b
+        cdef long long n = 0
+        for b in self.ds_blocks:
+            n += b.v[DOWNSTREAM_RQ_ACTIVE]
+        return n
+
+    def stats(self):
+        """The registry's snapshot: every block and histogram as plain,
+        JSON-able data (docs/stats.md); admin.metrics merges and renders it."""
+        self.st[BUFFERS_ALLOCATED] = self.bufpool.allocated
+        self.st[BUFFERS_REUSED] = self.bufpool.reused
+        return self.registry.snapshot()

@@ -47,7 +47,7 @@ cdef class RouterFilter(HttpFilter):
             h = 0
         idx = c.pick(h, -1)
         if idx < 0:
-            c.st.upstream_cx_none_healthy += 1
+            c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
             s.local_reply(503, b"no healthy upstream\n")
             return FILTER_STOP
         s.route = route

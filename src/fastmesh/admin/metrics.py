@@ -2,11 +2,12 @@
 
 Each worker's ``StatsRegistry.snapshot()`` (``fastmesh._stats``) crosses the
 worker's JSON channel as plain data; this module sums the workers' snapshots
-(``merge``) and renders the result for the admin endpoints: the Prometheus
-text exposition format 0.0.4 (``render_prometheus``) and Envoy's ``/stats``
-plain text (``render_text``). It works on that data only and imports nothing
-from the data side. The snapshot format and the naming rules are in
-docs/stats.md.
+(``merge``), adds the process's own values (``process_block``) and renders the
+result for the admin endpoints: the Prometheus text exposition format 0.0.4
+(``render_prometheus``), Envoy's ``/stats`` plain text (``render_text``) and
+the JSON summary that ``Proxy.stats()`` returns (``summary``). It works on
+that data only and imports nothing from the data side. The snapshot format
+and the naming rules are in docs/stats.md.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from typing import Any
 ENVOY_QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 
 _BAD_NAME_CHAR = re.compile(r"[^A-Za-z0-9_:]")
+
+# upstream_rq_2xx ... : in Prometheus one family with the class as a label,
+# as Envoy's tag extraction makes envoy_cluster_upstream_rq_xx.
+_CODE_CLASS = re.compile(r"(.+_)([1-5]xx)\Z")
+CODE_CLASS_LABEL = "response_code_class"
 
 
 def _labels_key(labels: Any) -> tuple[tuple[str, str], ...]:
@@ -75,6 +81,79 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "blocks": [blocks[k] for k in sorted(blocks)],
         "histograms": [hists[k] for k in sorted(hists)],
     }
+
+
+def plain_block(prefix: str, values: dict[str, int | float], gauges: Any = (),
+                labels: Any = ()) -> dict[str, Any]:
+    """A snapshot block made outside a registry: the process's own values
+    (workers, reloads, the config version) to merge with the workers'.
+    Every value is a counter unless its name is in ``gauges``."""
+    return {
+        "prefix": prefix,
+        "labels": [list(kv) for kv in _labels_key(labels)],
+        "values": dict(values),
+        "kinds": {name: "gauge" if name in gauges else "counter" for name in values},
+    }
+
+
+# The process's own values that go up and down; the others are counters.
+PROCESS_GAUGES = ("workers", "workers_ready", "config_version")
+
+
+def process_block(**values: int) -> dict[str, Any]:
+    """The process's own block (prefix "", no labels): `workers`,
+    `workers_ready`, `worker_restarts_total`, `config_reloads_ok`,
+    `config_reloads_failed`, `config_version`, whichever the runtime has."""
+    return plain_block("", values, gauges=PROCESS_GAUGES)
+
+
+def summary(merged: dict[str, Any]) -> dict[str, Any]:
+    """The stats as one plain dict (``Proxy.stats()``, ``/stats?format=json``):
+
+    - the unlabelled block's values (prefix ""): worker and process values;
+    - each listener block's values summed over listeners under their own
+      names (``downstream_rq_2xx``: the process's total), and per listener
+      under ``"listeners"``: ``{name: {stat: value}}``;
+    - per cluster under ``"clusters"``: ``{name: {stat: value}}``;
+    - ``merged["info"]`` (plain data that is not a metric: worker pids...).
+
+    Histograms are not in it (the text and Prometheus formats have them)."""
+    out: dict[str, Any] = {}
+    per: dict[str, dict[str, dict[str, Any]]] = {"listener": {}, "cluster": {}}
+    for blk in merged.get("blocks", ()):
+        prefix, labels = blk["prefix"], blk["labels"]
+        if prefix == "" and not labels:
+            out.update(blk["values"])
+        elif prefix in per and len(labels) == 1 and labels[0][0] == prefix:
+            dst = per[prefix].setdefault(str(labels[0][1]), {})
+            for name, value in blk["values"].items():
+                dst[name] = dst.get(name, 0) + value
+    for values in per["listener"].values():
+        for name, value in values.items():
+            out[name] = out.get(name, 0) + value
+    out["listeners"] = per["listener"]
+    out["clusters"] = per["cluster"]
+    out.update(merged.get("info", {}))
+    return out
+
+
+def select(merged: dict[str, Any], filter_regex: str | None) -> dict[str, Any]:
+    """Only the stats whose Envoy name (``stat_name``) the regex matches
+    (``re.search``, like Envoy's ``?filter=``); an invalid one raises
+    ``re.error``. No regex: ``merged`` itself."""
+    if not filter_regex:
+        return merged
+    match = re.compile(filter_regex).search
+    blocks = []
+    for blk in merged.get("blocks", ()):
+        values = {name: value for name, value in blk["values"].items()
+                  if match(stat_name(blk["prefix"], blk["labels"], name))}
+        if values:
+            blocks.append({**blk, "values": values,
+                           "kinds": {n: k for n, k in blk["kinds"].items() if n in values}})
+    hists = [h for h in merged.get("histograms", ())
+             if match(stat_name(h["prefix"], h["labels"], h["name"]))]
+    return {**merged, "blocks": blocks, "histograms": hists}
 
 
 # ---------------------------------------------------------------- Prometheus
@@ -140,19 +219,26 @@ def render_prometheus(merged: dict[str, Any], namespace: str = "fastmesh") -> st
     for blk in merged.get("blocks", ()):
         prefix = blk["prefix"]
         labels = _label_text(blk["labels"])
+        has_class = any(k == CODE_CLASS_LABEL for k, _v in blk["labels"])
         for name, value in blk["values"].items():
             kind = blk["kinds"].get(name, "counter")
+            m = None if has_class else _CODE_CLASS.match(name)
+            if m is not None:
+                name = m.group(1) + "xx"
+                sample_labels = _label_text(blk["labels"], (CODE_CLASS_LABEL, m.group(2)))
+            else:
+                sample_labels = labels
             fname = _metric_name(namespace, prefix, name)
             if kind == "counter" and not fname.endswith("_total"):
                 fname += "_total"
-            family(fname, kind, f"{prefix}.{name}").append(
-                f"{fname}{labels} {_number(value)}")
+            family(fname, kind, stat_name(prefix, (), name)).append(
+                f"{fname}{sample_labels} {_number(value)}")
 
     for h in merged.get("histograms", ()):
         fname = _metric_name(namespace, h["prefix"], h["name"])
         if not fname.endswith("_seconds"):
             fname += "_seconds"
-        lines = family(fname, "histogram", f"{h['prefix']}.{h['name']}")
+        lines = family(fname, "histogram", stat_name(h["prefix"], (), h["name"]))
         cum = 0
         les = [_number(float(b)) for b in h["bounds"]] + ["+Inf"]
         for le, n in zip(les, h["buckets"]):
@@ -175,8 +261,9 @@ def render_prometheus(merged: dict[str, Any], namespace: str = "fastmesh") -> st
 
 def stat_name(prefix: str, labels: Any, name: str) -> str:
     """Envoy's dotted name: the prefix, the label values in label order,
-    the stat (``cluster.backend.upstream_rq_total``)."""
-    return ".".join([prefix, *(str(v) for _k, v in labels), name])
+    the stat (``cluster.backend.upstream_rq_total``); a block with the
+    prefix "" has none (``config_version``)."""
+    return ".".join([*([prefix] if prefix else []), *(str(v) for _k, v in labels), name])
 
 
 def quantile(bounds: list[float], buckets: list[int], q: float) -> float | None:
@@ -219,7 +306,7 @@ def render_text(merged: dict[str, Any], filter_regex: str | None = None) -> str:
     what Envoy prints before its first interval). Each section is sorted by
     name. ``filter_regex`` keeps the names it matches (``re.search``, like
     Envoy's ``?filter=``); an invalid one raises ``re.error``."""
-    match = re.compile(filter_regex).search if filter_regex else None
+    merged = select(merged, filter_regex)
     values: list[tuple[str, str]] = []
     for blk in merged.get("blocks", ()):
         for name, value in blk["values"].items():
@@ -235,6 +322,5 @@ def render_text(merged: dict[str, Any], filter_regex: str | None = None) -> str:
             v = quantile(h["bounds"], h["buckets"], q)
             parts.append(f"{_quantile_label(q)}(nan,{_ms(v * 1000.0)})")
         hists.append((full, " ".join(parts)))
-    lines = [f"{n}: {v}" for n, v in sorted(values) + sorted(hists)
-             if match is None or match(n)]
+    lines = [f"{n}: {v}" for n, v in sorted(values) + sorted(hists)]
     return "\n".join(lines) + "\n" if lines else ""

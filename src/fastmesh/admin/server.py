@@ -1,26 +1,37 @@
-"""The admin listener: readiness, metrics and the running config.
+"""The admin listener: readiness, stats and the running config.
 
 Control side, plain asyncio: it serves operators and scrapers, not traffic.
 
-    GET /ready             200 "LIVE" when serving, 503 otherwise (draining, starting)
-    GET /stats             counters as JSON
-    GET /stats/prometheus  counters in the Prometheus text format
-    GET /config_dump       the running config as JSON, with its "version" when known
+    GET /ready              200 "LIVE" when serving, 503 otherwise (draining, starting)
+    GET /stats              Envoy's text: `name: value`, histograms as quantiles in ms
+    GET /stats?format=json  the same stats as one JSON object (admin.metrics.summary)
+    GET /stats/prometheus   the Prometheus text format 0.0.4 (or /stats?format=prometheus)
+    GET /config_dump        the running config as JSON, with its "version" when known
+
+``?filter=REGEX`` on the stats keeps those whose Envoy name it matches
+(``re.search``), in every format, as Envoy's admin does. The stats come from
+the runtime as one merged registry snapshot (docs/stats.md).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
-from fastmesh.admin.prometheus import render_prometheus
+from fastmesh.admin.metrics import render_prometheus, render_text, select, summary
 from fastmesh.control.config import Config, config_to_dict
 
 log = logging.getLogger("fastmesh.admin")
 
+# A merged registry snapshot (admin.metrics.merge) with the process's own
+# block, plus "info": plain data for the JSON summary (worker pids...).
 StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+_STATS_FORMATS = ("text", "json", "prometheus")
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             500: "Internal Server Error", 503: "Service Unavailable"}
@@ -63,7 +74,7 @@ class AdminServer:
                 status, ctype, body = 400, "text/plain", b"bad request\n"
             else:
                 method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-                status, ctype, body = await self.dispatch(method, target.split("?", 1)[0])
+                status, ctype, body = await self.dispatch(method, target)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
                 ConnectionError):
             writer.close()
@@ -81,17 +92,19 @@ class AdminServer:
             pass
         writer.close()
 
-    async def dispatch(self, method: str, path: str) -> tuple[int, str, bytes]:
+    async def dispatch(self, method: str, target: str) -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
+        path, _, query = target.partition("?")
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
         if path == "/ready":
             if self._ready():
                 return 200, "text/plain", b"LIVE\n"
             return 503, "text/plain", b"NOT READY\n"
         if path == "/stats":
-            return 200, "application/json", json.dumps(await self._stats(), indent=2).encode()
+            return await self.stats(params.get("format", "text"), params.get("filter"))
         if path == "/stats/prometheus":
-            return 200, "text/plain; version=0.0.4", render_prometheus(await self._stats()).encode()
+            return await self.stats("prometheus", params.get("filter"))
         if path == "/config_dump":
             dump = config_to_dict(self._config())
             if self._version is not None:
@@ -100,3 +113,16 @@ class AdminServer:
         if path == "/":
             return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n"
         return 404, "text/plain", b"not found\n"
+
+    async def stats(self, fmt: str, filter_regex: str | None) -> tuple[int, str, bytes]:
+        if fmt not in _STATS_FORMATS:
+            return 400, "text/plain", f"format must be one of {', '.join(_STATS_FORMATS)}\n".encode()
+        try:
+            snap = select(await self._stats(), filter_regex)
+        except re.error as exc:
+            return 400, "text/plain", f"invalid filter regex: {exc}\n".encode()
+        if fmt == "json":
+            return 200, "application/json", json.dumps(summary(snap), indent=2).encode()
+        if fmt == "prometheus":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", render_prometheus(snap).encode()
+        return 200, "text/plain; charset=utf-8", render_text(snap).encode()

@@ -245,9 +245,8 @@ class DataPlane:
         self.listeners.clear()
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this data plane (see docs/admin.md for their meaning)."""
+        """The worker's stats registry snapshot: plain, JSON-able data
+        (docs/stats.md, which also lists what is counted)."""
         if self.worker is None:
-            return {}
-        st = self.worker.stats_dict()
-        st["config_version"] = self.version
-        return st
+            return {"blocks": [], "histograms": []}
+        return self.worker.stats()

@@ -15,6 +15,7 @@ import logging
 import signal
 from typing import Any
 
+from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime.dataplane import DataPlane
@@ -46,7 +47,7 @@ class SingleProcess:
         await self.plane.start()
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
-                                     stats=self.stats, config=lambda: self.plane.config,
+                                     stats=self.stats_snapshot, config=lambda: self.plane.config,
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version)
             await self.admin.start()
@@ -95,10 +96,17 @@ class SingleProcess:
         log.info("config reloaded from %s", self.path)
         return True
 
+    async def stats_snapshot(self) -> dict[str, Any]:
+        """The worker's stats with the process's own values, in the
+        supervisor's format (the admin's stats provider)."""
+        own = metrics.process_block(
+            workers=1,
+            workers_ready=0 if self.stopping else 1,
+            config_reloads_ok=self.reloads_ok,
+            config_reloads_failed=self.reloads_failed,
+            config_version=self.plane.version)
+        return metrics.merge([self.plane.stats(), {"blocks": [own]}])
+
     async def stats(self) -> dict[str, Any]:
-        st = self.plane.stats()
-        st["workers"] = 1
-        st["workers_ready"] = 0 if self.stopping else 1
-        st["config_reloads_ok"] = self.reloads_ok
-        st["config_reloads_failed"] = self.reloads_failed
-        return st
+        """The stats as one plain dict (what /stats?format=json shows)."""
+        return metrics.summary(await self.stats_snapshot())

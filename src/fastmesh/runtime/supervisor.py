@@ -7,7 +7,7 @@ SIGHUP and applies it to every worker in two phases (a bad file, or a config
 that any worker fails to prepare, is logged and the running config keeps
 serving everywhere: docs/design.md, "Versioned, two-phase apply"), drains
 all workers on SIGTERM/SIGINT, and serves the admin listener with the
-workers' counters summed.
+workers' stats summed.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from fastmesh.admin.prometheus import merge_stats
+from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.runtime.channel import Channel
@@ -175,7 +175,7 @@ class Supervisor:
             self._watchers.append(asyncio.create_task(self._watch(w)))
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
-                                     stats=self.stats, config=lambda: self.config,
+                                     stats=self.stats_snapshot, config=lambda: self.config,
                                      ready=self.is_ready, version=lambda: self.version)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -337,20 +337,29 @@ class Supervisor:
         self.reloads_failed += 1
         self.last_reload_error = error
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats_snapshot(self) -> dict[str, Any]:
+        """The workers' stats summed, with the supervisor's own values (the
+        admin's stats provider; docs/stats.md). A worker that does not
+        answer is left out of the sums."""
         answers = await asyncio.gather(*(w.request({"op": "stats"}, 5.0) for w in self.workers))
-        parts = [a.get("stats") for a in answers]      # None: no answer
-        merged = merge_stats([p for p in parts if p is not None])
-        merged["workers"] = self.nworkers
-        merged["workers_ready"] = sum(1 for w in self.workers if w.ready)
-        merged["worker_restarts_total"] = sum(w.restarts for w in self.workers)
-        merged["worker_pids"] = [w.proc.pid for w in self.workers if w.proc is not None]
-        merged["config_reloads_ok"] = self.reloads_ok
-        merged["config_reloads_failed"] = self.reloads_failed
-        merged["config_reload_error"] = self.last_reload_error
-        # The committed version (merge_stats summed the workers' ones) and
-        # each worker's own (None if it did not answer).
-        merged["config_version"] = self.version
-        merged["worker_config_versions"] = [p.get("config_version") if p else None
-                                            for p in parts]
+        own = metrics.process_block(
+            workers=self.nworkers,
+            workers_ready=sum(1 for w in self.workers if w.ready),
+            worker_restarts_total=sum(w.restarts for w in self.workers),
+            config_reloads_ok=self.reloads_ok,
+            config_reloads_failed=self.reloads_failed,
+            config_version=self.version)          # the committed one
+        merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
+                               + [{"blocks": [own]}])
+        merged["info"] = {
+            "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
+            "config_reload_error": self.last_reload_error,
+            # each worker's own version (None if it did not answer)
+            "worker_config_versions": [a.get("version") if a.get("ok") else None
+                                       for a in answers],
+        }
         return merged
+
+    async def stats(self) -> dict[str, Any]:
+        """The stats as one plain dict (what /stats?format=json shows)."""
+        return metrics.summary(await self.stats_snapshot())

@@ -4,7 +4,8 @@ Started by the supervisor as ``python -m fastmesh.runtime.worker --fd N``
 with one end of a socketpair. It receives its config over that channel (the
 supervisor's last good config, so a restarted worker never reads a file that
 has since gone bad) and its version, binds its listeners with SO_REUSEPORT,
-and then answers requests (see channel.py): "stats", and the two-phase apply
+and then answers requests (see channel.py): "stats" (its stats registry's
+snapshot and the config version it serves), and the two-phase apply
 "prepare" / "commit" / "abort" (docs/design.md, "Versioned, two-phase
 apply"). SIGTERM drains: stop accepting, finish the requests in flight,
 close keep-alive connections, exit 0.
@@ -117,7 +118,7 @@ async def serve(fd: int, worker_id: int) -> int:
             if op in ("prepare", "commit", "abort"):
                 applier.queue.put_nowait(req)
             elif op == "stats":
-                await chan.send(answer(req, stats=plane.stats()))
+                await chan.send(answer(req, stats=plane.stats(), version=plane.version))
             else:
                 await chan.send(answer(req, False, error=f"unknown op {op!r}"))
 
