@@ -408,3 +408,30 @@ def test_model(wheel, seed):
             for t in timers:
                 assert t.armed == (t.ident in expected)
     assert len(fires) == len(set((s, i) for s, i, _ in fires))
+
+
+def test_lazy_disarm_and_rearm(run):
+    # The per-request paths a connection takes: disarm by forgetting the kind
+    # (the entry stays in its slot and does not fire), then arm again later
+    # than the slot (two field writes), which fires at the new deadline; an
+    # earlier deadline is refused by the lazy path (arm() moves the entry).
+    async def main(loop, w):
+        fut, cb = waiter(loop)
+        a, b = PyTimer(), PyTimer(cb)
+        w.arm_py(a, 1, 0.02)
+        w.disarm_lazy_py(a)
+        assert a.armed                         # still in its slot...
+        assert not w.arm_lazy_py(a, 2, 0.001)  # (earlier than its slot: not lazy)
+        w.arm_py(b, 3, 0.06)
+        await asyncio.wait_for(fut, DEADLINE)  # b fired at 60 ms
+        assert a.fired == [] and not a.armed   # ...a's slot passed: dropped, not fired
+        fut2, cb2 = waiter(loop)
+        c = PyTimer(cb2)
+        w.arm_py(c, 4, 0.02)
+        t0 = time.monotonic()
+        assert w.arm_lazy_py(c, 5, 0.05)       # later than its slot: lazy
+        await asyncio.wait_for(fut2, DEADLINE)
+        return c, time.monotonic() - t0
+
+    (c, waited), _ = run(main)
+    assert [k for k, _ in c.fired] == [5] and waited >= 0.05

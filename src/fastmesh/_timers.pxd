@@ -3,6 +3,30 @@
 cimport cython
 from libc.stdint cimport int64_t, uint64_t
 
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+
+cdef enum:
+    # Deadlines are clamped to this many seconds (~31 years): the ns
+    # arithmetic stays far from int64 overflow.
+    MAX_DELAY = 1000000000
+    # t_kind of an entry disarmed lazily (disarm_lazy); callers' kinds are >= 0.
+    TIMER_DISARMED = -1
+
+
+cdef inline int64_t mono_ns() noexcept nogil:
+    # vDSO: ~20 ns, no system call. Python's time.monotonic() and libuv's
+    # loop time read the same clock.
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
 cdef class TimerWheel
 
 cdef class TimerEntry:
@@ -48,6 +72,32 @@ cdef class TimerWheel:
 
     cdef void arm(self, TimerEntry e, int kind, double delay)   # seconds; <= 0 cancels
     cdef void cancel(self, TimerEntry e) noexcept
+
+    # The two per-request paths, inlined into callers in other modules (a
+    # connection arms and disarms several times per request): no call, no
+    # loop handle, a clock read and field writes.
+    cdef inline bint arm_lazy(self, TimerEntry e, int kind, double delay) noexcept:
+        # arm()'s common case: e is armed here and the new deadline is no
+        # earlier than its slot (progress pushes deadlines later), so the
+        # slot still comes up in time and fire() re-inserts e then. False:
+        # call arm().
+        cdef int64_t due
+        if e.t_wheel is not self or not 0 < delay <= MAX_DELAY:
+            return False
+        due = (mono_ns() + self.offset_ms * 1000000 + <int64_t>(delay * 1e9)) // 1000000 + 1
+        if e.t_slot_due > due:
+            return False
+        e.t_due = due
+        e.t_kind = kind
+        return True
+
+    cdef inline void disarm_lazy(self, TimerEntry e) noexcept:
+        # Cancel by forgetting the kind: e stays in its slot, and when that
+        # comes up it is dropped (or re-inserted, if armed again meanwhile
+        # with a later deadline: the usual case, as a connection goes from
+        # one request to the next); it does not fire.
+        if e.t_wheel is self:
+            e.t_kind = TIMER_DISARMED
     cdef int64_t now_ms(self) noexcept      # CLOCK_MONOTONIC in ms
     cdef void close(self)          # cancel the loop handle; entries stay unarmed
 

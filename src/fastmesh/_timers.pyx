@@ -30,14 +30,6 @@ from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 import time as _time
 
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_MONOTONIC
-
 cdef extern from * nogil:
     int ctz64 "__builtin_ctzll" (unsigned long long x)
 
@@ -59,17 +51,6 @@ cdef enum:
     W_OVERFLOW = 7
     W_DETACHED = 8        # firing/spare lists: no real bit
 
-# Deadlines are clamped to this many seconds (~31 years): the ns arithmetic
-# below stays far from int64 overflow.
-cdef double MAX_DELAY = 1e9
-
-
-cdef inline int64_t mono_ns() noexcept nogil:
-    # vDSO: ~20 ns, no system call. Python's time.monotonic() and libuv's
-    # loop time read the same clock.
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef class TimerEntry:
@@ -360,6 +341,8 @@ cdef class TimerWheel:
                 e.t_due = 0
                 e.t_slot_due = 0
                 self.armed -= 1
+                if kind == TIMER_DISARMED:
+                    continue              # disarmed lazily (disarm_lazy): nothing to do
                 try:
                     e.on_timer(kind)
                 except Exception as exc:  # one failing entry must not stop the others
@@ -423,6 +406,13 @@ cdef class TimerWheel:
 
     def cancel_py(self, TimerEntry e):
         self.cancel(e)
+
+    def arm_lazy_py(self, TimerEntry e, int kind, double delay):
+        """arm_lazy() (True: taken) for tests."""
+        return self.arm_lazy(e, kind, delay)
+
+    def disarm_lazy_py(self, TimerEntry e):
+        self.disarm_lazy(e)
 
     def now_ms_py(self):
         return self.now_ms()

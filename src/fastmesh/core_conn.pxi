@@ -100,17 +100,23 @@ cdef class Conn(TimerEntry):
         self.linked = False
 
     cdef inline void set_deadline(self, int kind, double timeout):
-        # Runs on every read and body chunk: pushing an armed deadline later
-        # is the wheel's lazy path (a clock read and two field writes, no loop
-        # call). Only linked connections arm: one that left the list is gone.
+        # Runs several times per request and on every body chunk, so both
+        # directions take the wheel's inlined lazy paths when they can:
+        # pushing an armed deadline later is a clock read and two field
+        # writes, clearing one is one write (the entry stays in its slot,
+        # which is where the next request's deadline will want it anyway).
+        # Only linked connections arm: one that left the list is gone.
+        cdef TimerWheel w
         if timeout > 0 and self.linked:
-            self.worker.wheel.arm(self, kind, timeout)
+            w = self.worker.wheel
+            if not w.arm_lazy(self, kind, timeout):
+                w.arm(self, kind, timeout)
         elif self.t_wheel is not None:
-            self.t_wheel.cancel(self)
+            (<TimerWheel>self.t_wheel).disarm_lazy(self)
 
     cdef inline int deadline_kind(self) noexcept:
         # DL_* of the armed deadline, DL_NONE if none.
-        return self.t_kind if self.t_wheel is not None else DL_NONE
+        return self.t_kind if self.t_wheel is not None and self.t_kind >= 0 else DL_NONE
 
     cdef void on_timer(self, int kind):
         self.on_deadline(kind)

@@ -35,7 +35,7 @@ cdef class HttpDownstream(ProxyStream):
         self.out = OutBuf(4096)
         self.upout = OutBuf(4096)
         self.headbuf = self.upout
-        self.scheme = b"http"
+        self.scheme = _HTTP
         self.alpn = ALPN_NONE
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:

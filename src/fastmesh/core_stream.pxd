@@ -4,6 +4,8 @@ cdef class ProxyStream(Conn):
     cdef ListenerState lst       # counts in its stats
     cdef ListenerConf conf
     cdef double rq_start         # the request head arrived (downstream_rq_time)
+    cdef double rs_end           # the upstream response ended (0: not yet); one clock
+                                 # read serves both latency histograms
     cdef Route route
     cdef ClusterState cluster
     cdef UpstreamRequest ur      # the current attempt (None between attempts)

@@ -343,6 +343,7 @@ cdef inline void request_started(ProxyStream s) noexcept:
     st[DOWNSTREAM_RQ_TOTAL] += 1
     st[DOWNSTREAM_RQ_ACTIVE] += 1
     s.rq_start = mono_now()
+    s.rs_end = 0
 
 
 cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
@@ -350,7 +351,7 @@ cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
     cdef int64_t* st = s.lst.st
     st[DOWNSTREAM_RQ_ACTIVE] -= 1
     if complete:
-        s.lst.rq_time.record(mono_now() - s.rq_start)
+        s.lst.rq_time.record((s.rs_end if s.rs_end else mono_now()) - s.rq_start)
 
 
 cdef inline void add_extra_h1(OutBuf o, HeaderList extra):

@@ -19,7 +19,7 @@ cdef class UpstreamRequest:
 
     cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt)
     cdef void end(self)
-    cdef inline void response_complete(self)
+    cdef inline void response_complete(self) noexcept
     cdef void attach(self, bint fresh)
     cdef inline bint is_h2(self)
     cdef void cancel(self)

@@ -26,7 +26,10 @@ cdef class UpstreamRequest:
         self.lb.request_started(idx)
         c.st[UPSTREAM_RQ_TOTAL] += 1
         c.st[UPSTREAM_RQ_ACTIVE] += 1
-        self.started = mono_now()
+        # A first attempt that starts in the callback that parsed the head
+        # (no filter paused it) starts when the request did, give or take the
+        # chain's microseconds: that clock read is reused.
+        self.started = d.rq_start if attempt == 1 and not d.resumed else mono_now()
 
     cdef void end(self):
         # This attempt is over (response complete, failed, or abandoned):
@@ -38,10 +41,13 @@ cdef class UpstreamRequest:
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
 
-    cdef inline void response_complete(self):
+    cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time
-        # for complete responses only).
-        self.cluster.rq_time.record(mono_now() - self.started)
+        # for complete responses only). The stream's downstream_rq_time ends
+        # at the same moment: one clock read for both.
+        cdef double now = mono_now()
+        self.down.rs_end = now
+        self.cluster.rq_time.record(now - self.started)
 
     cdef void attach(self, bint fresh):
         # Put this attempt on a connection of its cluster's pool for its
