@@ -13,8 +13,11 @@ noise is about 1 % (the worker's 100 ms tick runs by wall time, and valgrind
 is slow).
 
     python perf/instructions_per_request.py --baseline /path/to/old/src [--reps 2]
+    python perf/instructions_per_request.py --filter fastmesh.bench.noop_filters:NoopPythonFilter
 
-DIR and this checkout's src/ each hold a built fastmesh package.
+DIR and this checkout's src/ each hold a built fastmesh package. With
+--filter, this build is compared with itself plus that filter on the
+listener's chain (what the filter costs a whole proxied request).
 """
 from __future__ import annotations
 
@@ -57,10 +60,14 @@ def listener(name: str, port: int, action: str) -> str:
             f"        routes:\n          - match: {{prefix: /}}\n            {action}\n")
 
 
-def instructions(src: str, origin: int, n: int, tmp: Path) -> int:
+def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None) -> int:
     port = free_port()
     cfg = tmp / f"proxy-{port}.yaml"
-    cfg.write_text(listener("web", port, "cluster: origin") + "clusters:\n  - name: origin\n"
+    text = listener("web", port, "cluster: origin")
+    if flt:
+        text = text.replace("    virtual_hosts:",
+                            f"    http_filters: [{{name: f, import: \"{flt}\"}}]\n    virtual_hosts:")
+    cfg.write_text(text + "clusters:\n  - name: origin\n"
                    f"    endpoints: [{{address: 127.0.0.1, port: {origin}}}]\n")
     env = {**os.environ, "PYTHONPATH": src, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(["valgrind", "--tool=cachegrind", "--cache-sim=no",
@@ -85,11 +92,18 @@ def instructions(src: str, origin: int, n: int, tmp: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--baseline", required=True, metavar="DIR")
+    ap.add_argument("--baseline", metavar="DIR")
+    ap.add_argument("--filter", metavar="MODULE:NAME",
+                    help="compare this build with itself plus this filter")
     ap.add_argument("-n", nargs=2, type=int, default=(300, 4300), metavar=("N1", "N2"))
     ap.add_argument("--reps", type=int, default=1)
     args = ap.parse_args()
-    builds = {"fastmesh": str(HERE), "baseline": args.baseline}
+    if (args.baseline is None) == (args.filter is None):
+        ap.error("give --baseline DIR or --filter MODULE:NAME")
+    if args.filter:
+        builds = {"fastmesh+filter": (str(HERE), args.filter), "fastmesh": (str(HERE), None)}
+    else:
+        builds = {"fastmesh": (str(HERE), None), "baseline": (args.baseline, None)}
     n1, n2 = args.n
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -98,22 +112,24 @@ def main() -> None:
             listener("o", oport, 'direct_response: {status: 200, body: "hello world!\\n"}'))
         origin = subprocess.Popen([sys.executable, "-m", "fastmesh", "run", "--single-process",
                                    "-c", str(tmp / "origin.yaml")],
-                                  env={**os.environ, "PYTHONPATH": args.baseline},
+                                  env={**os.environ, "PYTHONPATH": args.baseline or str(HERE)},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results: dict[str, list[float]] = {name: [] for name in builds}
         try:
             wait_port(oport, origin)
             for _ in range(args.reps):
-                for name, src in builds.items():     # interleaved, as fastmesh bench does
-                    a, b = instructions(src, oport, n1, tmp), instructions(src, oport, n2, tmp)
+                for name, (src, flt) in builds.items():     # interleaved, as fastmesh bench does
+                    a = instructions(src, oport, n1, tmp, flt)
+                    b = instructions(src, oport, n2, tmp, flt)
                     results[name].append((b - a) / (n2 - n1))
                     print(f"{name}: {results[name][-1]:,.0f} instructions/request", flush=True)
         finally:
             origin.send_signal(signal.SIGTERM)
             origin.wait(10)
     mean = {name: sum(v) / len(v) for name, v in results.items()}
-    print(f"fastmesh / baseline: {mean['fastmesh'] / mean['baseline']:.3f} "
-          f"({mean['fastmesh'] - mean['baseline']:+,.0f} instructions/request)")
+    new, ref = list(mean)
+    print(f"{new} / {ref}: {mean[new] / mean[ref]:.3f} "
+          f"({mean[new] - mean[ref]:+,.0f} instructions/request)")
 
 
 if __name__ == "__main__":
