@@ -9,7 +9,7 @@ dangerous it is. Two properties are checked per case:
   rejects the request. A different framing would be a desync between us and
   a server behind us.
 
-The corpus lives next to the repo in shared/corpus/http-desync-guardian
+The corpus is vendored in tests/data/http-desync-guardian (Apache-2.0)
 (override with FASTMESH_DESYNC_CORPUS). Cases without a Host header get
 `Host: example.com` appended: otherwise every HTTP/1.1 case would stop at
 "Missing Host header" and the framing rules would go untested.
@@ -113,6 +113,6 @@ def test_desync_case(case):
 
 
 def test_corpus_has_severe_cases():
-    if not CASES:
-        pytest.skip(f"desync corpus not found at {CORPUS}")
+    # The corpus is in the repository: its absence is a failure, not a skip.
+    assert CASES, f"desync corpus not found at {CORPUS}"
     assert sum(1 for c in CASES if c.values[0]["expected"]["tier"] == "Severe") >= 50

@@ -14,7 +14,7 @@ where the headers imply one), followed by an innocent pipelined request
   request); and the origin saw exactly as many requests as the client got
   responses from the origin.
 
-The corpus lives next to the repo in shared/corpus/http-desync-guardian
+The corpus is vendored in tests/data/http-desync-guardian (Apache-2.0)
 (override with FASTMESH_DESYNC_CORPUS). As in test_desync_codec.py, cases
 without a Host header get `Host: example.com` appended.
 """

@@ -1,6 +1,6 @@
 """The http-desync-guardian corpus, shared by the codec and live-proxy tests.
 
-The corpus lives next to the repository in shared/corpus/http-desync-guardian
+The corpus is vendored in tests/data/http-desync-guardian (Apache-2.0, its LICENSE beside it)
 (override with FASTMESH_DESYNC_CORPUS). Cases without a Host header get
 `Host: example.com` appended: otherwise every HTTP/1.1 case would stop at
 "Missing Host header" and the framing rules would go untested.
@@ -15,7 +15,7 @@ import yaml
 
 CORPUS = Path(os.environ.get(
     "FASTMESH_DESYNC_CORPUS",
-    Path(__file__).resolve().parents[3] / "shared/corpus/http-desync-guardian"))
+    Path(__file__).resolve().parents[1] / "data/http-desync-guardian"))
 
 CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
 
