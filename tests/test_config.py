@@ -810,7 +810,8 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
-        "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout"]
+        "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
+        "retry_policy"]
 
 
 # ------------------------------------------------------------------ HTTP/2 keys

@@ -48,6 +48,7 @@ cdef class HttpFilter
 cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
+cdef class RetryPolicy
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase
@@ -68,6 +69,7 @@ include "core_head.pxd"
 include "core_filter.pxd"
 include "core_stream.pxd"
 include "core_upstream.pxd"
+include "core_retry.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
 include "core_connect.pxd"

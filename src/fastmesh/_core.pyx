@@ -26,6 +26,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_filter.pxi         HttpFilter, the chain's results, the Python Request view
   core_stream.pxi         ProxyStream: one request through the pipeline, any protocol
   core_upstream.pxi       UpstreamRequest: one attempt toward one endpoint
+  core_retry.pxi          a route's retry policy: which failed attempts go again
   filter_router.pxi       the router, the last filter of every HTTP chain
   filter_noop.pxi         NoopFilter: the smallest compiled filter (reference, benches)
   core_connect.pxi        UpstreamBase: connecting upstream
@@ -56,6 +57,7 @@ include "core_head.pxi"
 include "core_filter.pxi"
 include "core_stream.pxi"
 include "core_upstream.pxi"
+include "core_retry.pxi"
 include "filter_router.pxi"
 include "filter_noop.pxi"
 include "core_connect.pxi"

@@ -34,10 +34,15 @@ cdef class UpstreamHttp(UpstreamBase):
 
     cdef void connect_failed(self, bint timeout):
         cdef ProxyStream d
-        if self.ur is None:
+        cdef UpstreamRequest ur = self.ur
+        if ur is None:
             return
-        d = self.ur.down
+        d = ur.down
         self.detach()
+        if not timeout and retry_allowed(d, ur, RETRY_CONNECT_FAILURE):
+            # Nothing was sent: the request goes to another endpoint.
+            d.retry(ur, True, True)
+            return
         if timeout:
             d.upstream_failed(504, b"upstream connect timeout\n")
         else:

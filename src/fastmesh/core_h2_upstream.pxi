@@ -250,7 +250,8 @@ cdef class UpstreamH2(UpstreamBase):
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
                     d = u.down
-                    if ev.code == H2_REFUSED_STREAM and not d.resp_started and u.attempt == 1:
+                    if ev.code == H2_REFUSED_STREAM and not d.resp_started and (
+                            u.attempt == 1 or retry_allowed(d, u, RETRY_REFUSED_STREAM)):
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
@@ -331,10 +332,19 @@ cdef class UpstreamH2(UpstreamBase):
                 pass
 
     cdef void connect_failed(self, bint timeout):
+        cdef UpstreamRequest u
         if timeout:
             self.fail_all(504, b"upstream connect timeout\n")
-        else:
-            self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")
+            return
+        # Streams whose route retries connect failures go to another
+        # endpoint (nothing was sent); the rest fail.
+        self.dead = True
+        self.leave_pool()
+        for u in list(self.streams.values()) + list(self.waiting):
+            if retry_allowed(u.down, u, RETRY_CONNECT_FAILURE):
+                self.release(u)
+                u.down.retry(u, False, True)
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")
 
     def pause_writing(self):
         cdef UpstreamRequest u

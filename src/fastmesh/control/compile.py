@@ -81,16 +81,19 @@ def _build_route(r: RouteConfig) -> tuple:
     match = _router.RouteMatch(prefix=m.prefix, path=m.path, regex=m.regex,
                                headers=headers, case_sensitive=m.case_sensitive)
     name = r.name or ""
+    # Per-route policy the data plane reads from Route.extra.
+    retry = (_core.RetryPolicy(r.retry_policy.retry_on, r.retry_policy.num_retries)
+             if r.retry_policy is not None else None)
     if r.action == "cluster":
         # Routes name their clusters; each worker resolves the name to its
         # live ClusterState, so endpoints can change without new routes.
-        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout)
+        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry)
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
             clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
-            timeout=r.timeout,
+            timeout=r.timeout, extra=retry,
         )
     else:
         d = r.direct_response

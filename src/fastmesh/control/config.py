@@ -63,6 +63,7 @@ from fastmesh.control.validation import (  # noqa: F401
     _LISTENER_HTTP,
     _MATCH_KEYS,
     _ROOT_KEYS,
+    _RETRY_KEYS,
     _ROUTE_KEYS,
     _VHOST_KEYS,
     _parse_root,

@@ -94,6 +94,9 @@ def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
                                   "body": route.direct_response.body}
     if route.action != "direct_response":
         out["timeout"] = route.timeout
+    if route.retry_policy is not None:
+        out["retry_policy"] = {"retry_on": ",".join(route.retry_policy.retry_on),
+                               "num_retries": route.retry_policy.num_retries}
     return out
 
 

@@ -179,6 +179,21 @@ class RouteConfig:
     weighted_clusters: tuple[WeightedClusterConfig, ...] = ()
     direct_response: DirectResponseConfig | None = None
     timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
+    retry_policy: RetryPolicyConfig | None = None
+
+
+# Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
+# list is refused by name, not ignored).
+RETRY_ON = ("connect-failure", "refused-stream")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicyConfig:
+    """A route's retry_policy (Envoy's names and meaning): which failures of
+    an attempt are tried again, at another endpoint, and how many times."""
+
+    retry_on: tuple[str, ...]
+    num_retries: int = 1
 
 
 @dataclass(frozen=True, slots=True)

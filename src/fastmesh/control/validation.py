@@ -49,6 +49,7 @@ from fastmesh.control.schema import (
     MAX_ROUTE_WEIGHT,
     MAX_TOTAL_WEIGHT,
     PROTOCOLS,
+    RETRY_ON,
     ROUTE_ACTIONS,
     UPSTREAM_PROTOCOLS,
     AdminConfig,
@@ -62,6 +63,7 @@ from fastmesh.control.schema import (
     Http2Config,
     HttpFilterConfig,
     ListenerConfig,
+    RetryPolicyConfig,
     RouteConfig,
     RouteMatchConfig,
     VirtualHostConfig,
@@ -372,7 +374,14 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
-_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout",)
+_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy")
+_RETRY_KEYS = ("retry_on", "num_retries")
+# Envoy's other retry_on conditions: named so that a config using them gets
+# "not supported yet" rather than "unknown".
+_RETRY_ON_ENVOY = ("5xx", "gateway-error", "reset", "reset-before-request", "retriable-4xx",
+                   "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
+                   "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
+                   "resource-exhausted", "unavailable")
 _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
@@ -553,13 +562,36 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
         weighted = m.section("weighted_clusters", _parse_weighted)
     elif action == "direct_response":
         direct = m.section("direct_response", _parse_direct)
+    retry = None
     if action == "direct_response":
         m.forbid("timeout", "'timeout' is not allowed with direct_response "
                  "(no upstream request is made)")
+        m.forbid("retry_policy", "'retry_policy' is not allowed with direct_response "
+                 "(no upstream request is made)")
     else:
         timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
+        retry = m.section("retry_policy", _parse_retry_policy, None)
     return RouteConfig(name=name, match=match, action=action, cluster=cluster,
-                       weighted_clusters=weighted, direct_response=direct, timeout=timeout)
+                       weighted_clusters=weighted, direct_response=direct, timeout=timeout,
+                       retry_policy=retry)
+
+
+def _retry_on(value: Any) -> tuple[str, ...]:
+    # Envoy's form: one string, conditions separated by commas.
+    conditions = tuple(c.strip() for c in _nonempty_str(value).split(","))
+    for c in conditions:
+        if c in _RETRY_ON_ENVOY:
+            raise _Bad(f"retry_on {c!r} is not supported yet; supported: {', '.join(RETRY_ON)}")
+        if c not in RETRY_ON:
+            raise _Bad(f"unknown retry_on condition {c!r}; supported: {', '.join(RETRY_ON)}"
+                       f"{_suggest(c, RETRY_ON)}")
+    return conditions
+
+
+def _parse_retry_policy(ctx: _Ctx, path: Path, value: Any) -> RetryPolicyConfig:
+    m = _Map(ctx, path, value, _RETRY_KEYS, "a retry policy")
+    return RetryPolicyConfig(retry_on=m.get("retry_on", _retry_on),
+                             num_retries=m.get("num_retries", _int(0, 100), 1))
 
 
 def _parse_match(ctx: _Ctx, path: Path, value: Any) -> RouteMatchConfig:

@@ -1,0 +1,121 @@
+"""A route's retry_policy (issue 9, first part): connect failures and
+refused streams go again, to another endpoint (the balancer's exclusion
+pick), up to num_retries; Envoy's names. Real origins, one endpoint a closed
+port, HTTP/1.1 and HTTP/2 clients."""
+from __future__ import annotations
+
+import pytest
+
+import fastmesh
+from support.h2util import H2Client, H2Origin
+from support.harness import cluster, http_config
+from support.origin import body_bytes, closed_port
+
+DEAD = ("127.0.0.1", closed_port())
+
+
+def routes(retry=None, prefix="/"):
+    r = {"match": {"prefix": prefix}, "cluster": "origin"}
+    if retry is not None:
+        r["retry_policy"] = retry
+    return [r]
+
+
+def statuses(p, proto, n, path="/r", method="GET", body=b""):
+    out = []
+    if proto == "h1":
+        from support.harness import Client
+        for _ in range(n):
+            c = Client(p.address("web"))
+            try:
+                out.append(c.request(method, path, body=body).status)
+            finally:
+                c.close()
+        return out
+    c = H2Client(p.address("web"))
+    try:
+        for r in c.wait(*[c.request(method, path, body=body) for _ in range(n)], timeout=30):
+            out.append(r.status)
+    finally:
+        c.close()
+    return out
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_connect_failure_goes_to_another_endpoint(proto, start_proxy, origin):
+    p = start_proxy(http_config(origin, DEAD, routes=routes(
+        {"retry_on": "connect-failure", "num_retries": 1})))
+    assert statuses(p, proto, 20) == [200] * 20
+    st = p.cluster_stats()
+    assert st["upstream_cx_connect_fail"] >= 1
+    assert st["upstream_rq_retry"] == st["upstream_cx_connect_fail"]
+    assert len(origin.received()) == 20
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_without_the_policy_connect_failures_are_answered(proto, start_proxy, origin):
+    p = start_proxy(http_config(origin, DEAD))
+    got = statuses(p, proto, 20)
+    assert 200 in got and any(s in (502, 503) for s in got)
+    assert p.cluster_stats()["upstream_rq_retry"] == 0
+
+
+def test_a_request_body_is_sent_whole_to_the_endpoint_that_answers(start_proxy, origin):
+    p = start_proxy(http_config(origin, DEAD, routes=routes({"retry_on": "connect-failure"})))
+    body = body_bytes(100_000)
+    assert statuses(p, "h1", 6, path="/echo", method="POST", body=body) == [200] * 6
+    assert [r.body for r in origin.received()] == [body] * 6
+
+
+def test_num_retries_bounds_the_attempts(start_proxy):
+    # Every endpoint refuses: 1 + num_retries attempts, then the error.
+    dead2 = ("127.0.0.1", closed_port())
+    p = start_proxy(http_config(DEAD, dead2, routes=routes(
+        {"retry_on": "connect-failure", "num_retries": 2})))
+    assert statuses(p, "h1", 1) == [502]
+    st = p.cluster_stats()
+    assert st["upstream_cx_connect_fail"] == 3 and st["upstream_rq_retry"] == 2
+
+
+@pytest.mark.parametrize("policy, attempts", [(None, 2), (3, 4)])
+def test_refused_stream_retries_follow_num_retries(policy, attempts, start_proxy, origin):
+    # Two endpoints that refuse every stream: without a policy a request
+    # gets the one transparent retry (REFUSED_STREAM: not processed); with
+    # refused-stream and num_retries: 3 it is tried 1 + 3 times, each time
+    # away from the endpoint that just refused it, then answered 502.
+    bad1, bad2 = H2Origin("r1", refuse_streams=True), H2Origin("r2", refuse_streams=True)
+    try:
+        r = {"match": {"prefix": "/"}, "cluster": "h2"}
+        if policy is not None:
+            r["retry_policy"] = {"retry_on": "refused-stream", "num_retries": policy}
+        p = start_proxy(http_config(
+            origin, clusters=[cluster("h2", bad1.address, bad2.address, protocol="http2")],
+            routes=[r]))
+        assert statuses(p, "h2", 5) == [502] * 5
+        assert len(bad1.received()) + len(bad2.received()) == 5 * attempts
+        assert p.cluster_stats("h2")["upstream_rq_retry"] == 5 * (attempts - 1)
+    finally:
+        for o in (bad1, bad2):
+            o.stop()
+
+
+@pytest.mark.parametrize("policy, message", [
+    ({"retry_on": "5xx"}, "not supported yet"),
+    ({"retry_on": "connect-failur"}, "unknown retry_on condition"),
+    ({"retry_on": "connect-failure", "num_retries": -1}, "out of range"),
+    ({"retry_on": "connect-failure", "per_try_timeout": "1s"}, "per_try_timeout"),
+])
+def test_bad_retry_policies_are_config_errors(policy, message):
+    cfg = http_config(("127.0.0.1", 1), routes=routes(policy))
+    with pytest.raises(fastmesh.ConfigError) as ei:
+        fastmesh.Proxy(cfg)
+    assert message in str(ei.value) and "retry_policy" in str(ei.value)
+
+
+def test_retry_policy_not_allowed_with_direct_response():
+    cfg = http_config(("127.0.0.1", 1), routes=[{
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+        "retry_policy": {"retry_on": "connect-failure"}}])
+    with pytest.raises(fastmesh.ConfigError) as ei:
+        fastmesh.Proxy(cfg)
+    assert "not allowed with direct_response" in str(ei.value)
