@@ -100,7 +100,7 @@ def test_refused_stream_retries_follow_num_retries(policy, attempts, start_proxy
 
 
 @pytest.mark.parametrize("policy, message", [
-    ({"retry_on": "5xx"}, "not supported yet"),
+    ({"retry_on": "reset"}, "not supported yet"),
     ({"retry_on": "connect-failur"}, "unknown retry_on condition"),
     ({"retry_on": "connect-failure", "num_retries": -1}, "out of range"),
     ({"retry_on": "connect-failure", "per_try_timeout": "1s"}, "per_try_timeout"),
@@ -119,3 +119,72 @@ def test_retry_policy_not_allowed_with_direct_response():
     with pytest.raises(fastmesh.ConfigError) as ei:
         fastmesh.Proxy(cfg)
     assert "not allowed with direct_response" in str(ei.value)
+
+
+@pytest.fixture
+def failing_endpoint():
+    """failing_endpoint(status) -> address of a real HTTP endpoint that
+    answers `status` to everything: a fastmesh listener with a
+    direct_response. (Not under start_proxy's leak check: the proxy under
+    test keeps a pooled connection to it until the end.)"""
+    from support.harness import ProxyThread
+    made = []
+
+    def make(status):
+        p = ProxyThread({"listeners": [{
+            "name": "web", "address": "127.0.0.1", "port": 0, "protocol": "http",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                "match": {"prefix": "/"},
+                "direct_response": {"status": status, "body": "failing\n"}}]}]}],
+            "clusters": []}).start()
+        made.append(p)
+        return p.address("web")
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+@pytest.mark.parametrize("retry_on, status, retried", [
+    ("5xx", 500, True), ("5xx", 503, True), ("gateway-error", 503, True),
+    ("gateway-error", 500, False), ("connect-failure", 503, False)])
+def test_a_5xx_answer_is_retried_elsewhere(proto, retry_on, status, retried, start_proxy,
+                                           origin, failing_endpoint):
+    bad = failing_endpoint(status)
+    p = start_proxy(http_config(origin, bad, routes=routes({"retry_on": retry_on})))
+    got = statuses(p, proto, 20)
+    st = p.cluster_stats()
+    if retried:
+        assert got == [200] * 20
+        assert st["upstream_rq_retry"] >= 1 and st["upstream_rq_5xx"] == st["upstream_rq_retry"]
+        assert len(origin.received()) == 20
+    else:
+        assert status in got and st["upstream_rq_retry"] == 0
+
+
+def test_a_request_with_a_body_is_not_retried_on_a_5xx_answer(start_proxy, failing_endpoint):
+    # Its body went upstream as it arrived; without a replay buffer the
+    # answer stands.
+    bad = failing_endpoint(503)
+    p = start_proxy(http_config(bad, routes=routes({"retry_on": "5xx", "num_retries": 3})))
+    assert statuses(p, "h1", 2, path="/echo", method="POST", body=b"x" * 1000) == [503, 503]
+    assert p.cluster_stats()["upstream_rq_retry"] == 0
+
+
+def test_a_5xx_answer_from_an_http2_upstream_is_retried_elsewhere(start_proxy, origin,
+                                                                 failing_endpoint):
+    # The failing stream is reset (the rest of its response is not wanted)
+    # and the request goes to the other endpoint, over HTTP/2 both ways.
+    bad = failing_endpoint(503)
+    good = H2Origin("good")
+    try:
+        p = start_proxy(http_config(
+            origin, clusters=[cluster("h2", bad, good.address, protocol="http2")],
+            routes=[{"match": {"prefix": "/"}, "cluster": "h2",
+                     "retry_policy": {"retry_on": "gateway-error"}}]))
+        assert statuses(p, "h2", 20) == [200] * 20
+        assert len(good.received()) == 20
+        st = p.cluster_stats("h2")
+        assert st["upstream_rq_retry"] >= 1 and st["upstream_rq_5xx"] == st["upstream_rq_retry"]
+    finally:
+        good.stop()

@@ -39,7 +39,7 @@ cdef class UpstreamHttp(UpstreamBase):
             return
         d = ur.down
         self.detach()
-        if not timeout and retry_allowed(d, ur, RETRY_CONNECT_FAILURE):
+        if not timeout and retry_allowed(d, ur, FAILED_CONNECT):
             # Nothing was sent: the request goes to another endpoint.
             d.retry(ur, True, True)
             return
@@ -121,6 +121,16 @@ cdef class UpstreamHttp(UpstreamBase):
                     p.reset()
                     p.expect_response_to(d.req_method)
                     continue
+                if status >= 500 and retry_on_status(d, self.ur, status):
+                    # The route retries this answer: the connection goes (the
+                    # rest of this response is not wanted), the request goes
+                    # to another endpoint.
+                    ur = self.ur
+                    count_upstream_status(ur.cluster.st, status)
+                    self.detach()
+                    self.close()
+                    d.retry(ur, True, True)
+                    return
                 d.write_response_head(p, data)
                 b.start += r
                 self.head_done = True

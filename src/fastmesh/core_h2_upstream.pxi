@@ -216,6 +216,12 @@ cdef class UpstreamH2(UpstreamBase):
                 if u is not None:
                     d = u.down
                     count_upstream_status(u.cluster.st, ev.code)
+                    if ev.code >= 500 and retry_on_status(d, u, ev.code):
+                        # The route retries this answer: the stream is
+                        # reset, the request goes to another endpoint.
+                        self.cancel(u)
+                        d.retry(u, False, True)
+                        continue
                     u.resp_state = 1
                     d.write_response_head_h2(ev.code, h2.dec.out, &h2.dec.headers[ev.off],
                                              <int>ev.len, ev.flags & EVF_END_STREAM)
@@ -251,7 +257,7 @@ cdef class UpstreamH2(UpstreamBase):
                 if u is not None:
                     d = u.down
                     if ev.code == H2_REFUSED_STREAM and not d.resp_started and (
-                            u.attempt == 1 or retry_allowed(d, u, RETRY_REFUSED_STREAM)):
+                            u.attempt == 1 or retry_allowed(d, u, FAILED_REFUSED)):
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
@@ -341,7 +347,7 @@ cdef class UpstreamH2(UpstreamBase):
         self.dead = True
         self.leave_pool()
         for u in list(self.streams.values()) + list(self.waiting):
-            if retry_allowed(u.down, u, RETRY_CONNECT_FAILURE):
+            if retry_allowed(u.down, u, FAILED_CONNECT):
                 self.release(u)
                 u.down.retry(u, False, True)
         self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")

@@ -4,8 +4,12 @@
 # The upstream side asks retry_allowed() where an attempt fails before any
 # of its response reached the client; the answer is the policy's alone (the
 # codecs and the upstream connections know nothing of retry_on). So far:
-# connect-failure and refused-stream. Retries go through ProxyStream.retry
-# with the balancer's exclusion pick (core_stream.pxi).
+# connect-failure, refused-stream, 5xx and gateway-error (Envoy's meaning:
+# the last two also cover an attempt that got no response at all). Retries
+# go through ProxyStream.retry with the balancer's exclusion pick
+# (core_stream.pxi). A response status is retried only for a request
+# without a body: its body went upstream as it came, and no replay buffer
+# keeps it yet.
 
 
 @cython.final
@@ -19,6 +23,10 @@ cdef class RetryPolicy:
                 bits |= RETRY_CONNECT_FAILURE
             elif name == "refused-stream":
                 bits |= RETRY_REFUSED_STREAM
+            elif name == "5xx":
+                bits |= RETRY_5XX
+            elif name == "gateway-error":
+                bits |= RETRY_GATEWAY_ERROR
             else:
                 raise ValueError(f"retry_on {name!r} is not supported")
         if num_retries < 0:
@@ -40,3 +48,15 @@ cdef bint retry_allowed(ProxyStream s, UpstreamRequest failed, int reason) noexc
         return False
     p = <RetryPolicy>extra
     return (p.retry_on & reason) != 0 and failed.attempt <= p.num_retries
+
+
+cdef bint retry_on_status(ProxyStream s, UpstreamRequest failed, int status) noexcept:
+    # An upstream answered `status` (a final response head, nothing of it
+    # sent to the client yet): should the attempt go again instead?
+    cdef int reason
+    if status < 500 or s.req_body != BODY_NONE:
+        return False
+    reason = RETRY_5XX
+    if status == 502 or status == 503 or status == 504:
+        reason |= RETRY_GATEWAY_ERROR
+    return retry_allowed(s, failed, reason)

@@ -184,7 +184,7 @@ class RouteConfig:
 
 # Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
 # list is refused by name, not ignored).
-RETRY_ON = ("connect-failure", "refused-stream")
+RETRY_ON = ("connect-failure", "refused-stream", "5xx", "gateway-error")
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,7 +378,7 @@ _ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy")
 _RETRY_KEYS = ("retry_on", "num_retries")
 # Envoy's other retry_on conditions: named so that a config using them gets
 # "not supported yet" rather than "unknown".
-_RETRY_ON_ENVOY = ("5xx", "gateway-error", "reset", "reset-before-request", "retriable-4xx",
+_RETRY_ON_ENVOY = ("reset", "reset-before-request", "retriable-4xx",
                    "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
                    "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
                    "resource-exhausted", "unavailable")
