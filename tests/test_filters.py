@@ -109,6 +109,7 @@ def test_response_and_done_hooks(proto, start_proxy, origin, clients, h2clients)
     status, hdrs, _ = get(proto, p, clients, h2clients, "/seen-local", [("host", "x")])
     flt = p._in_loop(lambda: p.proxy._dataplane.worker.listeners["web"].conf.filters[0])
     p.wait_for(lambda s: ("done", "/seen-local") in flt.seen)
+    assert ("done", "/seen-local") in flt.seen
     assert ("response", "/seen", 200) in flt.seen and ("done", "/seen") in flt.seen
 
 
@@ -131,6 +132,7 @@ def test_filters_run_in_order_and_a_stop_ends_the_chain(start_proxy, origin, cli
     assert c.request("GET", "/key", headers=[("x-api-key", "k1")]).status == 200
     flt = p._in_loop(lambda: p.proxy._dataplane.worker.listeners["web"].conf.filters[1])
     p.wait_for(lambda s: ("done", "/key") in flt.seen)
+    assert ("done", "/key") in flt.seen
     # the recorder never saw the refused request (auth stopped first), but its
     # done hook ran for it (as an access log's would)
     assert not any(e[1] == "/no-key" for e in flt.seen if e[0] == "response")
@@ -260,6 +262,7 @@ def test_respond_from_the_response_phase_is_an_error_not_a_second_response(
     status, _, body = get(proto, p, clients, h2clients, "/late2")
     assert status == 200 and body == b"hello /late2\n"
     p.wait_for(lambda s: len(p.loop_errors) >= 2)
+    assert len(p.loop_errors) >= 2
     assert all("response is under way" in repr(e.get("exception")) for e in p.loop_errors)
     p.loop_errors.clear()
 
@@ -270,8 +273,10 @@ def test_request_body_stop_ends_the_upstream_attempt(proto, start_proxy, origin,
     p = start_proxy(with_filters(origin, flt_spec("BodyLimit", limit=1000)))
     status, _ = post(proto, p, clients, h2clients, "/echo", b"y" * 300_000)
     assert status == 413
-    p.wait_for(lambda s: s["clusters"]["origin"]["upstream_rq_active"] == 0
-               and s["clusters"]["origin"]["upstream_cx_active"] == 0)
+    st = p.wait_for(lambda s: s["clusters"]["origin"]["upstream_rq_active"] == 0
+                    and s["clusters"]["origin"]["upstream_cx_active"] == 0)
+    assert st["clusters"]["origin"]["upstream_rq_active"] == 0
+    assert st["clusters"]["origin"]["upstream_cx_active"] == 0
 
 
 def test_open_http2_connections_get_filters_added_later(start_proxy, origin, h2clients):
@@ -301,4 +306,18 @@ def test_bad_filter_answers_are_500(bad, start_proxy, origin, clients):
     assert c.request("GET", "/y").status == 200
     assert [r.target for r in origin.received()] == [b"/y"]
     assert len(p.loop_errors) == 1
+    p.loop_errors.clear()
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_a_body_hook_that_raises_answers_500_and_ends_the_attempt(proto, start_proxy, origin,
+                                                                  clients, h2clients):
+    p = start_proxy(with_filters(origin, flt_spec("BodyBoom")))
+    status, body = post(proto, p, clients, h2clients, "/echo", b"z" * 300_000)
+    assert status == 500 and body == b"filter error\n"
+    st = p.wait_for(lambda s: s["clusters"]["origin"]["upstream_rq_active"] == 0
+                    and s["clusters"]["origin"]["upstream_cx_active"] == 0)
+    assert st["clusters"]["origin"]["upstream_rq_active"] == 0
+    assert st["clusters"]["origin"]["upstream_cx_active"] == 0
+    assert any("body boom" in repr(e.get("exception")) for e in p.loop_errors)
     p.loop_errors.clear()

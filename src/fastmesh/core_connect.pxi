@@ -25,6 +25,11 @@ cdef class UpstreamBase(Conn):
             # We gave up on this connection ourselves (close() cancelled it).
             # connection_made() closes a transport that arrives after that.
             if fut.cancelled() or fut.exception() is not None:
+                if self.connected:
+                    # connection_made() ran, but the cancelled connect means
+                    # no connection_lost() will follow: count it closed here.
+                    self.connected = False
+                    self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
                 self.unlink()
             return
         if fut.cancelled():

@@ -209,7 +209,7 @@ cdef class ProxyStream(Conn):
         self.worker.loop.call_exception_handler(
             {"message": f"fastmesh: filter {f.name} failed", "exception": exc})
         if not self.replied and not self.resp_started:
-            self.local_reply(500, b"filter error\n")
+            self.filter_reply(500, b"filter error\n")   # (ends an attempt in flight first)
 
     cdef void response_filters(self, int status):
         # Response-headers hooks, before the head is written: in reverse

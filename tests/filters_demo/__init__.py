@@ -145,3 +145,10 @@ class LateRespond(fastmesh.HttpFilter):
 
     def on_response_headers(self, request, status):
         request.respond(418, b"too late\n")
+
+
+class BodyBoom(fastmesh.HttpFilter):
+    """Raises from its request-body hook."""
+
+    def on_request_body(self, request, data):
+        raise RuntimeError("body boom")
