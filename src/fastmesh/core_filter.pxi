@@ -71,28 +71,21 @@ cdef class HttpFilter:
             self.hooks |= FH_DONE
 
     cdef int request_headers(self, ProxyStream s) except -1:
+        # An exception, STOP without a response or an unknown code is the
+        # chain's to answer (ProxyStream.run_request), as for compiled hooks;
+        # here only what is Python's: None, a coroutine, respond() + None.
         cdef Request req = s.request_view()
-        try:
-            r = self.py_req(req)
-        except Exception as exc:
-            s.filter_error(self, exc)
-            return FILTER_STOP
+        r = self.py_req(req)
         if r is None:
-            return FILTER_STOP if s.replied else FILTER_CONTINUE
-        if type(r) is int:
-            if r == FILTER_CONTINUE and s.replied:
-                return FILTER_STOP
-            if r == FILTER_STOP and not s.replied:
-                s.filter_error(self, RuntimeError("filter returned STOP without a response"))
-            if r != FILTER_CONTINUE and r != FILTER_STOP and r != FILTER_PAUSE:
-                s.filter_error(self, ValueError(f"on_request_headers returned {r}"))
-                return FILTER_STOP
-            return r
-        if _inspect.isawaitable(r):
+            r = FILTER_CONTINUE
+        elif _inspect.isawaitable(r):
             req.await_filter(self, r)
             return FILTER_PAUSE
-        s.filter_error(self, TypeError(f"on_request_headers returned {r!r}"))
-        return FILTER_STOP
+        elif type(r) is not int:
+            raise TypeError(f"on_request_headers returned {r!r}")
+        if r == FILTER_CONTINUE and s.replied:
+            return FILTER_STOP
+        return r
 
     cdef int request_body(self, ProxyStream s, const char* data, Py_ssize_t n) except -1:
         try:

@@ -121,11 +121,10 @@ cdef class UpstreamHttp(UpstreamBase):
                     p.reset()
                     p.expect_response_to(d.req_method)
                     continue
-                if status >= 500 and retry_on_status(d, self.ur, status):
+                if status >= 500 and retry_on_status(d, ur, status):
                     # The route retries this answer: the connection goes (the
                     # rest of this response is not wanted), the request goes
                     # to another endpoint.
-                    ur = self.ur
                     count_upstream_status(ur.cluster.st, status)
                     self.detach()
                     self.close()

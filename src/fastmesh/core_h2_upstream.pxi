@@ -184,7 +184,7 @@ cdef class UpstreamH2(UpstreamBase):
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
-                self.fail_all(502, b"upstream connection error\n")
+                self.fail_all(502, b"upstream connection error\n", 0)
                 self.close()
         if self.rbuf is not None:
             self.rbuf.compact()
@@ -322,11 +322,17 @@ cdef class UpstreamH2(UpstreamBase):
         else:
             d.upstream_failed(status, body)
 
-    cdef void fail_all(self, int status, bytes body):
+    cdef void fail_all(self, int status, bytes body, int retry):
+        # The connection is gone: each attempt on it fails, or goes again
+        # elsewhere when `retry` (FAILED_*, 0: none) is one its route retries.
         cdef UpstreamRequest u
         self.dead = True
         self.leave_pool()
         for u in list(self.streams.values()) + list(self.waiting):
+            if retry and retry_allowed(u.down, u, retry):
+                self.release(u)
+                u.down.retry(u, False, True)
+                continue
             self.cluster.st[UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ] += 1
             self.fail_stream(u, status, body)
 
@@ -338,19 +344,13 @@ cdef class UpstreamH2(UpstreamBase):
                 pass
 
     cdef void connect_failed(self, bint timeout):
-        cdef UpstreamRequest u
         if timeout:
-            self.fail_all(504, b"upstream connect timeout\n")
-            return
-        # Streams whose route retries connect failures go to another
-        # endpoint (nothing was sent); the rest fail.
-        self.dead = True
-        self.leave_pool()
-        for u in list(self.streams.values()) + list(self.waiting):
-            if retry_allowed(u.down, u, FAILED_CONNECT):
-                self.release(u)
-                u.down.retry(u, False, True)
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")
+            self.fail_all(504, b"upstream connect timeout\n", 0)
+        else:
+            # Nothing was sent: streams whose route retries connect failures
+            # go to another endpoint.
+            self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
+                          FAILED_CONNECT)
 
     def pause_writing(self):
         cdef UpstreamRequest u
@@ -378,7 +378,7 @@ cdef class UpstreamH2(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n")
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:
