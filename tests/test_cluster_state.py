@@ -155,3 +155,30 @@ def test_h2_upstream_attempts_charge_their_cluster(start_proxy, clients):
             assert (s["upstream_rq_active"], s["upstream_rq_2xx"], s["upstream_cx_total"]) == (0, 4, 1)
     finally:
         o.stop()
+
+
+def test_health_flags_combine_and_panic_balances_across_all(start_proxy, make_origin, clients):
+    # Each source (health checks, outlier detection, discovery) owns one bit;
+    # an endpoint is excluded while any bit is set. Below the panic threshold
+    # (Envoy's default 50 % healthy) every endpoint takes traffic again.
+    from fastmesh._core import HEALTH_FLAGS
+    hc, od = HEALTH_FLAGS["failed_active_hc"], HEALTH_FLAGS["failed_outlier_check"]
+    a, b, d = make_origin("a"), make_origin("b"), make_origin("d")
+    p = start_proxy(http_config(a, b, d))
+    c = clients(p.address("web"))
+
+    def served(n=12):
+        return {c.request("GET", "/").header("x-origin") for _ in range(n)}
+
+    assert worker_call(p, lambda w: w.cluster("origin").set_health(0, hc, True)) is True
+    assert worker_call(p, lambda w: w.cluster("origin").set_health(0, od, True)) is False
+    assert served() == {b"b", b"d"}                    # 2 of 3 healthy: no panic
+    assert p.stats()["clusters"]["origin"]["lb_healthy_panic"] == 0
+    worker_call(p, lambda w: w.cluster("origin").set_health(0, hc, False))
+    assert served() == {b"b", b"d"}                    # still ejected by the other bit
+    worker_call(p, lambda w: w.cluster("origin").set_health(1, hc, True))
+    assert worker_call(p, lambda w: w.cluster("origin").in_panic) is True
+    assert served(18) == {b"a", b"b", b"d"}            # 1 of 3 healthy: panic
+    assert p.stats()["clusters"]["origin"]["lb_healthy_panic"] > 0
+    worker_call(p, lambda w: w.cluster("origin").set_health(0, od, False))
+    assert served() == {b"a", b"d"}

@@ -22,6 +22,7 @@ cdef class ClusterConf:
     cdef readonly Py_ssize_t buffer_limit
     cdef readonly long max_requests_per_connection
     cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
+    cdef readonly double healthy_panic_threshold  # percent (Envoy common_lb_config)
 
     cdef bint same_balancing(self, ClusterConf o)
 
@@ -36,12 +37,15 @@ cdef class ClusterState:
     cdef Histogram rq_time                # upstream_rq_time
     cdef readonly Worker worker
     cdef readonly bint removed            # gone from the snapshot: draining
-    cdef bytearray mask                   # 1 = excluded (unhealthy / ejected)
+    cdef bytearray mask                   # 1 = excluded: Endpoint.health_flags != 0
     cdef int nmasked
+    cdef bint panic                       # healthy share < healthy_panic_threshold
     cdef readonly long lb_builds          # balancers built (tests: state kept?)
     cdef readonly long endpoint_updates
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
+    cdef void _recount(self)
+    cdef bint set_health_flag(self, int index, unsigned int flag, bint on)
     cdef void remove(self)
     cdef void drain_pools(self)
     cdef int pick(self, uint64_t h, int exclude)

@@ -31,7 +31,7 @@ cdef class ClusterConf:
                  dict lb_options=None, str hash_header=None, bint hash_source_ip=False,
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
-                 str protocol="http1"):
+                 str protocol="http1", double healthy_panic_threshold=50.0):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -47,6 +47,7 @@ cdef class ClusterConf:
         self.idle_timeout = idle_timeout
         self.buffer_limit = buffer_limit
         self.max_requests_per_connection = max_requests_per_connection
+        self.healthy_panic_threshold = healthy_panic_threshold
         if protocol == "http1":
             self.protocol = PROTO_HTTP1
         elif protocol == "http2":
@@ -95,6 +96,8 @@ cdef class ClusterState:
         self.conf = conf
         if old is None or not conf.same_balancing(old) or conf.endpoints != old.endpoints:
             self._set_endpoints(conf.endpoints, old is None or not conf.same_balancing(old))
+        else:
+            self._recount()         # the panic threshold may have changed
 
     def set_endpoints(self, endpoints):
         """Swap the endpoint set ((host, port, weight) tuples) without a new
@@ -136,19 +139,52 @@ cdef class ClusterState:
             self.lb_builds += 1
         # The mask follows the endpoints' new positions; exclusion belongs to
         # the endpoint, so it survives any change of the set.
-        self.mask = bytearray([ep.excluded for ep in new])
+        self.mask = bytearray([ep.health_flags != 0 for ep in new])
+        self._recount()
+
+    cdef void _recount(self):
+        # The panic decision follows every change of the set or of a flag
+        # (no membership gauges here: workers' blocks are summed, and every
+        # worker has the same membership). Envoy's panic: when the healthy share falls below
+        # healthy_panic_threshold percent, balance across every endpoint (a
+        # mostly-failed check is likelier wrong than a mostly-dead cluster).
+        cdef int n = len(self.endpoints)
         self.nmasked = sum(self.mask)
+        self.panic = n > 0 and self.nmasked > 0 and (
+            (n - self.nmasked) * 100.0 < self.conf.healthy_panic_threshold * n)
+
+    cdef bint set_health_flag(self, int index, unsigned int flag, bint on):
+        # The hook for health checking, outlier detection and discovery: each
+        # owns one EP_* bit, and an endpoint with any bit set is not picked
+        # (outside panic). Returns whether the endpoint's exclusion changed.
+        cdef Endpoint ep = <Endpoint>self.endpoints[index]
+        cdef bint was = ep.health_flags != 0
+        if on:
+            ep.health_flags |= flag
+        else:
+            ep.health_flags &= ~flag
+        if (ep.health_flags != 0) == was:
+            return False
+        self.mask[index] = not was
+        self._recount()
+        return True
+
+    def set_health(self, int index, unsigned int flag, bint on):
+        """Set or clear one EP_* health flag of endpoint `index` (Python side:
+        control/health.py through the worker, tests). True if the endpoint's
+        exclusion changed."""
+        if not 0 <= index < len(self.endpoints):
+            raise IndexError(index)
+        return self.set_health_flag(index, flag, on)
 
     def set_excluded(self, int index, bint excluded):
-        """Health/ejection hook: an excluded endpoint is not picked while any
-        other endpoint can be (the health-check and outlier-detection issues
-        drive this)."""
-        if not 0 <= index < len(self.mask):
-            raise IndexError(index)
-        (<Endpoint>self.endpoints[index]).excluded = excluded
-        if self.mask[index] != excluded:
-            self.mask[index] = excluded
-            self.nmasked += 1 if excluded else -1
+        """Exclude an endpoint by hand (EP_EXCLUDED_MANUAL): not picked while
+        the cluster is not in panic."""
+        return self.set_health(index, EP_EXCLUDED_MANUAL, excluded)
+
+    @property
+    def in_panic(self):
+        return self.panic
 
     cdef void remove(self):
         # The cluster left the snapshot: requests in flight finish, pools drain.
@@ -184,8 +220,11 @@ cdef class ClusterState:
         m = self.mask
         if not m[idx]:
             return idx
+        if self.panic:
+            self.st[LB_HEALTHY_PANIC] += 1
+            return idx            # Envoy's panic mode: every endpoint takes traffic
         if self.nmasked >= n:
-            return idx            # all excluded: Envoy's panic mode uses them all
+            return idx            # all excluded (a 0 % threshold): no better choice
         for i in range(4):
             idx = self.lb.pick(h ^ rand64())
             if not m[idx] and idx != exclude:

@@ -81,6 +81,7 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
+    LB_HEALTHY_PANIC
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -99,6 +100,7 @@ CLUSTER_STATS = (
     ("upstream_cx_destroy_with_active_rq", "counter"),
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
+    ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

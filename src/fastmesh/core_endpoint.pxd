@@ -1,5 +1,13 @@
 # core_endpoint.pxd: declarations of core_endpoint.pxi (see _core.pxd)
 
+cdef enum:  # Endpoint.health_flags: why an endpoint is not picked (Envoy's
+            # Host::HealthFlag); any bit set = excluded
+    EP_FAILED_ACTIVE_HC = 1       # active health checking (control/health.py)
+    EP_FAILED_OUTLIER_CHECK = 2   # outlier detection ejected it
+    EP_FAILED_EDS_HEALTH = 4      # the discovery source says unhealthy
+    EP_PENDING_DYNAMIC_REMOVAL = 8  # draining: the source is removing it
+    EP_EXCLUDED_MANUAL = 16       # set_excluded() (tests, embedding API)
+
 cdef class EndpointPool:
     cdef list idle
     cdef list h2conns
@@ -16,5 +24,5 @@ cdef class Endpoint:
     cdef readonly int index       # position in the cluster's current endpoint list
     cdef readonly int weight
     cdef readonly bint removed    # left the endpoint set: its pool drains
-    cdef readonly bint excluded   # health/ejection: not picked while others can be
+    cdef readonly unsigned int health_flags  # EP_* bits; 0 = healthy
     cdef EndpointPool pool

@@ -2,6 +2,17 @@
 # (EndpointPool). Pools belong to the ClusterState (core_cluster.pxi), so a
 # request only ever takes a connection its own cluster made.
 
+# The EP_* health flags by name, for the Python side (control/health.py,
+# outlier detection's logs, admin /clusters, tests).
+HEALTH_FLAGS = {
+    "failed_active_hc": EP_FAILED_ACTIVE_HC,
+    "failed_outlier_check": EP_FAILED_OUTLIER_CHECK,
+    "failed_eds_health": EP_FAILED_EDS_HEALTH,
+    "pending_dynamic_removal": EP_PENDING_DYNAMIC_REMOVAL,
+    "excluded_manual": EP_EXCLUDED_MANUAL,
+}
+
+
 @cython.final
 cdef class EndpointPool:
     """Idle keep-alive HTTP/1.1 connections to one endpoint (LIFO: the most
@@ -58,6 +69,11 @@ cdef class Endpoint:
         self.index = index
         self.weight = weight
         self.pool = EndpointPool()
+
+    @property
+    def excluded(self):
+        """Not picked while the cluster is out of panic (any health flag)."""
+        return self.health_flags != 0
 
     @property
     def idle_connections(self):
