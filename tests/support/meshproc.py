@@ -1,0 +1,192 @@
+"""The proxy under a fault scenario as a real process: `fastmesh run
+--single-process` with a config file (MeshProc), or Envoy with an equivalent
+v3 bootstrap (EnvoyProc, for perf/fault_compare.py). Both expose the
+listener address, readiness through their admin, and the process's open
+sockets from /proc/<pid>/fd (the leak check)."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.origin_proc import free_port
+
+RETRY_ON = "connect-failure,refused-stream,5xx,gateway-error"
+
+
+def socket_fds(pid: int) -> int:
+    """How many of the process's file descriptors are sockets."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                n += 1
+        except OSError:
+            pass               # closed while we looked
+    return n
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class _Proc:
+    name = "proxy"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = Path(tmp)
+        self.port, self.admin = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = open(self.tmp / f"{self.name}.log", "w+b")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def admin_get(self, path: str) -> tuple[int, bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if self.admin_get("/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} did not become ready:\n" + self.output())
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return None if self.proc is None else self.proc.returncode
+
+
+def fastmesh_config(port: int, admin: int, origins, route_extra: dict | None = None,
+                    cluster_extra: dict | None = None) -> dict:
+    """One http listener, every request to cluster "origin" made of
+    `origins` ((host, port) pairs), the route carrying `route_extra`
+    (retry_policy, timeout) and the cluster `cluster_extra`."""
+    route = {"match": {"prefix": "/"}, "cluster": "origin", **(route_extra or {})}
+    cl = {"name": "origin", "endpoints": [{"address": h, "port": p} for h, p in origins],
+          **(cluster_extra or {})}
+    return {"drain_timeout": 1, "admin": {"address": "127.0.0.1", "port": admin},
+            "listeners": [{"name": "web", "address": "127.0.0.1", "port": port,
+                           "virtual_hosts": [{"name": "all", "domains": ["*"],
+                                              "routes": [route]}]}],
+            "clusters": [cl]}
+
+
+class MeshProc(_Proc):
+    """`fastmesh run --single-process -c <file>`: one process, its pid is the
+    worker's."""
+
+    name = "fastmesh"
+
+    def __init__(self, tmp: Path, origins, route_extra=None, cluster_extra=None) -> None:
+        super().__init__(tmp)
+        self.cfg = self.tmp / "fastmesh.yaml"
+        # JSON is YAML: the loader reads it with its line numbers.
+        self.cfg.write_text(json.dumps(fastmesh_config(
+            self.port, self.admin, origins, route_extra, cluster_extra), indent=1))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastmesh", "run", "-c", str(self.cfg), "--single-process",
+             "--log-level", "warning"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def stats(self) -> dict:
+        return json.loads(self.admin_get("/stats?format=json")[1])
+
+    def cluster_stats(self) -> dict:
+        return self.stats()["clusters"]["origin"]
+
+
+def envoy_bootstrap(port: int, admin: int, origins, num_retries: int = 3,
+                    consecutive_5xx: int = 5) -> dict:
+    """An Envoy v3 bootstrap equivalent to fastmesh_config with the fault
+    scenarios' retry policy, plus outlier_detection consecutive_5xx. A
+    retry goes to another host (previous_hosts), as fastmesh's does."""
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "web",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "web",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {
+                                "cluster": "origin",
+                                "retry_policy": {
+                                    "retry_on": RETRY_ON,
+                                    "num_retries": num_retries,
+                                    "retry_host_predicate": [{
+                                        "name": "envoy.retry_host_predicates.previous_hosts",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions."
+                                                     "retry.host.previous_hosts.v3."
+                                                     "PreviousHostsPredicate"}}],
+                                    "host_selection_retry_max_attempts": 3}}}]}]},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions."
+                                                      "filters.http.router.v3.Router"}}]}}]}]}],
+            "clusters": [{
+                "name": "origin",
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "lb_policy": "ROUND_ROBIN",
+                "outlier_detection": {"consecutive_5xx": consecutive_5xx},
+                "load_assignment": {"cluster_name": "origin", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {
+                        "address": h, "port_value": p}}}} for h, p in origins]}]}}]}}
+
+
+class EnvoyProc(_Proc):
+    """`envoy -c <bootstrap> --concurrency 1` (one worker, as fastmesh
+    --single-process)."""
+
+    name = "envoy"
+
+    def __init__(self, tmp: Path, origins, **policy) -> None:
+        super().__init__(tmp)
+        self.cfg = self.tmp / "envoy.json"
+        self.cfg.write_text(json.dumps(envoy_bootstrap(self.port, self.admin, origins, **policy),
+                                       indent=1))
+        self.proc = subprocess.Popen(
+            ["envoy", "-c", str(self.cfg), "--concurrency", "1", "--log-level", "error",
+             "--disable-hot-restart"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
