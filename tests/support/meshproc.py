@@ -129,10 +129,20 @@ class MeshProc(_Proc):
 
 
 def envoy_bootstrap(port: int, admin: int, origins, num_retries: int = 3,
-                    consecutive_5xx: int = 5) -> dict:
+                    consecutive_5xx: int = 5, max_retries: int | None = None,
+                    max_ejection_percent: int | None = None) -> dict:
     """An Envoy v3 bootstrap equivalent to fastmesh_config with the fault
     scenarios' retry policy, plus outlier_detection consecutive_5xx. A
-    retry goes to another host (previous_hosts), as fastmesh's does."""
+    retry goes to another host (previous_hosts), as fastmesh's does.
+    max_retries sets the cluster's circuit breaker on concurrent retries
+    (Envoy's default is 3; fastmesh has no such limit yet);
+    max_ejection_percent the outlier detector's (Envoy's default, 10 %,
+    ejects none of three hosts: the detection overflows)."""
+    od = {"consecutive_5xx": consecutive_5xx}
+    if max_ejection_percent is not None:
+        od["max_ejection_percent"] = max_ejection_percent
+    breakers = ({} if max_retries is None else
+                {"circuit_breakers": {"thresholds": [{"max_retries": max_retries}]}})
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -168,7 +178,8 @@ def envoy_bootstrap(port: int, admin: int, origins, num_retries: int = 3,
                 "type": "STATIC",
                 "connect_timeout": "5s",
                 "lb_policy": "ROUND_ROBIN",
-                "outlier_detection": {"consecutive_5xx": consecutive_5xx},
+                "outlier_detection": od,
+                **breakers,
                 "load_assignment": {"cluster_name": "origin", "endpoints": [{"lb_endpoints": [
                     {"endpoint": {"address": {"socket_address": {
                         "address": h, "port_value": p}}}} for h, p in origins]}]}}]}}
@@ -190,3 +201,13 @@ class EnvoyProc(_Proc):
              "--disable-hot-restart"],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
+
+    def cluster_stats(self) -> dict:
+        """The origin cluster's counters, Envoy's names without the prefix."""
+        body = self.admin_get("/stats?filter=^cluster%5C.origin%5C.")[1].decode()
+        out = {}
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name[len("cluster.origin."):]] = int(value)
+        return out
