@@ -23,7 +23,7 @@ import pytest
 
 from support.faults import FaultProxy
 from support.load import LoadClient, Outcome, one_request, percentile
-from support.meshproc import RETRY_ON, MeshProc, socket_fds
+from support.meshproc import RETRY_ON, MeshProc, fd_count, tcp_connections
 from support.origin_proc import OriginProc
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +41,7 @@ class Rig:
         self.faults: list[FaultProxy] = []
         self.mesh: MeshProc | None = None
         self.loads: list[LoadClient] = []
-        self.baseline_sockets = 0
+        self.baseline_fds = 0
 
     def start(self, behaviours=({}, {}, {}), route_extra=RETRY, cluster_extra=None,
               fault_in_front=()) -> "Rig":
@@ -56,8 +56,9 @@ class Rig:
             else:
                 addrs.append(o.address)
         self.mesh = MeshProc(self.tmp, addrs, route_extra, cluster_extra)
-        # Listener and admin sockets only: no connection made yet.
-        self.baseline_sockets = socket_fds(self.mesh.pid)
+        # No connection made yet (the admin's /ready one may linger: at
+        # worst one fd too many here, never too few).
+        self.baseline_fds = fd_count(self.mesh.pid)
         return self
 
     def load(self, **kw) -> LoadClient:
@@ -76,29 +77,46 @@ class Rig:
         return by_id
 
     def check_leaks(self, timeout: float = 5.0) -> None:
-        """With the load stopped and every origin gone (their connections
-        closed by the kernel), the proxy must come back to its listener
-        and admin sockets, and its gauges to zero."""
+        """Two looks at the proxy's sockets in /proc/<pid>/fd once the load
+        stopped. With the origins still up: no more upstream connections
+        than its pools can need (one per concurrent request per endpoint:
+        the load's connections times the endpoints), and no client
+        connection. With every origin gone (the kernel closes their ends):
+        no TCP connection at all, no more fds than at start, every gauge
+        at zero."""
+        bound = sum(lc.connections for lc in self.loads) * len(self.origins)
         for lc in self.loads:
             lc.stop()
+        self._wait_sockets(lambda conns, fds, st: st["downstream_cx_active"] == 0
+                           and conns <= bound,
+                           f"more than {bound} upstream connections with the origins up",
+                           timeout)
         for o in self.origins:
             o.kill()
         for fp in self.faults:
             fp.stop()
         self.faults = []
+        self._wait_sockets(lambda conns, fds, st: conns == 0 and fds <= self.baseline_fds
+                           and st["downstream_cx_active"] == 0
+                           and st["downstream_rq_active"] == 0
+                           and st["clusters"]["origin"]["upstream_cx_active"] == 0
+                           and st["clusters"]["origin"]["upstream_rq_active"] == 0,
+                           "sockets left with the origins gone", timeout)
+
+    def _wait_sockets(self, clean, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
+            # The fds first: the stats request's own connection is gone by
+            # the next look.
+            conns, fds = tcp_connections(self.mesh.pid), fd_count(self.mesh.pid)
             st = self.mesh.stats()
-            socks = socket_fds(self.mesh.pid)
-            cl = st["clusters"]["origin"]
-            clean = (socks == self.baseline_sockets and st["downstream_cx_active"] == 0
-                     and st["downstream_rq_active"] == 0 and cl["upstream_cx_active"] == 0
-                     and cl["upstream_rq_active"] == 0)
-            if clean:
+            if clean(conns, fds, st):
                 return
             if time.monotonic() > deadline:
+                cl = st["clusters"]["origin"]
                 raise AssertionError(
-                    f"leak: {socks} sockets open against {self.baseline_sockets} at start; "
+                    f"leak ({what}): {conns} TCP connections, {fds} fds against "
+                    f"{self.baseline_fds} at start; "
                     f"downstream_cx_active={st['downstream_cx_active']} "
                     f"downstream_rq_active={st['downstream_rq_active']} "
                     f"upstream_cx_active={cl['upstream_cx_active']} "

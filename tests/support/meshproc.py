@@ -34,6 +34,31 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def tcp_connections(pid: int) -> int:
+    """How many of the process's sockets are TCP connections (any state but
+    LISTEN), from its fds' inodes and /proc/<pid>/net/tcp{,6}."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    n = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[9] in inodes and cols[3] != "0A":     # 0A: LISTEN
+                        n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
 class _Proc:
     name = "proxy"
 
