@@ -188,3 +188,15 @@ def test_a_5xx_answer_from_an_http2_upstream_is_retried_elsewhere(start_proxy, o
         assert st["upstream_rq_retry"] >= 1 and st["upstream_rq_5xx"] == st["upstream_rq_retry"]
     finally:
         good.stop()
+
+
+def test_a_retry_takes_a_pooled_connection_at_the_other_endpoint(start_proxy, origin):
+    # Sequential requests, every other one first to the closed port: the
+    # retries reuse the origin's pooled connection. A fresh connection per
+    # retry left one more idle connection in the pool each time (found by
+    # the fault scenarios' leak check, tests/test_fault_scenarios.py).
+    p = start_proxy(http_config(origin, DEAD, routes=routes({"retry_on": "connect-failure"})))
+    assert statuses(p, "h1", 20) == [200] * 20
+    st = p.cluster_stats()
+    assert st["upstream_rq_retry"] >= 5
+    assert st["upstream_cx_total"] - st["upstream_cx_connect_fail"] == 1, st

@@ -40,8 +40,11 @@ cdef class UpstreamHttp(UpstreamBase):
         d = ur.down
         self.detach()
         if not timeout and retry_allowed(d, ur, FAILED_CONNECT):
-            # Nothing was sent: the request goes to another endpoint.
-            d.retry(ur, True, True)
+            # Nothing was sent: the request goes to another endpoint, on a
+            # pooled connection if it has one (a fresh one for every retry
+            # grew that pool by one connection per retry: the fault
+            # scenarios' leak check).
+            d.retry(ur, False, True)
             return
         if timeout:
             d.upstream_failed(504, b"upstream connect timeout\n")
@@ -124,11 +127,11 @@ cdef class UpstreamHttp(UpstreamBase):
                 if status >= 500 and retry_on_status(d, ur, status):
                     # The route retries this answer: the connection goes (the
                     # rest of this response is not wanted), the request goes
-                    # to another endpoint.
+                    # to another endpoint, pooled connection or new.
                     count_upstream_status(ur.cluster.st, status)
                     self.detach()
                     self.close()
-                    d.retry(ur, True, True)
+                    d.retry(ur, False, True)
                     return
                 d.write_response_head(p, data)
                 b.start += r
