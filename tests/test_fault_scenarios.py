@@ -187,9 +187,11 @@ def scenario_kill_restart(rig: Rig, route_extra=RETRY, cluster_extra=None) -> li
     victim = rig.origins[1]
     victim.kill()
     n = lc.count()
-    # The requests the victim had read when it died are lost (main does not
-    # retry a reset yet: at most one per client connection); the rest of
-    # the load keeps that a small share of the ratio, as in a long run.
+    # A request written to the victim just before it died, which it never
+    # read, is answered 502 (the kernel resets the connection, and main does
+    # not retry a reset yet: Envoy's 5xx does); at most one per client
+    # connection. The rest of the load keeps that a small share of the
+    # ratio, as in a long run.
     assert lc.wait_count(n + 3000, timeout=20)
     victim.start()
     served_before = len(victim.records())
