@@ -84,7 +84,8 @@ class Rig:
         connection. With every origin gone (the kernel closes their ends):
         no TCP connection at all, no more fds than at start, every gauge
         at zero."""
-        bound = sum(lc.connections for lc in self.loads) * len(self.origins)
+        # (single requests count as one connection)
+        bound = max(1, sum(lc.connections for lc in self.loads)) * len(self.origins)
         for lc in self.loads:
             lc.stop()
         self._wait_sockets(lambda conns, fds, st: st["downstream_cx_active"] == 0
@@ -389,4 +390,40 @@ def test_retries_stay_within_the_budget_when_every_origin_fails(rig):
     outcomes = lc.stop()
     attempts = sum(len(rs) for rs in rig.records().values())
     assert attempts <= len(outcomes) * 1.2 + 3 * lc.connections, (attempts, len(outcomes))
+    rig.check_leaks()
+
+
+# ------------------------------------------------------------------ each fault mode through the proxy
+
+@pytest.mark.parametrize("mode", ["delay", "slice", "half_close", "blackhole"])
+def test_each_fault_mode_between_the_proxy_and_its_origin(rig, mode):
+    # One origin, the fault proxy between it and fastmesh. Delayed and
+    # single-byte responses are served whole; a response cut by a FIN after
+    # 1000 bytes ends the client's connection (never a short body passed off
+    # as whole); a blackholed upstream is answered 504 at the route timeout.
+    body = 3000 if mode == "slice" else 20000     # sliced: a write per byte
+    rig.start(behaviours=({"body": body},), fault_in_front=(0,),
+              route_extra={**RETRY, "timeout": 0.5})
+    fp = rig.faults[0]
+    fp.set_mode(mode, delay=0.05, after=1000, byte_pause=0)
+    outcomes = [one_request(rig.mesh.address, f"{mode}-{i}") for i in range(4)]
+    check_records(outcomes, rig.records())
+    if mode == "delay":
+        assert all(o.ok and o.latency >= 0.1 for o in outcomes), outcomes
+    elif mode == "slice":
+        assert all(o.ok for o in outcomes), outcomes
+        # The answers crossed one byte at a time (counted once a read's
+        # last byte went).
+        deadline = time.monotonic() + 3
+        while fp.counters()["writes_down"] < 4 * body and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fp.counters()["writes_down"] >= 4 * body
+    elif mode == "half_close":
+        assert all(o.status is None for o in outcomes), outcomes
+        assert fp.counters()["half_closes"] == 4
+    else:
+        assert all(o.status == 504 and 0.5 <= o.latency < 1.0 for o in outcomes), outcomes
+        assert rig.origins[0].records() == []
+    fp.set_mode("pass")
+    assert one_request(rig.mesh.address, f"{mode}-after").ok
     rig.check_leaks()

@@ -63,6 +63,7 @@ class FaultProxy(LoopThread):
         self.open_connections = 0
         self.bytes_up = 0            # client -> server, forwarded
         self.bytes_down = 0          # server -> client, forwarded
+        self.writes_down = 0         # writes server -> client (one per byte sliced)
         self.resets = 0
         self.half_closes = 0
         self.blackholed = 0          # bytes swallowed in blackhole mode
@@ -81,7 +82,7 @@ class FaultProxy(LoopThread):
     def counters(self) -> dict:
         with self.lock:
             return {k: getattr(self, k) for k in (
-                "connections", "open_connections", "bytes_up", "bytes_down",
+                "connections", "open_connections", "bytes_up", "bytes_down", "writes_down",
                 "resets", "half_closes", "blackholed")}
 
     # -- loop side
@@ -192,13 +193,15 @@ class FaultProxy(LoopThread):
                     for i in range(len(data)):
                         writer.write(data[i:i + 1])
                         await writer.drain()
-                        await asyncio.sleep(p["byte_pause"])
+                        await asyncio.sleep(p["byte_pause"])   # 0: just yield
+                    writes = len(data)
                 else:
                     writer.write(data)
                     await writer.drain()
+                    writes = 1
                 if downstream:
                     down_sent[0] += len(data)
-                    self._count(bytes_down=len(data))
+                    self._count(bytes_down=len(data), writes_down=writes)
                 else:
                     self._count(bytes_up=len(data))
         except (ConnectionError, OSError):
