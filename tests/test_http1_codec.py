@@ -1039,3 +1039,20 @@ def test_scan_body_agrees_with_parse_body(body):
     assert (scan == -1) == (verdict == "error"), (body, scan, verdict)
     if scan == -1:
         assert p.error_status == q.error_status and p.error_reason == q.error_reason
+
+
+@pytest.mark.parametrize("target,ok", [
+    (b"http://example.com/a", True),
+    (b"http://example.com:8080/a", True),
+    (b"https://example.com:/a?q=1", True),
+    (b"http://example.com?q", True),
+    (b"http://example.com:99999/a", False),
+    (b"https://example.com:x/a", False),
+    (b"http://[::1/a", False),
+])
+def test_absolute_form_authority_port(target, ok):
+    p, r = head(req(b"Host: example.com", target=target))
+    if ok:
+        assert r > 0
+    else:
+        assert r == -1 and p.error_reason == "Invalid Host header"

@@ -471,6 +471,24 @@ cdef bint _host_ok(const unsigned char* v, Py_ssize_t n) noexcept:
     return True
 
 
+cdef bint _target_authority_ok(Http1Parser self, const unsigned char* p) noexcept:
+    # absolute-form (RFC 9112 3.2.2): the target's authority takes the place
+    # of Host, so its port is held to the same rule. The authority runs to
+    # the first '/' (or the query, or the end), as the proxy reads it.
+    cdef const unsigned char* t = p + self.target_off
+    cdef Py_ssize_t i, j
+    if self.target_len > 7 and memcmp(t, b"http://", 7) == 0:
+        i = 7
+    elif self.target_len > 8 and memcmp(t, b"https://", 8) == 0:
+        i = 8
+    else:
+        return True
+    j = i
+    while j < self.path_len and t[j] != b'/':
+        j += 1
+    return _host_ok(t + i, j - i)
+
+
 cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
     # Decide the framing once every field is known (RFC 9112 6.3).
     cdef int i, r, conn = 0, ncl = 0, nte = 0, nhost = 0, te_err = E_OK
@@ -522,6 +540,8 @@ cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
             return E_NO_HOST
     if self.is_request and nhost > 1:
         return E_MULTI_HOST
+    if self.is_request and not _target_authority_ok(self, p):
+        return E_HOST
     if conn & CONN_OTHER:
         _mark_connection_options(self, p)
     for i in range(self.nheaders):
