@@ -249,6 +249,40 @@ def test_silent_connections_do_not_exhaust_descriptors(origin, low_fd):
             s.close()
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def test_idle_http2_connections_are_shed_first(origin, low_fd):
+    """HTTP/2 connections without a stream are idle too: the oldest ones get
+    GOAWAY and are closed near the limit, before younger silent HTTP/1.1 ones."""
+    fm = low_fd(origin.address, nofile=300)
+    h2s, silent = [], []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", fm.port), timeout=5)
+            s.sendall(H2_PREFACE)
+            h2s.append(s)
+        assert fm.wait_for(lambda st: st["downstream_cx_active"] >= 200)
+        for _ in range(200):
+            silent.append(socket.create_connection(("127.0.0.1", fm.port), timeout=5))
+        assert get_ok(fm.port, "/honest"), fm.output()
+        # The oldest HTTP/2 connection was closed, with a GOAWAY (type 7) first.
+        first = h2s[0]
+        data = b""
+        while True:
+            try:
+                chunk = first.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert b"\x07\x00\x00\x00\x00\x00" in data, data
+    finally:
+        for s in h2s + silent:
+            s.close()
+
+
 def test_stop_accepting_when_nothing_is_idle(make_origin, low_fd):
     """Busy connections near the descriptor limit: a new connection is
     refused and accepting stops; once the requests are done it resumes, and a
@@ -356,6 +390,18 @@ def test_honoured_upgrade_still_tunnels(origin, start_proxy, clients):
 
 
 # ------------------------------------------------------------------ Host
+
+
+def test_absolute_form_authority_port_is_validated(origin, start_proxy, clients):
+    proxy = start_proxy(http_config(origin))
+    c = clients(proxy.address())
+    c.send(b"GET http://example.com:99999/x HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert c.read_response().status == 400
+    assert c.is_closed_by_peer(timeout=3.0)
+    d = clients(proxy.address())
+    d.send(b"GET http://example.com:8080/ok HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert d.read_response().status == 200
+    assert [q.path for q in origin.received()] == ["/ok"]
 
 
 @pytest.mark.parametrize("host,status", [

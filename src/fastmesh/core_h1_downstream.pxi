@@ -47,9 +47,11 @@ cdef class HttpDownstream(ProxyStream):
         transport.set_write_buffer_limits(conf.buffer_limit)
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()
-        # Until its first byte only first_byte_timeout applies: a silent
-        # connection must not hold a descriptor for the idle timeout.
-        if conf.first_byte_timeout > 0:
+        # Until its first byte first_byte_timeout applies (idle_timeout if
+        # that is shorter): a silent connection must not hold a descriptor
+        # for the idle timeout.
+        if conf.first_byte_timeout > 0 and (conf.idle_timeout <= 0
+                                            or conf.first_byte_timeout < conf.idle_timeout):
             self.set_deadline(DL_FIRST_BYTE, conf.first_byte_timeout)
         else:
             self.set_deadline(DL_IDLE, conf.idle_timeout)
