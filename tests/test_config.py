@@ -804,7 +804,7 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "name", "address", "port", "protocol", "cluster", "idle_timeout",
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
-        "virtual_hosts", "http2", "http_filters"]
+        "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
@@ -885,3 +885,58 @@ def test_batch_window(value: object, seconds: float) -> None:
     cfg = parse_config(f"batch_window: {json.dumps(value)}\n" + BASE)
     assert cfg.batch_window == seconds
     assert parse_config(config_to_dict(cfg)) == cfg
+
+
+# ------------------------------------------------------------------ overload and bad clients
+
+
+def test_overload_keys_defaults_and_round_trip() -> None:
+    cfg = parse_config(BASE)
+    lst = cfg.listeners[0]
+    assert lst.max_connections == 0 and lst.first_byte_timeout == 10.0
+    assert cfg.overload_manager.global_downstream_max_connections == 0
+    assert cfg.overload_manager.file_descriptor_threshold == 0.95
+    text = edit(BASE, "    port: 10000\n",
+                "    port: 10000\n    max_connections: 500\n    first_byte_timeout: 2s\n")
+    text = "overload_manager:\n  global_downstream_max_connections: 1000\n" \
+           "  file_descriptor_threshold: 0.9\n" + text
+    cfg = parse_config(text)
+    assert cfg.listeners[0].max_connections == 500
+    assert cfg.listeners[0].first_byte_timeout == 2.0
+    assert cfg.overload_manager.global_downstream_max_connections == 1000
+    assert cfg.overload_manager.file_descriptor_threshold == 0.9
+    assert parse_config(config_to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("old,new,path,reason", [
+    ("    port: 10000\n", "    port: 10000\n    max_connections: 0\n",
+     "listeners[0].max_connections", "out of range"),
+    ("    port: 10000\n", "    port: 10000\n    first_byte_timeout: soon\n",
+     "listeners[0].first_byte_timeout", ""),
+    ("listeners:\n", "overload_manager: {file_descriptor_threshold: 1.5}\nlisteners:\n",
+     "overload_manager.file_descriptor_threshold", "between 0 and 1"),
+    ("listeners:\n", "overload_manager: {global_downstream_max_connection: 5}\nlisteners:\n",
+     "overload_manager.global_downstream_max_connection", "unknown key"),
+])
+def test_overload_key_errors_name_file_line_key(old, new, path, reason) -> None:
+    text = edit(BASE, old, new)
+    err = parse_error(text, source="over.yaml")
+    assert err.file == "over.yaml" and err.path == path and reason in err.reason
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if path.split(".")[-1] in l)
+    assert err.line == line
+
+
+def test_first_byte_timeout_is_http_only() -> None:
+    text = """\
+listeners:
+  - name: t
+    port: 10001
+    protocol: tcp
+    cluster: backend
+    first_byte_timeout: 1s
+clusters:
+  - name: backend
+    endpoints: [{address: 127.0.0.1, port: 8080}]
+"""
+    err = parse_error(text)
+    assert err.path == "listeners[0].first_byte_timeout" and "only allowed on http" in err.reason

@@ -15,6 +15,11 @@ The corpus is vendored in tests/data/http-desync-guardian (Apache-2.0)
 "Missing Host header" and the framing rules would go untested.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import h11
 import httptools
 import pytest
@@ -29,8 +34,7 @@ _bytes = desync.corpus_bytes
 build_head = desync.build_head
 
 
-def load_cases():
-    return desync.load_cases(skip_if_missing=False)
+load_cases = desync.load_cases
 
 
 def oracle_h11(msg):
@@ -74,10 +78,9 @@ def oracle_httptools(msg):
 CASES = load_cases()
 
 
-@pytest.mark.skipif(not CASES, reason=f"desync corpus not found at {CORPUS} "
-                    "(set FASTMESH_DESYNC_CORPUS)")
 @pytest.mark.parametrize("case", CASES)
 def test_desync_case(case):
+    desync.require_case(case)
     raw_head = build_head(case)
     p = Http1Parser(True)
     r = p.py_parse_head(raw_head)
@@ -114,5 +117,17 @@ def test_desync_case(case):
 
 def test_corpus_has_severe_cases():
     # The corpus is in the repository: its absence is a failure, not a skip.
-    assert CASES, f"desync corpus not found at {CORPUS}"
+    desync.require_case(CASES[0].values[0])
     assert sum(1 for c in CASES if c.values[0]["expected"]["tier"] == "Severe") >= 50
+
+
+def test_missing_corpus_fails_not_skips(tmp_path):
+    # Run this module against a corpus path that does not exist: the cases
+    # must fail (the corpus is vendored; its loss is a bug, not a skip).
+    env = dict(os.environ, FASTMESH_DESYNC_CORPUS=str(tmp_path / "no-corpus"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-k", "not missing_corpus", "-rfs", __file__],
+                       env=env, capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "2 failed" in r.stdout and "skipped" not in r.stdout, r.stdout

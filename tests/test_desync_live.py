@@ -133,6 +133,7 @@ def read_responses(c: Client, first_method: bytes, limit=2):
 
 @pytest.mark.parametrize("case", load_cases())
 def test_desync_case(live, case):
+    desync.require_case(case)
     proxy, origin = live
     proxy.wait_idle()
     origin.reset_records()

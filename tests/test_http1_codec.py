@@ -976,3 +976,83 @@ def test_oracle_helpers_work():
     assert first_message(raw) == (b"POST", b"/", b"abc", len(raw))
     assert oracle_h11(raw) == (b"POST", b"/", b"abc")
     assert oracle_httptools(raw) == (b"POST", b"/", b"abc")
+
+
+# ---------------------------------------------------------------- Host port (RFC 9112 3.2)
+
+@pytest.mark.parametrize("host,ok", [
+    (b"example.com", True),
+    (b"example.com:80", True),
+    (b"example.com:", True),           # port = *DIGIT (RFC 9110 7.2): empty is allowed
+    (b"example.com:065535", True),     # leading zeros: still 65535
+    (b"[::1]", True),
+    (b"[::1]:443", True),
+    (b"example.com:abc", False),
+    (b"example.com:99999", False),     # no such TCP port
+    (b"example.com:65536", False),
+    (b"example.com:-1", False),
+    (b"example.com:80:80", False),
+    (b"example.com: 80", False),
+    (b"[::1", False),
+    (b"[::1]80", False),
+])
+def test_host_port(host, ok):
+    p, r = head(req(b"Host: " + host))
+    if ok:
+        assert r > 0
+    else:
+        assert r == -1 and p.error_status == 400 and p.error_reason == "Invalid Host header"
+
+
+# ---------------------------------------------------------------- scan_body
+
+def parse_all_body(p, data):
+    """Feed data to parse_body until it stops: 'error', 'done' or 'more'."""
+    while True:
+        try:
+            r, off, n = p.py_parse_body(data)
+        except ValueError:
+            return "error"
+        if r < 0:
+            return "error"
+        data = data[r:]
+        if p.message_done:
+            return "done"
+        if r == 0:
+            return "more"
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=60) | st.lists(st.sampled_from(
+    [b"5\r\nhello\r\n", b"0\r\n\r\n", b"3;x=y\r\nabc\r\n", b"ZZ\r\n", b"5\r\nhel", b"\r\n",
+     b"a\r\n0123456789\r\n", b"0\r\nX-T: 1\r\n\r\n", b"\n", b"5\rhello"]), max_size=6).map(b"".join))
+def test_scan_body_agrees_with_parse_body(body):
+    # scan_body (used before anything is forwarded) must see an error exactly
+    # where parse_body would, and consume nothing.
+    raw = req(b"Host: a", b"Transfer-Encoding: chunked", method=b"POST")
+    p, r = head(raw)
+    assert r == len(raw)
+    scan = p.py_scan_body(body)
+    assert p.remaining == 0 and not p.message_done     # nothing consumed
+    q, _ = head(raw)
+    verdict = parse_all_body(q, body)
+    assert (scan == -1) == (verdict == "error"), (body, scan, verdict)
+    if scan == -1:
+        assert p.error_status == q.error_status and p.error_reason == q.error_reason
+
+
+@pytest.mark.parametrize("target,ok", [
+    (b"http://example.com/a", True),
+    (b"http://example.com:8080/a", True),
+    (b"https://example.com:/a?q=1", True),
+    (b"http://example.com?q", True),
+    (b"http://example.com:99999/a", False),
+    (b"https://example.com:x/a", False),
+    (b"http://[::1/a", False),
+])
+def test_absolute_form_authority_port(target, ok):
+    p, r = head(req(b"Host: example.com", target=target))
+    if ok:
+        assert r > 0
+    else:
+        assert r == -1 and p.error_reason == "Invalid Host header"

@@ -114,14 +114,26 @@ cdef class BufferPool:
     cdef ReadBuffer acquire(self):
         cdef ReadBuffer b
         if self.free:
-            self.reused += 1
-            return <ReadBuffer>self.free.pop()
+            b = <ReadBuffer>self.free[len(self.free) - 1]
+            # Released from inside buffer_updated(), a buffer is still
+            # exported until uvloop's callback returns (see release()); by
+            # the next get_buffer() it is not, but never hand out one that is.
+            if b.exports == 0:
+                self.reused += 1
+                self.free.pop()
+                return b
         self.allocated += 1
         return ReadBuffer(self.size)
 
     cdef void release(self, ReadBuffer buf):
-        # Grown buffers and buffers a transport still reads into are dropped.
-        if buf.exports or buf.cap != self.size or len(self.free) >= self.max_free:
+        # Grown buffers are dropped. A buffer may still be exported: uvloop
+        # releases its view only after buffer_updated() returns, and that is
+        # where connections give their buffer back, so refusing exported
+        # buffers here dropped nearly every one (0 reuses in 4956 buffers
+        # for 2000 keep-alive requests). The view is only released after
+        # this, never written through, so keeping the buffer is safe;
+        # acquire() skips one whose view is still held.
+        if buf.cap != self.size or len(self.free) >= self.max_free:
             return
         buf.start = 0
         buf.end = 0

@@ -13,6 +13,7 @@ ProxyStream, core_stream.pxd), which filters may read.
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t, uint32_t, int64_t
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memcmp, memchr
 
 from fastmesh._buffers cimport ReadBuffer, BufferPool, OutBuf
@@ -63,6 +64,7 @@ cdef class H2ServerStream
 include "core_conn.pxd"
 include "core_listener.pxd"
 include "core_worker.pxd"
+include "core_overload.pxd"
 include "core_endpoint.pxd"
 include "core_cluster.pxd"
 include "core_head.pxd"

@@ -43,6 +43,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
 # The cimports are in _core.pxd (a .pyx sees its .pxd's).
 cimport cython
 
+import resource
 import socket as _socket
 from time import sleep as _sleep
 
@@ -51,6 +52,7 @@ include "core_counters.pxi"
 include "core_conn.pxi"
 include "core_listener.pxi"
 include "core_worker.pxi"
+include "core_overload.pxi"
 include "core_endpoint.pxi"
 include "core_cluster.pxi"
 include "core_head.pxi"

@@ -101,3 +101,7 @@ cdef class Http1Parser:
         # the body bytes found (seg_len may be 0). message_done is set once
         # the final byte of the message (last chunk + trailers) is consumed.
         # For BODY_EOF every byte is body; the caller ends it at close.
+    cdef int scan_body(self, const char* data, Py_ssize_t n) except -2
+        # Checks body bytes without consuming them (a scratch copy of the
+        # body state parses them): 0 = no framing error so far, -1 = error
+        # (error_status, error_reason set).

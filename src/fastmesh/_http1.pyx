@@ -116,6 +116,7 @@ cdef enum:
     E_CHUNK_CRLF
     E_TRAILERS_TOO_LARGE
     E_NO_BODY
+    E_HOST
 
 _REASONS = (
     None,
@@ -150,6 +151,7 @@ _REASONS = (
     "Missing CRLF after chunk data",
     "Trailer section too large",
     "No message body to parse",
+    "Invalid Host header",
 )
 
 cdef enum:
@@ -164,6 +166,10 @@ cdef enum:
     CONN_KEEP_ALIVE = 2
     CONN_UPGRADE = 4
     CONN_OTHER = 8
+
+# scan_body()'s scratch parser, made on first use (one per process: the scan
+# runs to completion under the GIL, so it is never shared mid-use).
+cdef Http1Parser _scratch = None
 
 cdef uint64_t CL_MAX = 0x7FFFFFFFFFFFFFFF   # fits a Py_ssize_t for every caller
 
@@ -428,6 +434,61 @@ cdef inline int _status_line(Http1Parser self, const unsigned char* p, Py_ssize_
 
 
 
+cdef bint _host_ok(const unsigned char* v, Py_ssize_t n) noexcept:
+    # RFC 9110 7.2: Host = uri-host [ ":" port ], port = *DIGIT, and RFC 9112
+    # 3.2 wants 400 for an invalid value. Only the port is checked here (the
+    # host part is matched against the routes' domains anyway): digits only,
+    # and at most 65535, since a longer number names no TCP port and an
+    # upstream could read it differently (truncated, wrapped). An empty port
+    # ("example.com:") is in the grammar (RFC 3986 3.2.3 asks producers to
+    # omit it, not receivers to refuse it).
+    cdef Py_ssize_t i = 0
+    cdef uint64_t port = 0
+    if n > 0 and v[0] == b'[':
+        # IP-literal: the port can only follow the closing bracket.
+        while i < n and v[i] != b']':
+            i += 1
+        if i == n:
+            return False
+        i += 1
+        if i == n:
+            return True
+        if v[i] != b':':
+            return False
+    else:
+        while i < n and v[i] != b':':
+            i += 1
+        if i == n:
+            return True
+    i += 1
+    while i < n:
+        if v[i] < 0x30 or v[i] > 0x39:      # not a digit
+            return False
+        port = port * 10 + (v[i] - 0x30)
+        if port > 65535:
+            return False
+        i += 1
+    return True
+
+
+cdef bint _target_authority_ok(Http1Parser self, const unsigned char* p) noexcept:
+    # absolute-form (RFC 9112 3.2.2): the target's authority takes the place
+    # of Host, so its port is held to the same rule. The authority runs to
+    # the first '/' (or the query, or the end), as the proxy reads it.
+    cdef const unsigned char* t = p + self.target_off
+    cdef Py_ssize_t i, j
+    if self.target_len > 7 and memcmp(t, b"http://", 7) == 0:
+        i = 7
+    elif self.target_len > 8 and memcmp(t, b"https://", 8) == 0:
+        i = 8
+    else:
+        return True
+    j = i
+    while j < self.path_len and t[j] != b'/':
+        j += 1
+    return _host_ok(t + i, j - i)
+
+
 cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
     # Decide the framing once every field is known (RFC 9112 6.3).
     cdef int i, r, conn = 0, ncl = 0, nte = 0, nhost = 0, te_err = E_OK
@@ -455,6 +516,8 @@ cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
             elif h.flags & HF_HOST:
                 nhost += 1
                 self.host_idx = i
+                if self.is_request and not _host_ok(p + h.value_off, h.value_len):
+                    return E_HOST
             elif h.flags & HF_CONNECTION:
                 conn |= _connection_tokens(self, p, h)
             elif h.flags & HF_UPGRADE:
@@ -477,6 +540,8 @@ cdef int _finish_head(Http1Parser self, const unsigned char* p) noexcept:
             return E_NO_HOST
     if self.is_request and nhost > 1:
         return E_MULTI_HOST
+    if self.is_request and not _target_authority_ok(self, p):
+        return E_HOST
     if conn & CONN_OTHER:
         _mark_connection_options(self, p)
     for i in range(self.nheaders):
@@ -827,6 +892,42 @@ cdef class Http1Parser:
                 return pos
             else:
                 return pos
+
+    cdef int scan_body(self, const char* data, Py_ssize_t n) except -2:
+        # Parse body bytes on a scratch copy of the body state, consuming
+        # nothing: 0 if they hold no framing error (yet), -1 if they do
+        # (error_status/error_reason set here). Lets the proxy refuse a
+        # request for bytes it already has before any of it is forwarded.
+        global _scratch
+        cdef Http1Parser s = _scratch
+        cdef Py_ssize_t r, off = 0, seg = 0
+        if s is None:
+            s = _scratch = Http1Parser(True, self.max_head_bytes, self.max_headers)
+        s.max_head_bytes = self.max_head_bytes
+        s.max_headers = self.max_headers
+        s.body = self.body
+        s.remaining = self.remaining
+        s.chunk_state = self.chunk_state
+        s.message_done = self.message_done
+        s.trailer_off = s.trailer_len = 0
+        while n > 0 and not s.message_done:
+            r = s.parse_body(data, n, &off, &seg)
+            if r < 0:
+                self.error_status = s.error_status
+                self.error_reason = s.error_reason
+                return -1
+            if r == 0:
+                break
+            data += r
+            n -= r
+        return 0
+
+    def py_scan_body(self, data):
+        """scan_body() for tests: 0, or -1 with error_status/error_reason set."""
+        cdef const unsigned char[:] mv = data
+        if mv.shape[0] == 0:
+            return 0
+        return self.scan_body(<const char*>&mv[0], mv.shape[0])
 
     # -- Python helpers (tests, benchmarks) ---------------------------------
 

@@ -17,6 +17,7 @@ cdef enum:
     DL_CONNECT = 4       # upstream connect timeout
     DL_POOL_IDLE = 5     # pooled upstream connection unused for too long
     DL_DRAIN = 6
+    DL_FIRST_BYTE = 7    # nothing received since accept (first_byte_timeout)
 
 cdef class Conn(TimerEntry):
     cdef Worker worker
@@ -41,6 +42,7 @@ cdef class Conn(TimerEntry):
     cdef void on_timer(self, int kind)
     cdef void on_deadline(self, int kind)
     cdef void on_drain(self)
+    cdef bint shed_idle(self)
     cdef ListenerState listener_of(self)
     cdef inline void pause_read(self, int why)
     cdef inline void resume_read(self, int why)

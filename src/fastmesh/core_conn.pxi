@@ -127,6 +127,11 @@ cdef class Conn(TimerEntry):
     cdef void on_drain(self):
         pass
 
+    cdef bint shed_idle(self):
+        # Overload (core_overload.pxi): close this connection if it is an
+        # idle downstream one, and say so. Others are never shed.
+        return False
+
     cdef ListenerState listener_of(self):
         # Downstream connections answer with the listener they came in on.
         return None

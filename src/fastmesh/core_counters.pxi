@@ -17,12 +17,14 @@ cdef enum:  # WORKER_STATS
     LOOP_BATCH_SLEEPS
     BUFFERS_ALLOCATED
     BUFFERS_REUSED
+    OVERLOAD_STOP_ACCEPTING
     WORKER_NSTATS
 
 WORKER_STATS = (
     ("loop_batch_sleeps", "counter"),     # set_batch_window: sleeps taken
     ("buffers_allocated", "counter"),     # read buffers made (copied from the pool)
     ("buffers_reused", "counter"),        # ... and taken again from it
+    ("overload_stop_accepting", "gauge"), # 1 while the listeners do not accept (core_overload.pxi)
 )
 
 cdef enum:  # LISTENER_STATS
@@ -43,6 +45,11 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_RQ_HEADER_TIMEOUT
     DOWNSTREAM_CX_UPGRADES_TOTAL
     DOWNSTREAM_CX_DRAIN_CLOSE
+    DOWNSTREAM_CX_OVERFLOW
+    DOWNSTREAM_GLOBAL_CX_OVERFLOW
+    DOWNSTREAM_CX_OVERLOAD_REJECT
+    DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
+    DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -63,6 +70,11 @@ LISTENER_STATS = (
     ("downstream_rq_header_timeout", "counter"),
     ("downstream_cx_upgrades_total", "counter"),
     ("downstream_cx_drain_close", "counter"),
+    ("downstream_cx_overflow", "counter"),         # listener max_connections (core_overload.pxi)
+    ("downstream_global_cx_overflow", "counter"),  # overload_manager global_downstream_max_connections
+    ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
+    ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
+    ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
 )
 
 cdef enum:  # CLUSTER_STATS

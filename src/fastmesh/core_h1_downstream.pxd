@@ -29,6 +29,7 @@ cdef class HttpDownstream(ProxyStream):
     cdef void routed(self)
     cdef inline void arm_response_timer(self)
     cdef void upstream_ready(self, UpstreamRequest ur)
+    cdef bint body_bytes_ok(self)
     cdef bint stream_body(self)
     cdef void write_interim(self, Http1Parser rp, const char* base)
     cdef void interim(self, int status, const char* reason, Py_ssize_t rlen,
@@ -53,5 +54,6 @@ cdef class HttpDownstream(ProxyStream):
     cdef void on_deadline(self, int kind)
     cdef ListenerState listener_of(self)
     cdef void on_drain(self)
+    cdef bint shed_idle(self)
     cdef void close(self)
     cdef void abort(self)

@@ -47,9 +47,17 @@ cdef class HttpDownstream(ProxyStream):
         transport.set_write_buffer_limits(conf.buffer_limit)
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()
-        self.set_deadline(DL_IDLE, conf.idle_timeout)
+        # Until its first byte first_byte_timeout applies (idle_timeout if
+        # that is shorter): a silent connection must not hold a descriptor
+        # for the idle timeout.
+        if conf.first_byte_timeout > 0 and (conf.idle_timeout <= 0
+                                            or conf.first_byte_timeout < conf.idle_timeout):
+            self.set_deadline(DL_FIRST_BYTE, conf.first_byte_timeout)
+        else:
+            self.set_deadline(DL_IDLE, conf.idle_timeout)
         if w.draining:
             self.close_after = True
+        admit_downstream(self, self.lst)
 
     # --- reading ---------------------------------------------------------
 
@@ -189,7 +197,12 @@ cdef class HttpDownstream(ProxyStream):
             self.state = DS_BODY
 
         if p.method == M_CONNECT:
+            # Close after refusing (as HAProxy does): the client may already
+            # have sent tunnel bytes, which must not be read as a request.
+            self.close_after = True
             self.local_reply(405, b"CONNECT is not supported\n")
+            return
+        if p.body == BODY_CHUNKED and b.end > b.start and not self.body_bytes_ok():
             return
         # the neutral request view (core_stream.pxi)
         self.rq_base = base
@@ -263,10 +276,31 @@ cdef class HttpDownstream(ProxyStream):
 
     cdef void upstream_ready(self, UpstreamRequest ur):
         # The attempt has a connection: the head, then whatever body we have.
+        # Body bytes that came while it connected are checked first, so that
+        # nothing of a request refused for them reaches the upstream.
+        if (self.state == DS_BODY and self.req_body == BODY_CHUNKED and self.rbuf is not None
+                and self.rbuf.end > self.rbuf.start and not self.body_bytes_ok()):
+            return
         ur.h1.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
         self.resume_read(PAUSE_BUFFER)
         self.process()
         self.flush()
+
+    cdef bint body_bytes_ok(self):
+        # Chunked body bytes that arrived with the head (or while the upstream
+        # connected) are parsed before any of the request is forwarded: a
+        # framing error among them gets its 400 with nothing sent upstream.
+        # Only chunked bodies can hold such an error; a Content-Length body
+        # cannot. Cold: at most once per read, for chunked requests only.
+        cdef ReadBuffer b = self.rbuf
+        cdef Http1Parser p = self.parser
+        if p.scan_body(b.data + b.start, b.end - b.start) == 0:
+            return True
+        self.lst.st[DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+        self.close_after = True
+        self.cancel_upstream()
+        self.local_reply(p.error_status, (p.error_reason or "bad request").encode() + b"\n")
+        return False
 
     cdef bint stream_body(self):
         # Request body toward the upstream, re-framed as we parsed it.
@@ -405,10 +439,15 @@ cdef class HttpDownstream(ProxyStream):
                     o.add(base + hs.value_off, hs.value_len)
                     o.add("\r\n", 2)
                     break
-        elif self.close_after:
-            o.add("connection: close\r\n", 19)
-        elif self.req_minor == 0:
-            o.add("connection: keep-alive\r\n", 24)
+        else:
+            if self.rq_upgrade_len and status >= 200:
+                # The upgrade was refused: bytes the client sent after its
+                # request belong to the protocol it asked for, not to HTTP.
+                self.close_after = True
+            if self.close_after:
+                o.add("connection: close\r\n", 19)
+            elif self.req_minor == 0:
+                o.add("connection: keep-alive\r\n", 24)
         o.add("\r\n", 2)
 
     cdef void add_body(self, const char* data, Py_ssize_t n):
@@ -581,6 +620,8 @@ cdef class HttpDownstream(ProxyStream):
             else:
                 self.close_after = True
         add_extra_h1(o, self.rs_add)
+        if self.rq_upgrade_len:
+            self.close_after = True     # an HTTP/2 upstream never upgrades
         if self.close_after:
             o.add("connection: close\r\n", 19)
         elif self.req_minor == 0:
@@ -610,7 +651,8 @@ cdef class HttpDownstream(ProxyStream):
         cdef bytes reason = REASONS.get(status, b"Unknown")
         if self.closed:
             return
-        if not self.req_done:
+        if not self.req_done or self.rq_upgrade_len:
+            # (an Upgrade answered locally is refused: close, as above)
             self.close_after = True
         self.replied = True
         self.response_filters(status)
@@ -719,6 +761,12 @@ cdef class HttpDownstream(ProxyStream):
             request_started(self)
             self.close_after = True
             self.local_reply(408, b"request header timeout\n")
+        elif kind == DL_FIRST_BYTE:
+            self.lst.st[DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT] += 1
+            overload_log(self.worker, OV_LOG_FIRST_BYTE,
+                         f"listener {self.lst.name}: connection closed, nothing received "
+                         f"within first_byte_timeout ({self.conf.first_byte_timeout:g}s)")
+            self.close()
         elif kind == DL_IDLE:
             self.lst.st[DOWNSTREAM_CX_IDLE_TIMEOUT] += 1
             if self.in_request and self.state != DS_TUNNEL:
@@ -736,6 +784,15 @@ cdef class HttpDownstream(ProxyStream):
 
     cdef ListenerState listener_of(self):
         return self.lst
+
+    cdef bint shed_idle(self):
+        # Between requests (or silent since accept), nothing buffered.
+        if (self.closed or self.in_request or self.state != DS_IDLE
+                or (self.rbuf is not None and self.rbuf.end > self.rbuf.start)):
+            return False
+        self.lst.st[DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE] += 1
+        self.close()
+        return True
 
     cdef void on_drain(self):
         self.close_after = True

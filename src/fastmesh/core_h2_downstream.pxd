@@ -22,4 +22,5 @@ cdef class H2Downstream(Conn):
     cdef void on_deadline(self, int kind)
     cdef ListenerState listener_of(self)
     cdef void on_drain(self)
+    cdef bint shed_idle(self)
     cdef void close(self)

@@ -196,6 +196,17 @@ cdef class H2Downstream(Conn):
     cdef ListenerState listener_of(self):
         return self.lst
 
+    cdef bint shed_idle(self):
+        # Overload (core_overload.pxi): no stream open, so closing loses
+        # nothing; GOAWAY names the last stream taken, so a request the
+        # client sent meanwhile is known unprocessed and may be retried.
+        if self.closed or self.streams:
+            return False
+        self.lst.st[DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE] += 1
+        self.h2.goaway(H2_NO_ERROR, NULL, 0)
+        self.close()
+        return True
+
     cdef void on_drain(self):
         if self.draining or self.closed:
             return

@@ -19,6 +19,8 @@ cdef class ListenerConf:
     cdef readonly int h2_max_concurrent_streams     # HTTP/2 clients (core_h2_downstream.pxi)
     cdef readonly int h2_initial_stream_window
     cdef readonly int h2_initial_connection_window
+    cdef readonly Py_ssize_t max_connections    # 0: no limit (core_overload.pxi)
+    cdef readonly double first_byte_timeout     # http: silent from accept, then closed (0: off)
 
 cdef class Snapshot:
     cdef readonly dict listeners        # name -> ListenerConf

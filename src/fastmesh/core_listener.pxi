@@ -12,7 +12,8 @@ cdef class ListenerConf:
                  Py_ssize_t max_head_bytes=61440, int max_headers=100,
                  bint xff_append=True, bint gen_request_id=True,
                  int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
-                 int h2_initial_connection_window=1048576, filters=()):
+                 int h2_initial_connection_window=1048576, filters=(),
+                 Py_ssize_t max_connections=0, double first_byte_timeout=10.0):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -46,6 +47,8 @@ cdef class ListenerConf:
         self.h2_max_concurrent_streams = h2_max_concurrent_streams
         self.h2_initial_stream_window = h2_initial_stream_window
         self.h2_initial_connection_window = h2_initial_connection_window
+        self.max_connections = max_connections
+        self.first_byte_timeout = first_byte_timeout
 
 
 @cython.final

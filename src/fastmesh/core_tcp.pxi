@@ -92,6 +92,8 @@ cdef class TcpDownstream(Conn):
         self.lst.st[DOWNSTREAM_CX_ACTIVE] += 1
         self.lst.st[DOWNSTREAM_CX_TCP] += 1
         transport.set_write_buffer_limits(conf.buffer_limit)
+        if not admit_downstream(self, self.lst):
+            return
         if c is None:
             self.close()
             return

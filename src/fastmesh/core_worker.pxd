@@ -24,8 +24,18 @@ cdef class Worker:
     cdef bint batching                  # the _batch_round callback chain is running
     cdef long batch_activity            # defer_flush calls since the last round
     cdef double batch_woke              # when the last round ended
+    # overload protection (core_overload.pxi)
+    cdef int ov_fd_high                 # a new socket's fd at or above this: act (INT_MAX: off)
+    cdef int ov_fd_low                  # shed idle connections down to this fd count
+    cdef long ov_max_cx                 # global_downstream_max_connections (0: none)
+    cdef readonly int ov_fd_limit       # RLIMIT_NOFILE's soft limit when set_overload ran
+    cdef double ov_logged[4]            # when each limit was last logged (OV_LOG_*)
+    cdef long ov_unlogged[4]            # hits since then
+    cdef readonly bint ov_paused        # accepting stopped (the descriptor mark)
+    cdef object accept_ctl              # the runtime's stop/resume accepting: fn(accepting)
 
     cdef void defer_flush(self, Conn c)
     cdef void flush_dirty(self)
     cdef StatsBlock listener_block(self, str name)
     cdef long long rq_active(self)
+    cdef long long cx_active(self)

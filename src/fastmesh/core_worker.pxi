@@ -30,6 +30,10 @@ cdef class Worker:
         self.flush_scheduled = False
         self.batch_window = 0
         self.batching = False
+        self.ov_fd_high = INT_MAX
+        self.ov_fd_low = INT_MAX
+        self.ov_max_cx = 0
+        self.ov_fd_limit = 0
 
     # --- deferred writes -----------------------------------------------------
 
@@ -206,6 +210,38 @@ cdef class Worker:
         for b in self.ds_blocks:
             n += b.v[DOWNSTREAM_RQ_ACTIVE]
         return n
+
+    cdef long long cx_active(self):
+        # Downstream connections on all listeners (overload checks only).
+        cdef StatsBlock b
+        cdef long long n = 0
+        for b in self.ds_blocks:
+            n += b.v[DOWNSTREAM_CX_ACTIVE]
+        return n
+
+    def set_overload(self, long global_max_connections=0, double fd_threshold=0.95):
+        """Overload protection (core_overload.pxi): at most
+        `global_max_connections` downstream connections (0: no limit), and,
+        once `fd_threshold` of RLIMIT_NOFILE is in use, close idle keep-alive
+        connections oldest first and refuse new ones while none is idle
+        (0: off)."""
+        self.ov_max_cx = global_max_connections if global_max_connections > 0 else 0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fd_threshold <= 0 or soft == resource.RLIM_INFINITY or soft > INT_MAX:
+            self.ov_fd_limit = 0
+            self.ov_fd_high = self.ov_fd_low = INT_MAX
+            return
+        self.ov_fd_limit = soft
+        self.ov_fd_high = <int>(soft * fd_threshold)
+        # Shed a little more than needed, so that not every accept walks
+        # the connection list: down to 5 % of the limit below the mark.
+        self.ov_fd_low = self.ov_fd_high - max(1, soft // 20)
+
+    def set_accept_control(self, fn):
+        """`fn(accepting: bool)` stops or resumes accepting on every
+        listener of this worker (the runtime owns the servers); the overload
+        protection calls it at the descriptor mark."""
+        self.accept_ctl = fn
 
     def stats(self):
         """The registry's snapshot: every block and histogram as plain,

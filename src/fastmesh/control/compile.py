@@ -150,6 +150,8 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         h2_initial_stream_window=cfg.http2.initial_stream_window_size,
         h2_initial_connection_window=cfg.http2.initial_connection_window_size,
         filters=[load_filter(f, cfg.name) for f in cfg.http_filters] + list(extra_filters),
+        max_connections=cfg.max_connections,
+        first_byte_timeout=cfg.first_byte_timeout,
     )
 
 

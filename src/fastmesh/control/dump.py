@@ -19,6 +19,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     valid config: ``parse_config(config_to_dict(c)) == c``.
     """
     out: dict[str, Any] = {"drain_timeout": cfg.drain_timeout, "batch_window": cfg.batch_window}
+    om = cfg.overload_manager
+    out["overload_manager"] = {"file_descriptor_threshold": om.file_descriptor_threshold}
+    if om.global_downstream_max_connections:
+        out["overload_manager"]["global_downstream_max_connections"] = \
+            om.global_downstream_max_connections
     if cfg.admin is not None:
         out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port}
     out["listeners"] = [_listener_to_dict(listener) for listener in cfg.listeners]
@@ -35,11 +40,14 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         "idle_timeout": lst.idle_timeout,
         "per_connection_buffer_limit": lst.per_connection_buffer_limit,
     }
+    if lst.max_connections:
+        out["max_connections"] = lst.max_connections
     if lst.protocol == "tcp":
         out["cluster"] = lst.cluster
         return out
     out.update(
         request_headers_timeout=lst.request_headers_timeout,
+        first_byte_timeout=lst.first_byte_timeout,
         stream_idle_timeout=lst.stream_idle_timeout,
         max_request_headers_kb=lst.max_request_headers_kb,
         max_headers_count=lst.max_headers_count,

@@ -30,6 +30,11 @@ DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
 DEFAULT_LISTENER_IDLE_TIMEOUT = 3600.0
 DEFAULT_BUFFER_LIMIT = 1 << 20
 DEFAULT_REQUEST_HEADERS_TIMEOUT = 10.0
+# A connection that sends nothing this long after accept is closed (fastmesh's
+# key: Envoy's timeouts all start later, at the first byte or a stream).
+DEFAULT_FIRST_BYTE_TIMEOUT = 10.0
+# Overload manager: act once this fraction of RLIMIT_NOFILE is in use.
+DEFAULT_FD_THRESHOLD = 0.95
 DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_REQUEST_HEADERS_KB = 60
 DEFAULT_MAX_HEADERS_COUNT = 100
@@ -117,6 +122,14 @@ def thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [thaw(item) for item in value]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadConfig:
+    """Worker-wide connection limits (docs/config.md, overload_manager)."""
+
+    global_downstream_max_connections: int = 0     # per worker; 0 = no limit
+    file_descriptor_threshold: float = DEFAULT_FD_THRESHOLD   # of RLIMIT_NOFILE; 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,8 @@ class ListenerConfig:
     virtual_hosts: tuple[VirtualHostConfig, ...]   # http only; () for tcp
     http2: Http2Config = Http2Config()             # http only
     http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
+    max_connections: int = 0                       # 0 = no limit
+    first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
 
 
 
@@ -307,6 +322,7 @@ class Config:
     clusters: tuple[ClusterConfig, ...]
     source: str = dataclasses.field(default="<config>", compare=False)
     batch_window: float = DEFAULT_BATCH_WINDOW     # seconds, 0 = off
+    overload_manager: OverloadConfig = OverloadConfig()
 
     def cluster(self, name: str) -> ClusterConfig:
         """The cluster called ``name``; ``KeyError`` if there is none."""

@@ -53,6 +53,9 @@ from fastmesh.control.schema import (
     ROUTE_ACTIONS,
     UPSTREAM_PROTOCOLS,
     AdminConfig,
+    OverloadConfig,
+    DEFAULT_FD_THRESHOLD,
+    DEFAULT_FIRST_BYTE_TIMEOUT,
     ClusterConfig,
     Config,
     DirectResponseConfig,
@@ -364,13 +367,15 @@ def _is_prime(n: int) -> bool:
 
 # Section parsers: (ctx, path, value) -> dataclass. They report their own errors.
 
-_ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters")
+_ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
+              "overload_manager")
+_OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
-                    "per_connection_buffer_limit")
+                    "per_connection_buffer_limit", "max_connections")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
-                  "http2", "http_filters")
+                  "http2", "http_filters", "first_byte_timeout")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
@@ -396,6 +401,7 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     drain = m.get("drain_timeout", _duration(), DEFAULT_DRAIN_TIMEOUT)
     batch = m.get("batch_window", _batch_window, DEFAULT_BATCH_WINDOW)
     admin = m.section("admin", _parse_admin, None)
+    overload = m.section("overload_manager", _parse_overload, OverloadConfig())
     listeners = m.section("listeners", lambda c, p, v: _list(
         c, p, v, _parse_listener, min_items=1, what="listeners"))
     clusters = m.section("clusters", lambda c, p, v: _list(
@@ -407,7 +413,26 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     _check_cluster_refs(ctx, clusters)
     _check_addresses(ctx, listeners, admin)
     return Config(drain_timeout=drain, admin=admin, listeners=listeners, clusters=clusters,
-                  source=ctx.source, batch_window=batch)
+                  source=ctx.source, batch_window=batch,
+                  overload_manager=overload or OverloadConfig())
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number between 0 and 1, got {_kind(value)}")
+    if not 0 <= value <= 1:
+        raise _Bad(f"{value} is out of range; must be between 0 and 1 (0 turns it off)")
+    return float(value)
+
+
+def _parse_overload(ctx: _Ctx, path: Path, value: Any) -> OverloadConfig:
+    m = _Map(ctx, path, value, _OVERLOAD_KEYS, "overload_manager settings")
+    return OverloadConfig(
+        global_downstream_max_connections=m.get("global_downstream_max_connections",
+                                                _int(1, 1 << 30), 0),
+        file_descriptor_threshold=m.get("file_descriptor_threshold", _fraction,
+                                        DEFAULT_FD_THRESHOLD),
+    )
 
 
 def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
@@ -460,6 +485,9 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         virtual_hosts=virtual_hosts,
         http2=m.section("http2", _parse_http2, Http2Config()) if http else Http2Config(),
         http_filters=m.section("http_filters", _parse_http_filters, ()) if http else (),
+        max_connections=m.get("max_connections", _int(1, 1 << 30), 0),
+        first_byte_timeout=(m.get("first_byte_timeout", _duration(), DEFAULT_FIRST_BYTE_TIMEOUT)
+                            if http else DEFAULT_FIRST_BYTE_TIMEOUT),
     )
 
 

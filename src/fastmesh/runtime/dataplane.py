@@ -45,13 +45,22 @@ def bind_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 class _Listener:
-    __slots__ = ("config", "sock", "server", "address")
+    __slots__ = ("config", "sock", "server", "address", "paused")
 
     def __init__(self, config: ListenerConfig, sock: socket.socket, server: asyncio.AbstractServer):
         self.config = config
         self.sock = sock
         self.server = server
         self.address = sock.getsockname()[:2]
+        # While the overload protection stopped accepting: a duplicate of
+        # the listening socket, which keeps it (and its backlog) open after
+        # the server closed the original.
+        self.paused: socket.socket | None = None
+
+    def close_paused(self) -> None:
+        if self.paused is not None:
+            self.paused.close()
+            self.paused = None
 
 
 class Staged:
@@ -108,6 +117,7 @@ class DataPlane:
         snapshot = await compile_snapshot(self.config, self.version, self.extra_filters)
         self.worker = _core.Worker(self.loop)
         self.worker.apply(snapshot)
+        self.worker.set_accept_control(self._accept_control)
         self._set_batching(self.config)
         try:
             for lc in self.config.listeners:
@@ -119,6 +129,9 @@ class DataPlane:
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
         self.worker.set_batch_window(config.batch_window if self.owns_loop else 0.0)
+        om = config.overload_manager
+        self.worker.set_overload(om.global_downstream_max_connections,
+                                 om.file_descriptor_threshold)
 
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
@@ -138,12 +151,41 @@ class DataPlane:
         self.listeners[lc.name] = _Listener(lc, sock, server)
         log.info("listener %s (%s) on %s:%d", lc.name, lc.protocol, *self.listeners[lc.name].address)
 
+    def _accept_control(self, accepting: bool) -> None:
+        """The overload protection (core_overload.pxi) stops or resumes
+        accepting. Stopping closes the servers but keeps each listening
+        socket open (a duplicate), so connections wait in its backlog."""
+        for name, lst in list(self.listeners.items()):
+            if accepting:
+                if lst.paused is not None:
+                    self.loop.create_task(self._resume_listener(name, lst))
+            elif lst.paused is None:
+                lst.paused = lst.sock.dup()
+                lst.server.close()
+
+    async def _resume_listener(self, name: str, lst: _Listener) -> None:
+        sock, lst.paused = lst.paused, None
+        if sock is None:
+            return
+        if self.listeners.get(name) is not lst or self.worker is None or self.worker.draining:
+            sock.close()
+            return
+        try:
+            lst.server = await self.loop.create_server(
+                self.worker.listener_state(name), sock=sock, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            log.error("listener %s: cannot accept again after overload: %s", name, exc)
+            return
+        lst.sock = sock
+
     async def _close_listeners(self, names: list[str]) -> None:
         for name in names:
             lst = self.listeners.pop(name, None)
             if lst is None:
                 continue
             lst.server.close()
+            lst.close_paused()
             if self.worker is not None:
                 self.worker.drop_listener(name)
 
@@ -234,6 +276,7 @@ class DataPlane:
         timeout = self.config.drain_timeout if timeout is None else timeout
         for lst in self.listeners.values():
             lst.server.close()
+            lst.close_paused()
         self.worker.start_drain()
         deadline = self.loop.time() + timeout
         while self.worker.connection_count() and self.loop.time() < deadline:
