@@ -31,7 +31,7 @@ INTERVAL = 0.1
 
 
 def hc(kind="http", interval=INTERVAL, unhealthy=1, healthy=1, timeout=1.0, **spec):
-    body = {"http": {"http_health_check": {"path": "/healthz", **spec}},
+    body = {"http": {"http_health_check": {"path": "/healthz"} | spec},
             "tcp": {"tcp_health_check": spec},
             "grpc": {"grpc_health_check": spec}}[kind]
     return {"timeout": timeout, "interval": interval, "unhealthy_threshold": unhealthy,
@@ -178,6 +178,27 @@ def test_tcp_check_send_and_expect(tcp_echo):
         hc("tcp")))).cluster("origin")
     (states, _), _ = _run_checks(conn, "127.0.0.1", dead, [lambda: None])
     assert states == [False]
+
+
+def test_http_check_over_h2c_when_the_cluster_speaks_http2():
+    from support.h2util import H2Origin
+    with H2Origin("h2") as o:
+        host, port = o.address
+
+        def cluster(path):
+            return parse_config(http_config((host, port), cluster_opts={
+                "protocol": "http2", **hc_cluster_opts(hc(path=path, timeout=2))})
+            ).cluster("origin")
+
+        (states, checker), _ = _run_checks(cluster("/status/200"), host, port, [lambda: None])
+        assert states == [True] and checker.stats["origin"]["health_check.success"] == 1
+        (states, checker), _ = _run_checks(cluster("/status/503"), host, port, [lambda: None])
+        assert states == [False]
+        assert checker.stats["origin"]["health_check.network_failure"] == 0   # a verdict
+        reqs = o.received()
+        assert [r.header(b":path") for r in reqs] == [b"/status/200", b"/status/503"]
+        assert reqs[0].header(b":authority") == b"origin"
+        assert reqs[0].header(b"user-agent") == b"Envoy/HC"
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ Envoy's semantics, which these follow:
   threshold; an HTTP status outside ``expected_statuses`` or a gRPC status
   other than SERVING marks a healthy endpoint unhealthy at once.
 - The next check starts ``interval`` (+ a random share of
-  ``interval_jitter``) after the previous one ended.
+  ``interval_jitter``) after the previous one started.
+- HTTP checks speak the cluster's protocol: HTTP/1.1, or h2c when the
+  cluster's ``protocol`` is http2 (``auto`` checks over HTTP/1.1).
 
 Counters are Envoy's ``cluster.<name>.health_check.*`` (``blocks()`` gives
 them in the stats snapshot format, admin/metrics.py merges them with the
@@ -88,6 +90,77 @@ async def _http_check(host: str, port: int, cluster: ClusterConfig, hc: HealthCh
         status = int(parts[1])
         if not any(a <= status < b for a, b in http.expected_statuses):
             raise CheckFailed(f"status {status}", network=False)
+    finally:
+        writer.close()
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_H2_DATA, _H2_HEADERS, _H2_RST, _H2_SETTINGS, _H2_PING, _H2_GOAWAY, _H2_CONT = 0, 1, 3, 4, 6, 7, 9
+_H2_END_STREAM, _H2_ACK, _H2_END_HEADERS, _H2_PADDED, _H2_PRIORITY = 1, 1, 4, 8, 0x20
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (len(payload).to_bytes(3, "big") + bytes((kind, flags))
+            + stream.to_bytes(4, "big") + payload)
+
+
+async def _h2c_check(host: str, port: int, cluster: ClusterConfig, hc: HealthCheckConfig) -> None:
+    # The same GET over HTTP/2 with prior knowledge, for clusters whose
+    # protocol is http2 (Envoy uses the cluster's codec): one stream, the
+    # :status of its final HEADERS decides. HPACK is the data plane's own.
+    from fastmesh._hpack import Decoder, Encoder, HPACKError
+    http = hc.http
+    assert http is not None
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        raise CheckFailed(f"connect: {exc.strerror or exc}", network=True) from None
+    try:
+        authority = (http.host or cluster.name).encode()
+        block = Encoder().encode(
+            [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", authority),
+             (b":path", http.path.encode()), (b"user-agent", USER_AGENT.encode())]
+            + [(k.lower().encode(), v.encode()) for k, v in http.request_headers_to_add])
+        writer.write(_H2_PREFACE + _h2_frame(_H2_SETTINGS, 0, 0)
+                     + _h2_frame(_H2_HEADERS, _H2_END_STREAM | _H2_END_HEADERS, 1, block))
+        dec = Decoder()
+        pending = b""
+        while True:
+            try:
+                head = await reader.readexactly(9)
+                payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
+            except (asyncio.IncompleteReadError, OSError) as exc:
+                raise CheckFailed(f"h2: no response: {exc!r}", network=True) from None
+            kind, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            if kind == _H2_SETTINGS and not flags & _H2_ACK:
+                writer.write(_h2_frame(_H2_SETTINGS, _H2_ACK, 0))
+            elif kind == _H2_PING and not flags & _H2_ACK:
+                writer.write(_h2_frame(_H2_PING, _H2_ACK, 0, payload))
+            elif kind == _H2_GOAWAY or (kind == _H2_RST and stream == 1):
+                raise CheckFailed("h2: stream refused or connection closed", network=True)
+            elif kind in (_H2_HEADERS, _H2_CONT) and stream == 1:
+                if kind == _H2_HEADERS:
+                    pad = payload[0] if flags & _H2_PADDED else 0
+                    payload = payload[1 if flags & _H2_PADDED else 0:len(payload) - pad]
+                    if flags & _H2_PRIORITY:
+                        payload = payload[5:]
+                pending += payload
+                if not flags & _H2_END_HEADERS:
+                    continue
+                try:
+                    fields = dict((n, v) for n, v in dec.decode(pending))
+                except HPACKError as exc:
+                    raise CheckFailed(f"h2: bad header block: {exc}", network=True) from None
+                pending = b""
+                raw = fields.get(b":status", b"")
+                if not raw.isdigit():
+                    raise CheckFailed("h2: response without :status", network=True)
+                status = int(raw)
+                if 100 <= status < 200:
+                    continue          # interim: the final head follows
+                if not any(a <= status < b for a, b in http.expected_statuses):
+                    raise CheckFailed(f"status {status}", network=False)
+                return
     finally:
         writer.close()
 
@@ -335,7 +408,12 @@ class HealthChecker:
                     t.probe = _GrpcProbe(t.host, t.port, hc.grpc.authority or t.cluster)
                 await t.probe.check(hc.grpc.service_name, hc.timeout)
             else:
-                fn = _http_check if hc.http is not None else _tcp_check
+                if hc.http is None:
+                    fn = _tcp_check
+                elif t.cfg.protocol == "http2":
+                    fn = _h2c_check
+                else:
+                    fn = _http_check
                 try:
                     await asyncio.wait_for(fn(t.host, t.port, t.cfg, hc), hc.timeout)
                 except asyncio.TimeoutError:
