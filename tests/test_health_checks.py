@@ -380,7 +380,7 @@ def _free_port() -> int:
 class _Run:
     """`fastmesh run --workers 2` with one checked cluster (panic off)."""
 
-    def __init__(self, tmp, origin, interval):
+    def __init__(self, tmp, origin, interval, single=False):
         self.port, self.admin = _free_port(), _free_port()
         cfg = tmp / "fastmesh.yaml"
         host, oport = origin.address
@@ -408,7 +408,8 @@ class _Run:
             """))
         self.log = open(tmp / "fastmesh.log", "w+b")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastmesh", "run", "-c", str(cfg), "--workers", "2"],
+            [sys.executable, "-m", "fastmesh", "run", "-c", str(cfg), "--workers", "2"]
+            + (["--single-process"] if single else []),
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self):
@@ -465,10 +466,11 @@ class _Run:
         self.log.close()
 
 
-def test_multi_worker_checks_once_per_process_and_every_worker_follows(tmp_path, make_origin):
+@pytest.mark.parametrize("mode", ["workers", "single-process"])
+def test_checks_once_per_process_and_every_worker_follows(tmp_path, make_origin, mode):
     interval = 0.2
     o = make_origin("a")
-    run = _Run(tmp_path, o, interval)
+    run = _Run(tmp_path, o, interval, single=mode == "single-process")
     try:
         assert run.wait(lambda: run.admin_get("/ready")[0] == 200), run.output()
         assert run.wait(lambda: run.stats()["clusters"]["origin"]["health_check.healthy"] == 1)
@@ -489,6 +491,8 @@ def test_multi_worker_checks_once_per_process_and_every_worker_follows(tmp_path,
         o.health_status = 200
         assert run.wait(lambda: run.statuses(10) == [200] * 10, timeout=5)
         assert run.statuses() == [200] * 40
+        if mode == "single-process":
+            return
         # A restarted worker gets the current table (else: unhealthy, 503).
         pids = run.stats()["worker_pids"]
         os.kill(pids[0], signal.SIGKILL)
