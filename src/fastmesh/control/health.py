@@ -35,7 +35,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from fastmesh.control.schema import ClusterConfig, Config, HealthCheckConfig
@@ -427,6 +427,8 @@ class HealthChecker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a check must never stop checking
+            if t.first:   # e.g. grpcio missing: say so once, not every interval
+                log.error("cluster %s: cannot check %s:%d: %r", t.cluster, t.host, t.port, exc)
             st["health_check.failure"] += 1
             st["health_check.network_failure"] += 1
             self._failed(t, repr(exc), immediate=False)
@@ -471,8 +473,3 @@ async def _resolve(address: str, port: int) -> str | None:
         log.error("health check: cannot resolve %r: %s", address, exc)
         return None
     return str(infos[0][4][0])
-
-
-def checked_clusters(config: Config) -> Iterable[ClusterConfig]:
-    """The clusters of ``config`` that have a health check."""
-    return (c for c in config.clusters if c.health_checks)
