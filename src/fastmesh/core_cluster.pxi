@@ -206,7 +206,8 @@ cdef class ClusterState:
 
     cdef int pick(self, uint64_t h, int exclude):
         # The balancer's choice, honouring the exclusion mask; an empty
-        # endpoint set (or only `exclude` left) gives -1 / exclude.
+        # endpoint set, or every endpoint excluded outside panic, gives -1
+        # (only `exclude` left gives exclude).
         cdef int idx, i, n = len(self.endpoints)
         cdef const unsigned char* m
         if n == 0:
@@ -224,7 +225,9 @@ cdef class ClusterState:
             self.st[LB_HEALTHY_PANIC] += 1
             return idx            # Envoy's panic mode: every endpoint takes traffic
         if self.nmasked >= n:
-            return idx            # all excluded (a 0 % threshold): no better choice
+            # Every endpoint excluded and panic off (threshold 0): Envoy's
+            # no_healthy_upstream, a 503 now rather than a doomed connect.
+            return -1
         for i in range(4):
             idx = self.lb.pick(h ^ rand64())
             if not m[idx] and idx != exclude:

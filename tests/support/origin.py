@@ -32,6 +32,8 @@ reached the upstream. The response is chosen by path:
   /reset-before-response  aborts the connection without answering
   /keepalive-close      200 with Connection: close, then closes
   /early-hints          102, then 103 with a Link header, then 200 "after hints"
+  /healthz              status `Origin.health_status` (200 unless a test
+                        switches it), body "ok" (health check tests)
   anything else         200 "hello <target>\n"
 
 Every response carries x-origin: <name> (to tell origins apart).
@@ -141,6 +143,7 @@ class Origin(_ServerThread):
         self.connections = 0              # accepted connections
         self.idle_closed = 0              # connections closed by the idle_close_ms rule
         self.ws_client_eof = 0            # /ws?server_eof=1 tunnels that saw the client's EOF
+        self.health_status = 200          # what /healthz answers
         self._next_id = 0
 
     async def _serve(self):
@@ -273,7 +276,9 @@ class Origin(_ServerThread):
             events.append(h11.EndOfMessage())
             self._send(conn, writer, *events)
 
-        if kind == "echo":
+        if kind == "healthz":
+            simple(self.health_status, b"ok")
+        elif kind == "echo":
             seen = json.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in rec.headers])
             simple(200, rec.body, [("content-type", "application/octet-stream"),
                                    ("x-seen-headers", seen),

@@ -68,6 +68,7 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         buffer_limit=cfg.per_connection_buffer_limit,
         max_requests_per_connection=cfg.max_requests_per_connection,
         protocol=cfg.protocol,
+        healthy_panic_threshold=cfg.healthy_panic_threshold,
     )
 
 

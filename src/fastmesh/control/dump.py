@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastmesh.control.schema import ClusterConfig, Config, ListenerConfig, RouteConfig, thaw
+from fastmesh.control.schema import (
+    ClusterConfig,
+    Config,
+    HealthCheckConfig,
+    ListenerConfig,
+    RouteConfig,
+    thaw,
+)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -125,5 +132,38 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
         protocol=c.protocol,
         endpoints=[{"address": e.address, "port": e.port, "weight": e.weight}
                    for e in c.endpoints],
+        common_lb_config={"healthy_panic_threshold": {"value": c.healthy_panic_threshold}},
     )
+    if c.health_checks:
+        out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    return out
+
+
+def _health_check_to_dict(hc: HealthCheckConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "timeout": hc.timeout, "interval": hc.interval, "interval_jitter": hc.interval_jitter,
+        "unhealthy_threshold": hc.unhealthy_threshold,
+        "healthy_threshold": hc.healthy_threshold,
+        "no_traffic_interval": hc.no_traffic_interval,
+    }
+    if hc.http is not None:
+        http: dict[str, Any] = {
+            "path": hc.http.path,
+            "expected_statuses": [{"start": a, "end": b} for a, b in hc.http.expected_statuses],
+            "request_headers_to_add": [{"header": {"key": k, "value": v}}
+                                       for k, v in hc.http.request_headers_to_add],
+        }
+        if hc.http.host is not None:
+            http["host"] = hc.http.host
+        out["http_health_check"] = http
+    elif hc.tcp is not None:
+        tcp: dict[str, Any] = {"receive": [{"text": r.hex()} for r in hc.tcp.receive]}
+        if hc.tcp.send:
+            tcp["send"] = {"text": hc.tcp.send.hex()}
+        out["tcp_health_check"] = tcp
+    elif hc.grpc is not None:
+        grpc: dict[str, Any] = {"service_name": hc.grpc.service_name}
+        if hc.grpc.authority is not None:
+            grpc["authority"] = hc.grpc.authority
+        out["grpc_health_check"] = grpc
     return out

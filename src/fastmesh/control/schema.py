@@ -289,6 +289,60 @@ class EndpointConfig:
     weight: int = 1
 
 
+# Active health checking (Envoy's config.core.v3.HealthCheck names).
+DEFAULT_HC_NO_TRAFFIC_INTERVAL = 60.0
+DEFAULT_HC_EXPECTED_STATUSES: tuple[tuple[int, int], ...] = ((200, 201),)  # [start, end)
+HC_KINDS: tuple[str, ...] = ("http_health_check", "tcp_health_check", "grpc_health_check")
+DEFAULT_HEALTHY_PANIC_THRESHOLD = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpHealthCheckConfig:
+    """GET ``path`` with Host ``host`` (None: the cluster's name, as Envoy);
+    healthy when the status is in one of ``expected_statuses``, half-open
+    ``[start, end)`` ranges (Envoy's default: 200 only)."""
+
+    path: str
+    host: str | None = None
+    expected_statuses: tuple[tuple[int, int], ...] = DEFAULT_HC_EXPECTED_STATUSES
+    request_headers_to_add: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHealthCheckConfig:
+    """Connect; then send ``send`` (if any) and expect each ``receive`` block
+    in order (Envoy's fuzzy match). Neither: a connect-only check."""
+
+    send: bytes = b""
+    receive: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcHealthCheckConfig:
+    """grpc.health.v1.Health/Check for ``service_name`` ("" = the server as
+    a whole); ``authority`` None means the cluster's name (Envoy)."""
+
+    service_name: str = ""
+    authority: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """One active health check of a cluster's endpoints (Envoy's HealthCheck).
+    ``kind`` says which of ``http``/``tcp``/``grpc`` is set."""
+
+    timeout: float
+    interval: float
+    unhealthy_threshold: int
+    healthy_threshold: int
+    kind: str                      # one of HC_KINDS
+    interval_jitter: float = 0.0
+    no_traffic_interval: float = DEFAULT_HC_NO_TRAFFIC_INTERVAL
+    http: HttpHealthCheckConfig | None = None
+    tcp: TcpHealthCheckConfig | None = None
+    grpc: GrpcHealthCheckConfig | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
@@ -310,6 +364,8 @@ class ClusterConfig:
     max_requests_per_connection: int   # 0 = unlimited
     endpoints: tuple[EndpointConfig, ...]
     protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
+    health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
+    healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ from fastmesh.control.schema import (
     DEFAULT_ADMIN_PORT,
     DEFAULT_BATCH_WINDOW,
     DEFAULT_BUFFER_LIMIT,
+    DEFAULT_HC_EXPECTED_STATUSES,
+    DEFAULT_HC_NO_TRAFFIC_INTERVAL,
+    DEFAULT_HEALTHY_PANIC_THRESHOLD,
     DEFAULT_CLUSTER_IDLE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -61,8 +64,13 @@ from fastmesh.control.schema import (
     DirectResponseConfig,
     EndpointConfig,
     FrozenMap,
+    HC_KINDS,
+    GrpcHealthCheckConfig,
     HashPolicyConfig,
     HeaderMatchConfig,
+    HealthCheckConfig,
+    HttpHealthCheckConfig,
+    TcpHealthCheckConfig,
     Http2Config,
     HttpFilterConfig,
     ListenerConfig,
@@ -391,7 +399,19 @@ _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
-                 "endpoints", "protocol")
+                 "endpoints", "protocol", "health_checks", "common_lb_config")
+_HEALTH_CHECK_KEYS = ("timeout", "interval", "interval_jitter", "unhealthy_threshold",
+                      "healthy_threshold", "no_traffic_interval") + HC_KINDS
+# Envoy's other HealthCheck fields: "not supported yet" rather than "unknown".
+_HEALTH_CHECK_ENVOY = ("initial_jitter", "interval_jitter_percent", "reuse_connection",
+                       "custom_health_check", "no_traffic_healthy_interval",
+                       "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval",
+                       "event_log_path", "event_logger", "always_log_health_check_failures",
+                       "always_log_health_check_success", "tls_options",
+                       "transport_socket_match_criteria")
+_HTTP_HC_KEYS = ("path", "host", "expected_statuses", "request_headers_to_add")
+_TCP_HC_KEYS = ("send", "receive")
+_GRPC_HC_KEYS = ("service_name", "authority")
 _ENDPOINT_KEYS = ("address", "port", "weight")
 _HTTP_FILTER_KEYS = ("name", "import", "config")
 
@@ -730,7 +750,133 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
                                           _int(0, (1 << 32) - 1), 0),
         endpoints=endpoints,
         protocol=m.get("protocol", _enum(UPSTREAM_PROTOCOLS), "http1"),
+        health_checks=m.section("health_checks", _parse_health_checks, ()) or (),
+        healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
+                                          DEFAULT_HEALTHY_PANIC_THRESHOLD),
     )
+
+
+def _parse_common_lb(ctx: _Ctx, path: Path, value: Any) -> float:
+    # Envoy's Cluster.CommonLbConfig; only healthy_panic_threshold so far.
+    m = _Map(ctx, path, value, ("healthy_panic_threshold",), "common_lb_config")
+    return m.section("healthy_panic_threshold", _parse_percent, DEFAULT_HEALTHY_PANIC_THRESHOLD)
+
+
+def _parse_percent(ctx: _Ctx, path: Path, value: Any) -> float:
+    # Envoy's type.v3.Percent: {value: 0..100}.
+    m = _Map(ctx, path, value, ("value",), "a percent ({value: 0-100})")
+    return m.get("value", _number(0.0, 100.0))
+
+
+def _number(lo: float, hi: float) -> Callable[[Any], float]:
+    def conv(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise _Bad(f"expected a number, got {_kind(value)}")
+        if not lo <= value <= hi:
+            raise _Bad(f"{value} is out of range; must be between {lo:g} and {hi:g}")
+        return float(value)
+    return conv
+
+
+def _parse_health_checks(ctx: _Ctx, path: Path, value: Any) -> tuple[HealthCheckConfig, ...]:
+    checks = _list(ctx, path, value, _parse_health_check, min_items=0, what="health checks")
+    if len(checks) > 1:
+        # Envoy too refuses several (before named checkers): which one rules?
+        ctx.error(path + (1,), "only one health check per cluster is supported")
+    return checks
+
+
+def _parse_health_check(ctx: _Ctx, path: Path, value: Any) -> HealthCheckConfig:
+    if isinstance(value, Mapping):
+        for key in value:
+            if key in _HEALTH_CHECK_ENVOY:
+                ctx.error(path + (key,), f"{key!r} is not supported yet", key=True)
+        value = {k: v for k, v in value.items() if k not in _HEALTH_CHECK_ENVOY}
+    m = _Map(ctx, path, value, _HEALTH_CHECK_KEYS, "a health check")
+    kind = m.one_of(HC_KINDS, "health check")
+    http = tcp = grpc = None
+    if kind == "http_health_check":
+        http = m.section(kind, _parse_http_hc)
+    elif kind == "tcp_health_check":
+        tcp = m.section(kind, _parse_tcp_hc)
+    elif kind == "grpc_health_check":
+        grpc = m.section(kind, _parse_grpc_hc)
+    return HealthCheckConfig(
+        timeout=m.get("timeout", _duration(positive=True)),
+        interval=m.get("interval", _duration(positive=True)),
+        unhealthy_threshold=m.get("unhealthy_threshold", _int(1, 1 << 31)),
+        healthy_threshold=m.get("healthy_threshold", _int(1, 1 << 31)),
+        kind=kind,
+        interval_jitter=m.get("interval_jitter", _duration(), 0.0),
+        no_traffic_interval=m.get("no_traffic_interval", _duration(positive=True),
+                                  DEFAULT_HC_NO_TRAFFIC_INTERVAL),
+        http=http, tcp=tcp, grpc=grpc)
+
+
+def _parse_http_hc(ctx: _Ctx, path: Path, value: Any) -> HttpHealthCheckConfig:
+    m = _Map(ctx, path, value, _HTTP_HC_KEYS, "an http_health_check")
+    statuses = m.section("expected_statuses", lambda c, p, v: _list(
+        c, p, v, _parse_status_range, min_items=1, what="status ranges"), None)
+    headers = m.section("request_headers_to_add", lambda c, p, v: _list(
+        c, p, v, _parse_header_value_option, min_items=0, what="headers"), ())
+    return HttpHealthCheckConfig(
+        path=m.get("path", _path_value),
+        host=m.get("host", _nonempty_str, None),
+        expected_statuses=statuses or DEFAULT_HC_EXPECTED_STATUSES,
+        request_headers_to_add=tuple(h for h in headers or () if h is not None))
+
+
+def _parse_status_range(ctx: _Ctx, path: Path, value: Any) -> tuple[int, int]:
+    # Envoy's type.v3.Int64Range: start inclusive, end exclusive, within [100, 600).
+    m = _Map(ctx, path, value, ("start", "end"), "a status range ({start, end})")
+    start = m.get("start", _int(100, 599))
+    end = m.get("end", _int(101, 600))
+    if start is not None and end is not None and start >= end:
+        ctx.error(path + ("end",), f"end {end} must be greater than start {start} "
+                  "(the range is [start, end): end is exclusive)")
+    return (start, end)
+
+
+def _parse_header_value_option(ctx: _Ctx, path: Path, value: Any) -> tuple[str, str] | None:
+    # Envoy's HeaderValueOption: {header: {key, value}}.
+    m = _Map(ctx, path, value, ("header",), "a header to add ({header: {key, value}})")
+    return m.section("header", _parse_header_value, None)
+
+
+def _parse_header_value(ctx: _Ctx, path: Path, value: Any) -> tuple[str, str] | None:
+    m = _Map(ctx, path, value, ("key", "value"), "a header ({key, value})")
+    key, val = m.get("key", _header_name), m.get("value", _str, "")
+    if val is not None and ("\r" in val or "\n" in val or "\0" in val):
+        ctx.error(path + ("value",), "header values must not contain CR, LF or NUL")
+        return None
+    return None if key is None or val is None else (key, val)
+
+
+def _hex_payload(ctx: _Ctx, path: Path, value: Any) -> bytes:
+    # Envoy's HealthCheck.Payload: {text: "hex"} (binary is not supported).
+    m = _Map(ctx, path, value, ("text",), "a payload ({text: HEX})")
+    text = m.get("text", _nonempty_str)
+    if text is None:
+        return b""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        ctx.error(path + ("text",), f"{text!r} is not hex (two hex digits per byte)")
+        return b""
+
+
+def _parse_tcp_hc(ctx: _Ctx, path: Path, value: Any) -> TcpHealthCheckConfig:
+    m = _Map(ctx, path, value or {}, _TCP_HC_KEYS, "a tcp_health_check")
+    send = m.section("send", _hex_payload, b"")
+    receive = m.section("receive", lambda c, p, v: _list(
+        c, p, v, _hex_payload, min_items=0, what="payloads"), ())
+    return TcpHealthCheckConfig(send=send or b"", receive=tuple(receive or ()))
+
+
+def _parse_grpc_hc(ctx: _Ctx, path: Path, value: Any) -> GrpcHealthCheckConfig:
+    m = _Map(ctx, path, value or {}, _GRPC_HC_KEYS, "a grpc_health_check")
+    return GrpcHealthCheckConfig(service_name=m.get("service_name", _str, ""),
+                                 authority=m.get("authority", _nonempty_str, None))
 
 
 def _parse_hash_policy(ctx: _Ctx, path: Path, value: Any) -> HashPolicyConfig:

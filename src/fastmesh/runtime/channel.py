@@ -1,6 +1,6 @@
 """The supervisor <-> worker control channel: JSON lines over a socketpair.
 
-Messages are small and rare (config, apply, stats), so readability wins
+Messages are small and rare (config, apply, stats, health changes), so readability wins
 over speed here. Every request from the supervisor carries an ``id``; the
 worker's answer echoes it, with the request's ``op`` and ``ok``:
 
@@ -18,6 +18,8 @@ the answer to the next request. A message without an id is unsolicited.
     commit     version                    version
     abort      version                    version
     stats                                 stats
+    health     changes: [[cluster, host,
+               port, healthy], ...]
 """
 from __future__ import annotations
 

@@ -19,8 +19,12 @@ from typing import Any
 from fastmesh import _core
 from fastmesh.control.compile import build_snapshot
 from fastmesh.control.config import Config, ListenerConfig
+from fastmesh.control.health import Change, HealthChecker
 
 log = logging.getLogger("fastmesh.dataplane")
+
+# The flag active health checking owns on an Endpoint (core_endpoint.pxd).
+_FAILED_ACTIVE_HC = _core.HEALTH_FLAGS["failed_active_hc"]
 
 LISTEN_BACKLOG = 4096
 
@@ -97,7 +101,8 @@ class DataPlane:
 
     def __init__(self, config: Config, *, reuse_port: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 owns_loop: bool = False, version: int = 1) -> None:
+                 owns_loop: bool = False, version: int = 1,
+                 health_checks: bool = True) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.loop = loop
@@ -109,6 +114,14 @@ class DataPlane:
         # Filter objects embedders added (add_filter), by listener: they go
         # into every snapshot after the listener's configured http_filters.
         self.extra_filters: dict[str, list[_core.HttpFilter]] = {}
+        # Active health: what the checker said, by (cluster, host, port). An
+        # endpoint of a checked cluster that is not in it is unhealthy
+        # (Envoy: until its first check passes).
+        self.health: dict[tuple[str, str, int], bool] = {}
+        # The checker runs here when this process owns the config (single
+        # process, embedded); a supervisor's worker gets its changes sent.
+        self.checker: HealthChecker | None = (
+            HealthChecker(self.set_health) if health_checks else None)
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
@@ -118,6 +131,7 @@ class DataPlane:
         self.worker = _core.Worker(self.loop)
         self.worker.apply(snapshot)
         self.worker.set_accept_control(self._accept_control)
+        self._apply_health()
         self._set_batching(self.config)
         try:
             for lc in self.config.listeners:
@@ -125,6 +139,50 @@ class DataPlane:
         except BaseException:
             await self._close_listeners(list(self.listeners))
             raise
+        if self.checker is not None:
+            await self.checker.update(self.config)
+
+    def set_health(self, changes: list[Change]) -> None:
+        """Active health check results: set or clear each endpoint's
+        EP_FAILED_ACTIVE_HC by address (indices differ between endpoint
+        sets). Endpoints the worker does not have are ignored."""
+        if self.worker is None:
+            return
+        for cluster, host, port, healthy in changes:
+            try:
+                state = self.worker.cluster(cluster)
+            except KeyError:
+                continue
+            if state is None:
+                continue
+            for i, ep in enumerate(state.endpoints):
+                if ep.host == host and ep.port == port:
+                    self.health[(cluster, host, port)] = bool(healthy)
+                    state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
+                    break
+
+    def _apply_health(self) -> None:
+        # After every apply: the flag follows the table for checked clusters
+        # (unknown = unhealthy), is clear elsewhere; entries for endpoints
+        # that left are forgotten, so one that comes back starts unhealthy.
+        assert self.worker is not None
+        checked = {c.name for c in self.config.clusters if c.health_checks}
+        keep: dict[tuple[str, str, int], bool] = {}
+        for cfg in self.config.clusters:
+            try:
+                state = self.worker.cluster(cfg.name)
+            except KeyError:
+                continue
+            if state is None:
+                continue
+            for i, ep in enumerate(state.endpoints):
+                key = (cfg.name, ep.host, ep.port)
+                healthy = True
+                if cfg.name in checked:
+                    healthy = self.health.get(key, False)
+                    keep[key] = healthy
+                state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
+        self.health = keep
 
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
@@ -248,6 +306,8 @@ class DataPlane:
             raise RuntimeError(f"version {staged.version} was prepared against version "
                                f"{staged.base}, but version {self.version} is serving")
         self.worker.apply(staged.snapshot)
+        self.config = staged.config
+        self._apply_health()
         self._set_batching(staged.config)
         self.version = staged.version
         await self._close_listeners(staged.moved)
@@ -260,7 +320,8 @@ class DataPlane:
                     self.listeners[lc.name].config = lc
         finally:
             self.abort(staged)    # sockets left over if an _open failed
-        self.config = staged.config
+        if self.checker is not None:
+            await self.checker.update(staged.config)
 
     def abort(self, staged: Staged) -> None:
         """Drop a prepared config: close the sockets it bound."""
@@ -271,6 +332,8 @@ class DataPlane:
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, let requests in flight finish (responses carry
         Connection: close), then close what is left after `timeout`."""
+        if self.checker is not None:
+            await self.checker.stop()
         if self.worker is None:
             return
         timeout = self.config.drain_timeout if timeout is None else timeout
@@ -292,4 +355,9 @@ class DataPlane:
         (docs/stats.md, which also lists what is counted)."""
         if self.worker is None:
             return {"blocks": [], "histograms": []}
-        return self.worker.stats()
+        snap = self.worker.stats()
+        if self.checker is not None:
+            # Process-level health check counters, in the clusters' blocks
+            # once merged (admin/metrics.merge sums equal blocks).
+            snap["blocks"] = list(snap.get("blocks", ())) + self.checker.blocks()
+        return snap

@@ -24,6 +24,7 @@ from typing import Any
 from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
+from fastmesh.control.health import Change, HealthChecker
 from fastmesh.runtime.channel import Channel
 
 log = logging.getLogger("fastmesh.supervisor")
@@ -157,6 +158,10 @@ class Supervisor:
         self._started = False
         self._stop_requested = False     # SIGTERM/SIGINT while starting
         self.addresses: dict[str, list[Any]] = {}
+        # Active health checks run here, once for all workers; each change
+        # goes to every worker, a (re)started worker gets the whole table.
+        self.health = HealthChecker(self._send_health)
+        self._health_sends: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -173,6 +178,7 @@ class Supervisor:
             raise RuntimeError("workers failed to start (see the log above)")
         for w in self.workers:
             self._watchers.append(asyncio.create_task(self._watch(w)))
+        await self.health.update(self.config)
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.config,
@@ -202,6 +208,7 @@ class Supervisor:
         self.stopping = True
         for t in self._watchers:
             t.cancel()
+        await self.health.stop()
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for p in procs:
             try:
@@ -247,7 +254,27 @@ class Supervisor:
             return False
         w.ready = True
         self.addresses = msg.get("addresses", {})
+        table = self.health.table()
+        if table:
+            self._send_health(table, [w])
         return True
+
+    def _send_health(self, changes: list[Change], workers: list[WorkerHandle] | None = None
+                     ) -> None:
+        # Sent in order (a task starts writing before the next one is
+        # made), answered by each worker; a worker that misses one because
+        # it is restarting gets the whole table when it is ready again.
+        msg = {"op": "health", "changes": [list(c) for c in changes]}
+        for w in workers if workers is not None else self.workers:
+            if w.ready:
+                task = asyncio.ensure_future(self._health_to(w, msg))
+                self._health_sends.add(task)
+                task.add_done_callback(self._health_sends.discard)
+
+    async def _health_to(self, w: WorkerHandle, msg: dict[str, Any]) -> None:
+        answer = await w.request(msg, 5.0)
+        if not answer.get("ok"):
+            log.warning("worker %d: health update not applied: %s", w.id, answer.get("error"))
 
     async def _watch(self, w: WorkerHandle) -> None:
         """Restart the worker whenever it exits while we are not stopping."""
@@ -331,7 +358,10 @@ class Supervisor:
             self.reloads_ok += 1
             self.last_reload_error = None
             log.info("config version %d from %s is serving", version, source)
-            return True
+        # After the commit: new endpoints are checked (workers hold them
+        # unhealthy meanwhile), removed ones forgotten, others keep state.
+        await self.health.update(config)
+        return True
 
     def _reload_failed(self, error: str) -> None:
         self.reloads_failed += 1
@@ -350,7 +380,7 @@ class Supervisor:
             config_reloads_failed=self.reloads_failed,
             config_version=self.version)          # the committed one
         merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
-                               + [{"blocks": [own]}])
+                               + [{"blocks": [own, *self.health.blocks()]}])
         merged["info"] = {
             "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
             "config_reload_error": self.last_reload_error,

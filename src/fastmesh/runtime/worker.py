@@ -5,7 +5,8 @@ with one end of a socketpair. It receives its config over that channel (the
 supervisor's last good config, so a restarted worker never reads a file that
 has since gone bad) and its version, binds its listeners with SO_REUSEPORT,
 and then answers requests (see channel.py): "stats" (its stats registry's
-snapshot and the config version it serves), and the two-phase apply
+snapshot and the config version it serves), "health" (active health check
+results to apply: the supervisor runs the checks), and the two-phase apply
 "prepare" / "commit" / "abort" (docs/design.md, "Versioned, two-phase
 apply"). SIGTERM drains: stop accepting, finish the requests in flight,
 close keep-alive connections, exit 0.
@@ -86,7 +87,10 @@ async def serve(fd: int, worker_id: int) -> int:
         return 2
     try:
         config = parse_config(msg["text"], source=msg.get("source", "<config>"))
-        plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1))
+        # Health checks run once per process, in the supervisor: the worker
+        # applies the changes it is sent ("health").
+        plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1),
+                          health_checks=False)
         await plane.start()
     except (ConfigError, OSError) as exc:
         await chan.send(answer(msg, False, error=str(exc)))
@@ -117,6 +121,9 @@ async def serve(fd: int, worker_id: int) -> int:
             op = req.get("op")
             if op in ("prepare", "commit", "abort"):
                 applier.queue.put_nowait(req)
+            elif op == "health":
+                plane.set_health([tuple(c) for c in req["changes"]])
+                await chan.send(answer(req))
             elif op == "stats":
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
             else:
