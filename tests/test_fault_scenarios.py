@@ -365,7 +365,6 @@ HEALTH = {"health_checks": [{"timeout": "0.5s", "interval": "1s", "unhealthy_thr
                              "healthy_threshold": 1, "http_health_check": {"path": "/health"}}]}
 
 
-@pytest.mark.xfail(strict=True, reason="needs active health_checks (issue 9)")
 def test_all_down_then_back_with_health_checks(rig):
     # Down: requests fail in under 10 ms; back: served again within one
     # health-check interval.
