@@ -50,6 +50,7 @@ cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RetryPolicy
+cdef class RetryTimer
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase

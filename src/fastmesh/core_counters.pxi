@@ -50,6 +50,7 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    RETRY_OR_SHADOW_ABANDONED             # core_retry.pxi
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -75,6 +76,7 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("retry_or_shadow_abandoned", "counter"),  # a request body outgrew its replay buffer
 )
 
 cdef enum:  # CLUSTER_STATS
@@ -94,6 +96,11 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
+    UPSTREAM_RQ_RETRY_SUCCESS             # retries (core_retry.pxi)
+    UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED
+    UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL
+    UPSTREAM_RQ_RETRY_BACKOFF_RATELIMITED
+    UPSTREAM_RQ_PER_TRY_TIMEOUT
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -113,6 +120,11 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
+    ("upstream_rq_retry_success", "counter"),
+    ("upstream_rq_retry_limit_exceeded", "counter"),
+    ("upstream_rq_retry_backoff_exponential", "counter"),
+    ("upstream_rq_retry_backoff_ratelimited", "counter"),   # delayed by grpc-retry-pushback-ms
+    ("upstream_rq_per_try_timeout", "counter"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

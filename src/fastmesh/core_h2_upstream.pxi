@@ -184,7 +184,7 @@ cdef class UpstreamH2(UpstreamBase):
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
-                self.fail_all(502, b"upstream connection error\n", 0)
+                self.fail_all(502, b"upstream connection error\n", FAILED_RESET)
                 self.close()
         if self.rbuf is not None:
             self.rbuf.compact()
@@ -216,7 +216,8 @@ cdef class UpstreamH2(UpstreamBase):
                 if u is not None:
                     d = u.down
                     count_upstream_status(u.cluster.st, ev.code)
-                    if ev.code >= 500 and retry_on_status(d, u, ev.code):
+                    if d.rpol is not None and retry_on_response(
+                            d, u, ev.code, h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len):
                         # The route retries this answer: the stream is
                         # reset, the request goes to another endpoint.
                         self.cancel(u)
@@ -261,6 +262,10 @@ cdef class UpstreamH2(UpstreamBase):
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
+                    elif u.resp_state == 0 and retry_allowed(d, u, FAILED_RESET):
+                        # Reset before the response head (retry_on reset).
+                        self.release(u)
+                        d.retry(u, False, True)
                     else:
                         self.fail_stream(u, 502, b"upstream reset the stream\n")
             elif ev.type == EV_WINDOW_UPDATED:
@@ -378,7 +383,8 @@ cdef class UpstreamH2(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0)
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
+                      FAILED_RESET)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:
