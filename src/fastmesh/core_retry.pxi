@@ -362,18 +362,19 @@ cdef bint retry_on_response(ProxyStream s, UpstreamRequest ur, int status, const
                 has_pb = True
                 # (a sign or anything else than digits: malformed)
                 pb = parse_uint(base + h.value_off, h.value_len)
-    if (p.retry_on & reason) and not (has_pb and pb < 0) and retry_allowed(s, ur, reason):
+    retriable = (p.retry_on & reason) != 0 and not (has_pb and pb < 0)
+    if retriable and retry_allowed(s, ur, reason):
         if has_pb:
             s.pushback_ms = pb
         return True
-    # This answer stands: the per-try timer is done, and after a retry it
-    # counts as the retry's success (Envoy: a retried request whose answer
-    # is not retried).
+    # This answer stands: the per-try timer is done, and after a retry an
+    # answer the policy does not retry is the retry's success (Envoy's
+    # upstream_rq_retry_success; not one that only ran out of retries).
     if s.rtimer is not None:
         s.rtimer.ur = None
         if s.rtimer.t_wheel is not None and not s.retry_wait:
             (<TimerWheel>s.rtimer.t_wheel).cancel(s.rtimer)
-    if ur.attempt > 1:
+    if ur.attempt > 1 and not retriable:
         ur.cluster.st[UPSTREAM_RQ_RETRY_SUCCESS] += 1
     return False
 
