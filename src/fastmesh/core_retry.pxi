@@ -146,7 +146,11 @@ cdef void retry_setup(ProxyStream s):
     s.backoff_n = 0
     s.pushback_ms = -1
     if s.req_body != BODY_NONE:
-        s.replay_limit = p.buffer_limit if p.buffer_limit > 0 else s.conf.buffer_limit
+        # Envoy: the smaller of the route's per_request_buffer_limit_bytes
+        # and the listener's per_connection_buffer_limit.
+        s.replay_limit = s.conf.buffer_limit
+        if 0 < p.buffer_limit < s.replay_limit:
+            s.replay_limit = p.buffer_limit
         s.replay = OutBuf(4096)
 
 
