@@ -44,6 +44,7 @@ cdef class EndpointPool
 cdef class Endpoint
 cdef class ClusterConf
 cdef class ClusterState
+cdef class BreakerLimits
 cdef class HeaderList
 cdef class HttpFilter
 cdef class Request
@@ -83,3 +84,4 @@ include "core_h2_common.pxd"
 include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
+include "cluster_breaker.pxd"

@@ -66,6 +66,7 @@ cdef class Route:
     cdef readonly bytes direct_body      # ACTION_DIRECT
     cdef readonly double timeout         # seconds; 0 = none
     cdef readonly object extra           # reserved for later per-route policy (retries, ...)
+    cdef readonly int priority           # Envoy's RoutingPriority: 0 default, 1 high
 
     cdef object pick_weighted(self, unsigned int r)   # r: any random 32-bit number
 

@@ -180,6 +180,8 @@ cdef class UpstreamHttp(UpstreamBase):
             self.release_rbuf()
             self.set_deadline(DL_POOL_IDLE, cf.idle_timeout)
             self.ep.pool.put(self)
+            if self.cluster.cb_waiting:
+                cb_kick(self.cluster)         # an attempt waits for a connection
         else:
             self.close()
         d.response_complete()
@@ -229,6 +231,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.connected = False
         self.transport = None
         self.unlink()
+        cb_cx_closed(self)
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()

@@ -10,6 +10,8 @@ cdef class ProxyStream(Conn):
     cdef ClusterState cluster
     cdef UpstreamRequest ur      # the current attempt (None between attempts)
     cdef int attempts
+    cdef ClusterState cb_retry_in # holds a retry slot of this cluster (cluster_breaker.pxi)
+    cdef int cb_retry_prio
     cdef uint64_t pick_hash      # the router's hash key and endpoint choice
     cdef int pick_idx
     # the neutral request view, valid while the head is handled (and after a

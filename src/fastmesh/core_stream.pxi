@@ -117,6 +117,8 @@ cdef class ProxyStream(Conn):
         cdef ClusterState c = self.cluster
         cdef bint to_h2 = c.conf.protocol == PROTO_HTTP2 or (c.conf.protocol == PROTO_AUTO
                                                             and self.from_h2)
+        if not cb_admit(self, c):         # max_requests (cluster_breaker.pxi)
+            return
         self.attempts += 1
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
@@ -269,6 +271,8 @@ cdef class ProxyStream(Conn):
     cdef void request_over(self):
         # The exchange is finished (or abandoned): done hooks, the view dies.
         cdef HttpFilter f
+        if self.cb_retry_in is not None:
+            cb_retry_release(self)        # the retry slot is held until the request ends
         if self.conf is not None and self.conf.hooks & FH_DONE:
             for f in self.conf.filters:
                 if f.hooks & FH_DONE:

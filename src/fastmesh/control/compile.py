@@ -69,7 +69,33 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         max_requests_per_connection=cfg.max_requests_per_connection,
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
+        circuit_breakers=_breakers(cfg),
     )
+
+
+def _breakers(cfg: ClusterConfig) -> dict | None:
+    """{priority: thresholds} for the data plane's BreakerLimits (None:
+    Envoy's defaults everywhere)."""
+    if not cfg.circuit_breakers:
+        return None
+    out = {}
+    for t in cfg.circuit_breakers:
+        out[t.priority] = {
+            "max_connections": t.max_connections,
+            "max_pending_requests": t.max_pending_requests,
+            "max_requests": t.max_requests,
+            "max_retries": t.max_retries,
+            "max_connection_pools": t.max_connection_pools,
+            "track_remaining": t.track_remaining,
+            "retry_budget": None if t.retry_budget is None else {
+                "budget_percent": t.retry_budget.budget_percent,
+                "min_retry_concurrency": t.retry_budget.min_retry_concurrency},
+        }
+    return out
+
+
+# Envoy's RoutingPriority as the data plane's index (cluster_breaker.pxi).
+_PRIORITY = {"default": 0, "high": 1}
 
 
 def _build_route(r: RouteConfig) -> tuple:
@@ -88,13 +114,14 @@ def _build_route(r: RouteConfig) -> tuple:
     if r.action == "cluster":
         # Routes name their clusters; each worker resolves the name to its
         # live ClusterState, so endpoints can change without new routes.
-        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry)
+        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry,
+                              priority=_PRIORITY[r.priority])
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
             clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
-            timeout=r.timeout, extra=retry,
+            timeout=r.timeout, extra=retry, priority=_PRIORITY[r.priority],
         )
     else:
         d = r.direct_response

@@ -14,6 +14,7 @@ from fastmesh.control.schema import (
     HealthCheckConfig,
     ListenerConfig,
     RouteConfig,
+    ThresholdsConfig,
     thaw,
 )
 
@@ -112,6 +113,8 @@ def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
     if route.retry_policy is not None:
         out["retry_policy"] = {"retry_on": ",".join(route.retry_policy.retry_on),
                                "num_retries": route.retry_policy.num_retries}
+    if route.action != "direct_response":
+        out["priority"] = route.priority
     return out
 
 
@@ -136,6 +139,23 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     )
     if c.health_checks:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    if c.circuit_breakers:
+        out["circuit_breakers"] = {"thresholds": [_thresholds_to_dict(t)
+                                                  for t in c.circuit_breakers]}
+    return out
+
+
+def _thresholds_to_dict(t: ThresholdsConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "priority": t.priority, "max_connections": t.max_connections,
+        "max_pending_requests": t.max_pending_requests, "max_requests": t.max_requests,
+        "max_retries": t.max_retries, "track_remaining": t.track_remaining,
+    }
+    if t.max_connection_pools is not None:
+        out["max_connection_pools"] = t.max_connection_pools
+    if t.retry_budget is not None:
+        out["retry_budget"] = {"budget_percent": {"value": t.retry_budget.budget_percent},
+                               "min_retry_concurrency": t.retry_budget.min_retry_concurrency}
     return out
 
 

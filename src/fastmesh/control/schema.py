@@ -193,6 +193,7 @@ class RouteConfig:
     direct_response: DirectResponseConfig | None = None
     timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
     retry_policy: RetryPolicyConfig | None = None
+    priority: str = "default"   # Envoy's RoutingPriority: which circuit-breaker thresholds count it
 
 
 # Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
@@ -343,6 +344,41 @@ class HealthCheckConfig:
     grpc: GrpcHealthCheckConfig | None = None
 
 
+# Circuit breakers (Envoy's config.cluster.v3.CircuitBreakers and its defaults).
+ROUTING_PRIORITIES: tuple[str, ...] = ("default", "high")
+DEFAULT_CB_MAX_CONNECTIONS = 1024
+DEFAULT_CB_MAX_PENDING_REQUESTS = 1024
+DEFAULT_CB_MAX_REQUESTS = 1024
+DEFAULT_CB_MAX_RETRIES = 3
+DEFAULT_RETRY_BUDGET_PERCENT = 20.0
+DEFAULT_MIN_RETRY_CONCURRENCY = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetConfig:
+    """Envoy's retry_budget: concurrent retries are capped at
+    ``budget_percent`` of the active and pending requests, never below
+    ``min_retry_concurrency`` (replaces max_retries when set)."""
+
+    budget_percent: float = DEFAULT_RETRY_BUDGET_PERCENT
+    min_retry_concurrency: int = DEFAULT_MIN_RETRY_CONCURRENCY
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdsConfig:
+    """One priority's circuit-breaker thresholds (Envoy's names and
+    defaults). ``max_connection_pools`` None means unlimited."""
+
+    priority: str = "default"
+    max_connections: int = DEFAULT_CB_MAX_CONNECTIONS
+    max_pending_requests: int = DEFAULT_CB_MAX_PENDING_REQUESTS
+    max_requests: int = DEFAULT_CB_MAX_REQUESTS
+    max_retries: int = DEFAULT_CB_MAX_RETRIES
+    max_connection_pools: int | None = None
+    track_remaining: bool = False
+    retry_budget: RetryBudgetConfig | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
@@ -366,6 +402,8 @@ class ClusterConfig:
     protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
     health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
+    circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
+                                                          # rest have Envoy's defaults
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,15 @@ from fastmesh.control.schema import (
     HttpFilterConfig,
     ListenerConfig,
     RetryPolicyConfig,
+    RetryBudgetConfig,
+    ROUTING_PRIORITIES,
+    DEFAULT_CB_MAX_CONNECTIONS,
+    DEFAULT_CB_MAX_PENDING_REQUESTS,
+    DEFAULT_CB_MAX_REQUESTS,
+    DEFAULT_CB_MAX_RETRIES,
+    DEFAULT_MIN_RETRY_CONCURRENCY,
+    DEFAULT_RETRY_BUDGET_PERCENT,
+    ThresholdsConfig,
     RouteConfig,
     RouteMatchConfig,
     VirtualHostConfig,
@@ -387,7 +396,7 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
-_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy")
+_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy", "priority")
 _RETRY_KEYS = ("retry_on", "num_retries")
 # Envoy's other retry_on conditions: named so that a config using them gets
 # "not supported yet" rather than "unknown".
@@ -399,7 +408,13 @@ _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
-                 "endpoints", "protocol", "health_checks", "common_lb_config")
+                 "endpoints", "protocol", "health_checks", "common_lb_config",
+                 "circuit_breakers")
+_CB_KEYS = ("thresholds",)
+_THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
+                   "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
+_RETRY_BUDGET_KEYS = ("budget_percent", "min_retry_concurrency")
+_UINT32 = (1 << 32) - 1
 _HEALTH_CHECK_KEYS = ("timeout", "interval", "interval_jitter", "unhealthy_threshold",
                       "healthy_threshold", "no_traffic_interval") + HC_KINDS
 # Envoy's other HealthCheck fields: "not supported yet" rather than "unknown".
@@ -611,7 +626,10 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     elif action == "direct_response":
         direct = m.section("direct_response", _parse_direct)
     retry = None
+    priority = "default"
     if action == "direct_response":
+        m.forbid("priority", "'priority' is not allowed with direct_response "
+                 "(no upstream request is made)")
         m.forbid("timeout", "'timeout' is not allowed with direct_response "
                  "(no upstream request is made)")
         m.forbid("retry_policy", "'retry_policy' is not allowed with direct_response "
@@ -619,9 +637,10 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     else:
         timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
         retry = m.section("retry_policy", _parse_retry_policy, None)
+        priority = m.get("priority", _enum(ROUTING_PRIORITIES), "default")
     return RouteConfig(name=name, match=match, action=action, cluster=cluster,
                        weighted_clusters=weighted, direct_response=direct, timeout=timeout,
-                       retry_policy=retry)
+                       retry_policy=retry, priority=priority)
 
 
 def _retry_on(value: Any) -> tuple[str, ...]:
@@ -753,6 +772,48 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         health_checks=m.section("health_checks", _parse_health_checks, ()) or (),
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
+        circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
+    )
+
+
+def _parse_circuit_breakers(ctx: _Ctx, path: Path, value: Any) -> tuple[ThresholdsConfig, ...]:
+    """Envoy's CircuitBreakers: ``{thresholds: [...]}``, one entry per
+    RoutingPriority at most (Envoy would silently use the first of two)."""
+    m = _Map(ctx, path, value, _CB_KEYS, "circuit_breakers settings")
+    items = m.section("thresholds", lambda c, p, v: _list(
+        c, p, v, _parse_thresholds, min_items=0, what="thresholds"), ()) or ()
+    seen: dict[str, int] = {}
+    for i, t in enumerate(items):
+        if t.priority in seen:
+            ctx.error(path + ("thresholds", i, "priority"),
+                      f"priority {t.priority!r} is given twice (also thresholds[{seen[t.priority]}]);"
+                      " give each priority one entry", key=True)
+        seen.setdefault(t.priority, i)
+    return items
+
+
+def _parse_thresholds(ctx: _Ctx, path: Path, value: Any) -> ThresholdsConfig:
+    m = _Map(ctx, path, value, _THRESHOLD_KEYS, "circuit-breaker thresholds")
+    return ThresholdsConfig(
+        priority=m.get("priority", _enum(ROUTING_PRIORITIES), "default"),
+        max_connections=m.get("max_connections", _int(0, _UINT32), DEFAULT_CB_MAX_CONNECTIONS),
+        max_pending_requests=m.get("max_pending_requests", _int(0, _UINT32),
+                                   DEFAULT_CB_MAX_PENDING_REQUESTS),
+        max_requests=m.get("max_requests", _int(0, _UINT32), DEFAULT_CB_MAX_REQUESTS),
+        max_retries=m.get("max_retries", _int(0, _UINT32), DEFAULT_CB_MAX_RETRIES),
+        max_connection_pools=m.get("max_connection_pools", _int(0, _UINT32), None),
+        track_remaining=m.get("track_remaining", _bool, False),
+        retry_budget=m.section("retry_budget", _parse_retry_budget, None),
+    )
+
+
+def _parse_retry_budget(ctx: _Ctx, path: Path, value: Any) -> RetryBudgetConfig:
+    # Envoy's RetryBudget: budget_percent is a type.v3.Percent ({value: N}).
+    m = _Map(ctx, path, value, _RETRY_BUDGET_KEYS, "a retry budget")
+    return RetryBudgetConfig(
+        budget_percent=m.section("budget_percent", _parse_percent, DEFAULT_RETRY_BUDGET_PERCENT),
+        min_retry_concurrency=m.get("min_retry_concurrency", _int(0, _UINT32),
+                                    DEFAULT_MIN_RETRY_CONCURRENCY),
     )
 
 
