@@ -98,6 +98,8 @@ cdef class ClusterState:
         cdef ClusterConf old = self.conf
         self.conf = conf
         self.cb = conf.breakers           # new limits apply to the next admission
+        if self.cb_waiting:
+            cb_kick(self)                 # (a raised max_connections frees waiters)
         if old is None or not conf.same_balancing(old) or conf.endpoints != old.endpoints:
             self._set_endpoints(conf.endpoints, old is None or not conf.same_balancing(old))
         else:
