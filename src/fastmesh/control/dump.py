@@ -68,12 +68,18 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
                 "name": vh.name,
                 "domains": list(vh.domains),
                 "routes": [_route_to_dict(route) for route in vh.routes],
+                **({"typed_per_filter_config": thaw(vh.typed_per_filter_config)}
+                   if vh.typed_per_filter_config else {}),
             }
             for vh in lst.virtual_hosts
         ],
         http_filters=[{"name": f.name, "import": f.import_path, "config": thaw(f.config)}
+                      if f.import_path is not None else
+                      {"name": f.name, "typed_config": thaw(f.config)}
                       for f in lst.http_filters],
     )
+    if lst.max_stream_duration:
+        out["max_stream_duration"] = lst.max_stream_duration
     return out
 
 
@@ -112,6 +118,15 @@ def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
     if route.retry_policy is not None:
         out["retry_policy"] = {"retry_on": ",".join(route.retry_policy.retry_on),
                                "num_retries": route.retry_policy.num_retries}
+    if route.idle_timeout is not None:
+        out["idle_timeout"] = route.idle_timeout
+    if route.max_stream_duration is not None:
+        d = route.max_stream_duration
+        out["max_stream_duration"] = {k: getattr(d, k) for k in (
+            "max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset")
+            if getattr(d, k) is not None}
+    if route.typed_per_filter_config:
+        out["typed_per_filter_config"] = thaw(route.typed_per_filter_config)
     return out
 
 

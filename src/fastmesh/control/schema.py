@@ -193,6 +193,20 @@ class RouteConfig:
     direct_response: DirectResponseConfig | None = None
     timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
     retry_policy: RetryPolicyConfig | None = None
+    idle_timeout: float | None = None        # None: the listener's stream_idle_timeout; 0 = off
+    max_stream_duration: MaxStreamDurationConfig | None = None
+    # filter name -> that built-in filter's settings for this route (raw, validated)
+    typed_per_filter_config: FrozenMap = FrozenMap()
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamDurationConfig:
+    """A route's max_stream_duration (Envoy's RouteAction.MaxStreamDuration;
+    seconds, None = not set)."""
+
+    max_stream_duration: float | None = None          # 0 = none (overrides the listener's)
+    grpc_timeout_header_max: float | None = None      # set: grpc-timeout is honoured; 0 = no cap
+    grpc_timeout_header_offset: float | None = None
 
 
 # Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
@@ -216,6 +230,7 @@ class VirtualHostConfig:
     name: str
     domains: tuple[str, ...]    # lowercased
     routes: tuple[RouteConfig, ...]
+    typed_per_filter_config: FrozenMap = FrozenMap()   # as RouteConfig's; routes override it
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +254,8 @@ class HttpFilterConfig:
     """
 
     name: str
-    import_path: str
-    config: Mapping[str, Any] = FrozenMap()
+    import_path: str | None     # None: a built-in filter (control/builtin_filters.py) by name
+    config: Mapping[str, Any] = FrozenMap()   # built-ins: their typed_config
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, FrozenMap):
@@ -269,6 +284,7 @@ class ListenerConfig:
     http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
+    max_stream_duration: float = 0.0              # http only; 0 = none
 
 
 
