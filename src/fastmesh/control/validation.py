@@ -568,11 +568,6 @@ def _parse_http_filter(ctx: _Ctx, path: Path, value: Any) -> HttpFilterConfig:
         if raw:
             BUILTIN_FILTERS[name].validate(ctx, path + ("typed_config",), raw)
         return HttpFilterConfig(name=name, import_path=None, config=raw or FrozenMap())
-    if "import" not in m and name is not None and m.ok:
-        ctx.error(path + ("name",), f"{name!r} is not a built-in filter (built-in: "
-                  f"{', '.join(BUILTIN_FILTERS)}){_suggest(name, BUILTIN_FILTERS)}; "
-                  "a filter of your own needs 'import'")
-        return HttpFilterConfig(name=name, import_path=None)
     m.forbid("typed_config", "'typed_config' is for built-in filters; a filter with "
              "'import' takes 'config'")
     return HttpFilterConfig(name=name,
