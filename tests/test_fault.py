@@ -109,8 +109,11 @@ def test_fixed_delay_h2_with_body(start_proxy, origin):
 def test_fixed_delay_h1_with_body(start_proxy, origin, clients):
     p = start_proxy(proxy_cfg(origin, delay("300ms")))
     c = clients(p.address("web"))
+    t0 = time.monotonic()
     r = c.request("POST", "/echo", body=b"y" * 20000)
+    assert time.monotonic() - t0 >= 0.3
     assert r.status == 200 and r.body == b"y" * 20000
+    assert fstats(p)["delays_injected"] == 1
 
 
 def test_delay_then_abort(start_proxy, origin, clients):
