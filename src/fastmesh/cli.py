@@ -91,6 +91,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_ca(args: argparse.Namespace) -> int:
+    from fastmesh.security.ca_cli import run as ca_run
+    return ca_run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -116,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
+
+    ca = sub.add_parser("ca", help="the built-in certificate authority (SPIFFE workload certificates)")
+    from fastmesh.security.ca_cli import add_arguments as _ca_arguments
+
+    _ca_arguments(ca)
+    ca.set_defaults(func=_cmd_ca)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)
