@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.resources
 import logging
 import os
@@ -50,14 +49,17 @@ async def _run(args: argparse.Namespace) -> int:
         if args.single_process:
             from fastmesh.runtime.single import SingleProcess
 
-            sup = SingleProcess(text, source, path=path)
+            sup = SingleProcess(text, source, path=path, user=args.user, group=args.group)
         else:
             from fastmesh.runtime.supervisor import Supervisor
 
             sup = Supervisor(text, source, path=path, workers=args.workers,
-                             log_level=args.log_level)
+                             log_level=args.log_level, user=args.user, group=args.group)
     except ConfigError as exc:
         print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:       # user/group that do not exist here
+        print(f"fastmesh: {exc}", file=sys.stderr)
         return 1
     try:
         await sup.start()
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                           "smallest footprint, like Envoy --concurrency 1")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--user", help="drop root to this user once the listeners are bound "
+                                    "(overrides the config's `user`)")
+    run.add_argument("--group", help="... and this group (default: the user's primary group)")
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check a config file")
