@@ -460,8 +460,20 @@ ERROR_CASES = [
           "  - {name: t, address: 127.0.0.1, port: 10000, protocol: tcp, cluster: backend}\nclusters:\n"),
      "listeners[1].port", 10, "already used by listener 'ingress'"),
     ("admin-port-collision",
-     "admin: {address: 0.0.0.0, port: 10000}\n" + BASE,
+     "admin: {address: 0.0.0.0, port: 10000, allow_remote: true}\n" + BASE,
      "admin.port", 1, "admin address 0.0.0.0:10000 is already used by listener 'ingress'"),
+    ("admin-remote-without-allow_remote",
+     "admin: {address: 0.0.0.0, port: 9901}\n" + BASE,
+     "admin.address", 1, "admin address 0.0.0.0 is reachable from the network"),
+    ("admin-remote-ipv6",
+     "admin: {address: '::', port: 9901}\n" + BASE,
+     "admin.address", 1, "set admin.allow_remote: true if this is meant"),
+    ("group-without-user",
+     "group: nogroup\n" + BASE,
+     "group", 1, "group is set without user"),
+    ("bad-user-name",
+     "user: 'no body'\n" + BASE,
+     "user", 1, "invalid user or group name 'no body'"),
     ("duplicate-yaml-key",
      edit(BASE, "    port: 10000", "    port: 10000\n    port: 10001"),
      "listeners[0].port", 4, "duplicate key 'port'"),
@@ -728,7 +740,7 @@ def test_config_to_dict_round_trips(path: pathlib.Path) -> None:
 
 def test_config_to_dict_shape() -> None:
     dumped = config_to_dict(default_config())
-    assert dumped["admin"] == {"address": "127.0.0.1", "port": 9901}
+    assert dumped["admin"] == {"address": "127.0.0.1", "port": 9901, "allow_remote": False}
     lst = dumped["listeners"][0]
     assert lst["idle_timeout"] == 3600.0 and lst["per_connection_buffer_limit"] == 1 << 20
     routes = lst["virtual_hosts"][0]["routes"]

@@ -32,7 +32,12 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         out["overload_manager"]["global_downstream_max_connections"] = \
             om.global_downstream_max_connections
     if cfg.admin is not None:
-        out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port}
+        out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port,
+                        "allow_remote": cfg.admin.allow_remote}
+    if cfg.user is not None:
+        out["user"] = cfg.user
+    if cfg.group is not None:
+        out["group"] = cfg.group
     out["listeners"] = [_listener_to_dict(listener) for listener in cfg.listeners]
     out["clusters"] = [_cluster_to_dict(cluster) for cluster in cfg.clusters]
     return out

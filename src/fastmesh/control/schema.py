@@ -138,6 +138,9 @@ class AdminConfig:
 
     address: str = DEFAULT_ADMIN_ADDRESS
     port: int = DEFAULT_ADMIN_PORT
+    # The admin shows the whole topology (/config_dump) and can drain the
+    # proxy: a non-loopback address is refused unless this says it is meant.
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +398,10 @@ class Config:
     source: str = dataclasses.field(default="<config>", compare=False)
     batch_window: float = DEFAULT_BATCH_WINDOW     # seconds, 0 = off
     overload_manager: OverloadConfig = OverloadConfig()
+    # Drop root after binding (runtime/privileges.py): a user name or uid,
+    # a group name or gid (default: the user's primary group).
+    user: str | None = None
+    group: str | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
         """The cluster called ``name``; ``KeyError`` if there is none."""

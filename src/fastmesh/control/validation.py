@@ -377,9 +377,9 @@ def _is_prime(n: int) -> bool:
 # Section parsers: (ctx, path, value) -> dataclass. They report their own errors.
 
 _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
-              "overload_manager")
+              "overload_manager", "user", "group")
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
-_ADMIN_KEYS = ("address", "port")
+_ADMIN_KEYS = ("address", "port", "allow_remote")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit", "max_connections")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
@@ -436,9 +436,26 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     _check_unique(ctx, ("clusters",), clusters, "cluster")
     _check_cluster_refs(ctx, clusters)
     _check_addresses(ctx, listeners, admin)
+    user = m.get("user", _account, None)
+    group = m.get("group", _account, None)
+    if group is not None and user is None:
+        ctx.error(("group",), "group is set without user (user is who the proxy runs as)")
     return Config(drain_timeout=drain, admin=admin, listeners=listeners, clusters=clusters,
                   source=ctx.source, batch_window=batch,
-                  overload_manager=overload or OverloadConfig())
+                  overload_manager=overload or OverloadConfig(), user=user, group=group)
+
+
+def _account(value: Any) -> str:
+    """A user or group: a name, or a numeric id (kept as its digits). Whether
+    it exists is checked where the proxy runs, not here."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise _Bad(f"{value} is not a valid id")
+        return str(value)
+    name = _nonempty_str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", name):
+        raise _Bad(f"invalid user or group name {name!r}")
+    return name
 
 
 def _fraction(value: Any) -> float:
@@ -461,8 +478,19 @@ def _parse_overload(ctx: _Ctx, path: Path, value: Any) -> OverloadConfig:
 
 def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
     m = _Map(ctx, path, value, _ADMIN_KEYS, "admin settings")
-    return AdminConfig(address=m.get("address", _listen_address, DEFAULT_ADMIN_ADDRESS),
-                       port=m.get("port", _int(0, 65535), DEFAULT_ADMIN_PORT))
+    address = m.get("address", _listen_address, DEFAULT_ADMIN_ADDRESS)
+    allow_remote = m.get("allow_remote", _bool, False)
+    if address is not None and not allow_remote and not _is_loopback(address):
+        ctx.error(path + ("address",),
+                  f"admin address {address} is reachable from the network, and the admin "
+                  "shows the whole topology (/config_dump) and can drain the proxy; bind "
+                  "127.0.0.1 (or ::1), or set admin.allow_remote: true if this is meant")
+    return AdminConfig(address=address, port=m.get("port", _int(0, 65535), DEFAULT_ADMIN_PORT),
+                       allow_remote=allow_remote)
+
+
+def _is_loopback(address: str) -> bool:
+    return address == "localhost" or ipaddress.ip_address(address).is_loopback
 
 
 def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
