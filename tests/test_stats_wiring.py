@@ -116,7 +116,7 @@ def test_http2_requests_are_timed_on_both_sides(start_proxy, origin, clients):
             c.close()
         h1 = clients(p.address("web"))
         assert h1.request("GET", "/h2/d").status == 200     # HTTP/1.1 client, HTTP/2 upstream
-        st = p.wait_idle()
+        st = p.wait_requests_done()
         snap = p._in_loop(p.proxy.stats_snapshot)
     finally:
         h2o.stop()

@@ -51,6 +51,11 @@ cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RetryPolicy
+cdef class RouteTimeouts
+cdef class StreamTimer
+cdef class LocalRateLimitFilter
+cdef class FaultFilter
+cdef class FaultTimer
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase
@@ -73,8 +78,11 @@ include "core_filter.pxd"
 include "core_stream.pxd"
 include "core_upstream.pxd"
 include "core_retry.pxd"
+include "core_timeouts.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
+include "filter_local_ratelimit.pxd"
+include "filter_fault.pxd"
 include "core_connect.pxd"
 include "core_tcp.pxd"
 include "core_http_common.pxd"

@@ -50,6 +50,8 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    DOWNSTREAM_RQ_IDLE_TIMEOUT
+    DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -75,6 +77,8 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
+    ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
 cdef enum:  # CLUSTER_STATS

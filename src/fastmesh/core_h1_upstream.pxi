@@ -152,7 +152,7 @@ cdef class UpstreamHttp(UpstreamBase):
                     return
                 if seg > 0:
                     d.response_data(data + off, seg)
-                    d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)   # progress
+                    d.set_deadline(DL_STREAM_IDLE, d.idle_t)   # progress
                 b.start += r
                 if p.message_done:
                     d.end_body(data, p)

@@ -210,7 +210,7 @@ cdef class UpstreamH2(UpstreamBase):
                     h2.consumed(ev.stream_id, ev.len)
                 else:
                     u.unacked += ev.len
-                d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)
+                d.set_deadline(DL_STREAM_IDLE, d.idle_t)
             elif ev.type == EV_RESPONSE:
                 u = self.streams.get(ev.stream_id)
                 if u is not None:

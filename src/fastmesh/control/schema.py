@@ -138,6 +138,9 @@ class AdminConfig:
 
     address: str = DEFAULT_ADMIN_ADDRESS
     port: int = DEFAULT_ADMIN_PORT
+    # The admin shows the whole topology (/config_dump) and can drain the
+    # proxy: a non-loopback address is refused unless this says it is meant.
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,20 @@ class RouteConfig:
     timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
     retry_policy: RetryPolicyConfig | None = None
     priority: str = "default"   # Envoy's RoutingPriority: which circuit-breaker thresholds count it
+    idle_timeout: float | None = None        # None: the listener's stream_idle_timeout; 0 = off
+    max_stream_duration: MaxStreamDurationConfig | None = None
+    # filter name -> that built-in filter's settings for this route (raw, validated)
+    typed_per_filter_config: FrozenMap = FrozenMap()
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamDurationConfig:
+    """A route's max_stream_duration (Envoy's RouteAction.MaxStreamDuration;
+    seconds, None = not set)."""
+
+    max_stream_duration: float | None = None          # 0 = none (overrides the listener's)
+    grpc_timeout_header_max: float | None = None      # set: grpc-timeout is honoured; 0 = no cap
+    grpc_timeout_header_offset: float | None = None
 
 
 # Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
@@ -217,6 +234,7 @@ class VirtualHostConfig:
     name: str
     domains: tuple[str, ...]    # lowercased
     routes: tuple[RouteConfig, ...]
+    typed_per_filter_config: FrozenMap = FrozenMap()   # as RouteConfig's; routes override it
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +258,8 @@ class HttpFilterConfig:
     """
 
     name: str
-    import_path: str
-    config: Mapping[str, Any] = FrozenMap()
+    import_path: str | None     # None: a built-in filter (control/builtin_filters.py) by name
+    config: Mapping[str, Any] = FrozenMap()   # built-ins: their typed_config
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, FrozenMap):
@@ -270,6 +288,7 @@ class ListenerConfig:
     http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
+    max_stream_duration: float = 0.0              # http only; 0 = none
 
 
 
@@ -417,6 +436,10 @@ class Config:
     source: str = dataclasses.field(default="<config>", compare=False)
     batch_window: float = DEFAULT_BATCH_WINDOW     # seconds, 0 = off
     overload_manager: OverloadConfig = OverloadConfig()
+    # Drop root after binding (runtime/privileges.py): a user name or uid,
+    # a group name or gid (default: the user's primary group).
+    user: str | None = None
+    group: str | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
         """The cluster called ``name``; ``KeyError`` if there is none."""
