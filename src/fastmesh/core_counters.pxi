@@ -51,6 +51,8 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
     RETRY_OR_SHADOW_ABANDONED             # core_retry.pxi
+    DOWNSTREAM_RQ_IDLE_TIMEOUT
+    DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -77,6 +79,8 @@ LISTENER_STATS = (
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
     ("retry_or_shadow_abandoned", "counter"),  # a request body outgrew its replay buffer
+    ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
+    ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
 cdef enum:  # CLUSTER_STATS
@@ -101,6 +105,32 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL
     UPSTREAM_RQ_RETRY_BACKOFF_RATELIMITED
     UPSTREAM_RQ_PER_TRY_TIMEOUT
+    UPSTREAM_RQ_PENDING_TOTAL             # circuit breakers (cluster_breaker.pxi) from here
+    UPSTREAM_RQ_PENDING_ACTIVE
+    UPSTREAM_RQ_PENDING_OVERFLOW
+    UPSTREAM_CX_OVERFLOW
+    UPSTREAM_CX_POOL_OVERFLOW
+    UPSTREAM_RQ_RETRY_OVERFLOW
+    CIRCUIT_BREAKERS_DEFAULT_CX_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_PENDING
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RQ
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX_POOLS
+    CIRCUIT_BREAKERS_HIGH_CX_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_HIGH_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX
+    CIRCUIT_BREAKERS_HIGH_REMAINING_PENDING
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RQ
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX_POOLS
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -125,6 +155,35 @@ CLUSTER_STATS = (
     ("upstream_rq_retry_backoff_exponential", "counter"),
     ("upstream_rq_retry_backoff_ratelimited", "counter"),   # delayed by grpc-retry-pushback-ms
     ("upstream_rq_per_try_timeout", "counter"),
+    # circuit breakers (cluster_breaker.pxi); the circuit_breakers.* gauges
+    # are written when the stats are read (cb_refresh), remaining_* shown
+    # only with track_remaining
+    ("upstream_rq_pending_total", "counter"),     # requests that waited for a connection
+    ("upstream_rq_pending_active", "gauge"),      # ... waiting now
+    ("upstream_rq_pending_overflow", "counter"),  # refused: max_pending_requests or max_requests
+    ("upstream_cx_overflow", "counter"),          # max_connections reached (the request waits)
+    ("upstream_cx_pool_overflow", "counter"),     # refused: max_connection_pools
+    ("upstream_rq_retry_overflow", "counter"),    # retries refused: max_retries / retry_budget
+    ("circuit_breakers.default.cx_open", "gauge"),
+    ("circuit_breakers.default.rq_pending_open", "gauge"),
+    ("circuit_breakers.default.rq_open", "gauge"),
+    ("circuit_breakers.default.rq_retry_open", "gauge"),
+    ("circuit_breakers.default.cx_pool_open", "gauge"),
+    ("circuit_breakers.default.remaining_cx", "gauge"),
+    ("circuit_breakers.default.remaining_pending", "gauge"),
+    ("circuit_breakers.default.remaining_rq", "gauge"),
+    ("circuit_breakers.default.remaining_retries", "gauge"),
+    ("circuit_breakers.default.remaining_cx_pools", "gauge"),
+    ("circuit_breakers.high.cx_open", "gauge"),
+    ("circuit_breakers.high.rq_pending_open", "gauge"),
+    ("circuit_breakers.high.rq_open", "gauge"),
+    ("circuit_breakers.high.rq_retry_open", "gauge"),
+    ("circuit_breakers.high.cx_pool_open", "gauge"),
+    ("circuit_breakers.high.remaining_cx", "gauge"),
+    ("circuit_breakers.high.remaining_pending", "gauge"),
+    ("circuit_breakers.high.remaining_rq", "gauge"),
+    ("circuit_breakers.high.remaining_retries", "gauge"),
+    ("circuit_breakers.high.remaining_cx_pools", "gauge"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

@@ -324,6 +324,8 @@ cdef bint retry_allowed(ProxyStream s, UpstreamRequest failed, int reason) noexc
     if failed.attempt > p.num_retries:
         failed.cluster.st[UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] += 1
         return False
+    if not cb_retry_admit(s, failed):   # max_retries / retry_budget (cluster_breaker.pxi)
+        return False
     s.retry_backoff = True      # a policy retry: ProxyStream.retry backs off first
     return True
 
