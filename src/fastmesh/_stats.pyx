@@ -29,6 +29,9 @@ HISTOGRAM_BOUNDS = tuple([BOUNDS[i] for i in range(HIST_NBOUNDS)])
 KINDS = ("counter", "gauge")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A slot name may have Envoy's dotted sub-scopes (outlier_detection.ejections_active,
+# circuit_breakers.default.rq_open): each part a name. Prefixes and labels may not.
+_STAT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 cdef inline Py_ssize_t bucket_of(double x) noexcept:
@@ -46,6 +49,12 @@ cdef inline Py_ssize_t bucket_of(double x) noexcept:
 def _check_name(str what, str name):
     if _NAME.match(name) is None:
         raise ValueError(f"stats: {what} {name!r} is not a name ([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_stat_name(str name):
+    if _STAT_NAME.match(name) is None:
+        raise ValueError(f"stats: stat {name!r} is not a name ([A-Za-z_][A-Za-z0-9_]* "
+                         "parts joined by dots)")
 
 
 def normalize_labels(labels):
@@ -85,8 +94,11 @@ cdef class StatsBlock:
             raise ValueError(f"stats: {prefix}: {n} names but {len(kinds)} kinds")
         if len(set(names)) != n:
             raise ValueError(f"stats: {prefix}: a slot name is given twice")
+        if len({str(x).replace(".", "_") for x in names}) != n:
+            # Prometheus writes a dot as "_": a.b and a_b would be one family.
+            raise ValueError(f"stats: {prefix}: two slot names differ only in '.' and '_'")
         for name, kind in zip(names, kinds):
-            _check_name("stat", name)
+            _check_stat_name(name)
             if kind not in KINDS:
                 raise ValueError(f"stats: {prefix}.{name}: kind must be counter or gauge, not {kind!r}")
         # At least one slot so that v is never NULL.
