@@ -23,6 +23,7 @@ cdef class ClusterConf:
     cdef readonly long max_requests_per_connection
     cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
     cdef readonly double healthy_panic_threshold  # percent (Envoy common_lb_config)
+    cdef readonly OutlierConf outlier     # outlier_detection, None: off
 
     cdef bint same_balancing(self, ClusterConf o)
 
@@ -42,6 +43,7 @@ cdef class ClusterState:
     cdef bint panic                       # healthy share < healthy_panic_threshold
     cdef readonly long lb_builds          # balancers built (tests: state kept?)
     cdef readonly long endpoint_updates
+    cdef readonly OutlierDetector outlier # None unless configured: end() tests only this
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
     cdef void _recount(self)

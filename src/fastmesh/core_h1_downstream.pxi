@@ -775,7 +775,7 @@ cdef class HttpDownstream(ProxyStream):
         elif kind == DL_RESPONSE:
             if self.cluster is not None:
                 self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
-            self.cancel_upstream()
+            self.timeout_upstream()
             if self.resp_started:
                 self.abort()
             else:

@@ -569,7 +569,7 @@ cdef class H2ServerStream(ProxyStream):
             return
         if self.cluster is not None:
             self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
-        self.cancel_upstream()
+        self.timeout_upstream()
         if self.resp_started:
             if self.grpc and not self.resp_end_sent and self.pending is not None \
                     and self.pending.len == 0:

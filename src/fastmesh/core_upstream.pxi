@@ -23,6 +23,7 @@ cdef class UpstreamRequest:
         self.lb_idx = idx
         self.attempt = attempt
         self.active = True
+        self.outcome = OUT_NONE
         self.lb.request_started(idx)
         c.st[UPSTREAM_RQ_TOTAL] += 1
         c.st[UPSTREAM_RQ_ACTIVE] += 1
@@ -35,11 +36,15 @@ cdef class UpstreamRequest:
         # This attempt is over (response complete, failed, or abandoned):
         # give back what begin() took, once.
         cdef int64_t* st
+        cdef OutlierDetector od
         if self.active:
             self.active = False
             self.lb.request_finished(self.lb_idx)
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
+            od = self.cluster.outlier
+            if od is not None:            # the only cost without outlier_detection
+                od.report(self.ep, self.outcome)
 
     cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time

@@ -10,6 +10,7 @@ objects are per process; it hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 import socket
@@ -69,6 +70,8 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         max_requests_per_connection=cfg.max_requests_per_connection,
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
+        outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
+                 if cfg.outlier_detection is not None else None),
     )
 
 
