@@ -53,6 +53,7 @@ cdef class OutlierDetector:
     cdef readonly OutlierConf conf
     cdef int active                       # endpoints ejected now
     cdef object timer                     # the interval sweep's loop handle
+    cdef readonly long sweeps             # interval sweeps run (tests)
 
     cdef void report(self, Endpoint ep, int outcome)
     cdef void put_http(self, Endpoint ep, OutlierHost h, int status)

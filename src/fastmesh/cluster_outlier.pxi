@@ -284,6 +284,7 @@ cdef class OutlierDetector:
         cdef OutlierHost h
         cdef list ext = []
         cdef list loc = []
+        self.sweeps += 1
         for ep in list(self.cluster.endpoints):
             h = ep.outlier
             if h is None:
