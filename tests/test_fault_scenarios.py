@@ -9,9 +9,9 @@ proxy must hold no socket beyond its listeners (/proc/<pid>/fd) once the
 origins are gone.
 
 The bars that need features not on main yet (the retry budget) are written
-as the same scenario functions with the feature's config snippet and marked xfail(strict=True): they fail today (the
-loader refuses the key) and turn green, or loudly XPASS, when the feature
-merges.
+as the same scenario functions with the feature's config snippet and marked
+xfail(strict=True): they fail today (the loader refuses the key) and turn
+green, or loudly XPASS, when the feature merges.
 """
 from __future__ import annotations
 
