@@ -36,15 +36,15 @@ cdef class UpstreamRequest:
         # This attempt is over (response complete, failed, or abandoned):
         # give back what begin() took, once.
         cdef int64_t* st
-        cdef OutlierDetector od
         if self.active:
             self.active = False
             self.lb.request_finished(self.lb_idx)
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
-            od = self.cluster.outlier
-            if od is not None:            # the only cost without outlier_detection
-                od.report(self.ep, self.outcome)
+            # The only cost without outlier_detection: a pointer test (no
+            # local variable: that would take and drop a reference to None).
+            if self.cluster.outlier is not None:
+                self.cluster.outlier.report(self.ep, self.outcome)
 
     cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time
