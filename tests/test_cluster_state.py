@@ -29,7 +29,7 @@ def test_two_clusters_on_one_endpoint_keep_their_own_counters(start_proxy, origi
     for i in range(10):
         assert c.request("GET", f"/x{i}").status == 200
         assert c.request("GET", f"/y{i}").status == 200
-    st = p.wait_idle()
+    st = p.wait_requests_done()   # the client's connection stays open
     x, y = st["clusters"]["X"], st["clusters"]["Y"]
     # Before: X upstream_rq_active -10 and 2xx 20, Y active 10 and 2xx 0.
     assert (x["upstream_rq_active"], x["upstream_rq_2xx"], x["upstream_rq_total"]) == (0, 10, 10)
@@ -48,7 +48,7 @@ def test_least_request_state_is_clean_after_a_same_config_reload(start_proxy, or
     p.reload(cfg)
     for i in range(5):
         assert c.request("GET", f"/r{i}").status == 200
-    p.wait_idle()
+    p.wait_requests_done()
 
     def active(w):
         cs = w.cluster("origin")
@@ -149,7 +149,7 @@ def test_h2_upstream_attempts_charge_their_cluster(start_proxy, clients):
         for i in range(4):
             assert c.request("GET", f"/x{i}").status == 200
             assert c.request("GET", f"/y{i}").status == 200
-        st = p.wait_idle()
+        st = p.wait_requests_done()
         for name in ("X", "Y"):
             s = st["clusters"][name]
             assert (s["upstream_rq_active"], s["upstream_rq_2xx"], s["upstream_cx_total"]) == (0, 4, 1)

@@ -460,8 +460,20 @@ ERROR_CASES = [
           "  - {name: t, address: 127.0.0.1, port: 10000, protocol: tcp, cluster: backend}\nclusters:\n"),
      "listeners[1].port", 10, "already used by listener 'ingress'"),
     ("admin-port-collision",
-     "admin: {address: 0.0.0.0, port: 10000}\n" + BASE,
+     "admin: {address: 0.0.0.0, port: 10000, allow_remote: true}\n" + BASE,
      "admin.port", 1, "admin address 0.0.0.0:10000 is already used by listener 'ingress'"),
+    ("admin-remote-without-allow_remote",
+     "admin: {address: 0.0.0.0, port: 9901}\n" + BASE,
+     "admin.address", 1, "admin address 0.0.0.0 is reachable from the network"),
+    ("admin-remote-ipv6",
+     "admin: {address: '::', port: 9901}\n" + BASE,
+     "admin.address", 1, "set admin.allow_remote: true if this is meant"),
+    ("group-without-user",
+     "group: nogroup\n" + BASE,
+     "group", 1, "group is set without user"),
+    ("bad-user-name",
+     "user: 'no body'\n" + BASE,
+     "user", 1, "invalid user or group name 'no body'"),
     ("duplicate-yaml-key",
      edit(BASE, "    port: 10000", "    port: 10000\n    port: 10001"),
      "listeners[0].port", 4, "duplicate key 'port'"),
@@ -728,7 +740,7 @@ def test_config_to_dict_round_trips(path: pathlib.Path) -> None:
 
 def test_config_to_dict_shape() -> None:
     dumped = config_to_dict(default_config())
-    assert dumped["admin"] == {"address": "127.0.0.1", "port": 9901}
+    assert dumped["admin"] == {"address": "127.0.0.1", "port": 9901, "allow_remote": False}
     lst = dumped["listeners"][0]
     assert lst["idle_timeout"] == 3600.0 and lst["per_connection_buffer_limit"] == 1 << 20
     routes = lst["virtual_hosts"][0]["routes"]
@@ -804,15 +816,17 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "name", "address", "port", "protocol", "cluster", "idle_timeout",
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
-        "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout"]
+        "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout",
+        "max_stream_duration"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol", "health_checks",
-        "healthy_panic_threshold", "outlier_detection"]
+        "healthy_panic_threshold", "circuit_breakers", "outlier_detection"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
-        "retry_policy"]
+        "retry_policy", "priority", "idle_timeout", "max_stream_duration",
+        "typed_per_filter_config"]
 
 
 # ------------------------------------------------------------------ HTTP/2 keys

@@ -175,7 +175,7 @@ def test_request_view_is_dead_after_the_request(start_proxy, origin, clients):
     p = start_proxy(http_config(origin))
     p.call(p.proxy.add_filter("web", Keep()))
     assert clients(p.address("web")).request("GET", "/k").status == 200
-    p.wait_idle()
+    p.wait_requests_done()
     with pytest.raises(RuntimeError):
         kept[0].path
 

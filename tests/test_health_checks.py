@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from concurrent import futures
@@ -20,6 +16,7 @@ from concurrent import futures
 import pytest
 
 from support.harness import http_config
+from support.meshproc import Proc, fastmesh_argv
 from support.origin import closed_port
 
 from fastmesh.control.config import ConfigError, parse_config
@@ -371,17 +368,14 @@ def test_reload_keeps_state_checks_new_forgets_removed(start_proxy, make_origin,
 
 # ------------------------------------------------------------------ multi-worker
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Run:
+class _Run(Proc):
     """`fastmesh run --workers 2` with one checked cluster (panic off)."""
 
+    name = "fastmesh"
+    stop_timeout = 15.0
+
     def __init__(self, tmp, origin, interval, single=False):
-        self.port, self.admin = _free_port(), _free_port()
+        super().__init__(tmp)
         cfg = tmp / "fastmesh.yaml"
         host, oport = origin.address
         cfg.write_text(textwrap.dedent(f"""\
@@ -406,40 +400,9 @@ class _Run:
                     healthy_threshold: 1
                     http_health_check: {{path: /healthz}}
             """))
-        self.log = open(tmp / "fastmesh.log", "w+b")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastmesh", "run", "-c", str(cfg), "--workers", "2"]
-            + (["--single-process"] if single else []),
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def output(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def admin_get(self, path):
-        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-    def stats(self):
-        return json.loads(self.admin_get("/stats?format=json")[1])
-
-    def wait(self, pred, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if pred():
-                    return True
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.05)
-        return False
+        # not waiting for /ready here: the test checks that it comes
+        self.spawn(fastmesh_argv(cfg, "--workers", "2",
+                                 *(["--single-process"] if single else [])), ready=False)
 
     def statuses(self, n=40):
         # New connections: SO_REUSEPORT spreads them over both workers.
@@ -454,16 +417,6 @@ class _Run:
             finally:
                 c.close()
         return out
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.mark.parametrize("mode", ["workers", "single-process"])

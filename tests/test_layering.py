@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fastmesh"
 DATA_SIDE = sorted(p for p in SRC.glob("*.p[yx][xdi]") if p.name.startswith(("_", "core_"))
                    and p.name != "__init__.py" and p.name != "__main__.py")
 CONTROL = ("fastmesh.control", "fastmesh.admin", "fastmesh.runtime", "fastmesh.api",
+           "fastmesh.security.ca",
            "fastmesh.cli", "fastmesh.bench", "yaml")
 IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+c?import|c?import\s+([\w.]+))", re.M)
 

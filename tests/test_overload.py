@@ -17,18 +17,15 @@
 from __future__ import annotations
 
 import http.client
-import json
 import resource
 import socket
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from support.harness import Client, http_config
+from support.meshproc import Proc, fastmesh_argv
 
 # ------------------------------------------------------------------ helpers
 
@@ -38,19 +35,15 @@ def raw_response(c: Client):
     return c.read_response()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LowFdFastmesh:
+class LowFdFastmesh(Proc):
     """`fastmesh run --single-process` as a child whose RLIMIT_NOFILE is
     `nofile` (set in preexec_fn), with its admin port for stats."""
 
+    name = "fastmesh"
+
     def __init__(self, tmp: Path, origin: tuple[str, int], nofile: int,
                  overload: str = "", first_byte_timeout: str = "60s") -> None:
-        self.port, self.admin = free_port(), free_port()
+        super().__init__(tmp)
         cfg = tmp / "fastmesh.yaml"
         cfg.write_text(textwrap.dedent(f"""\
             drain_timeout: 1s
@@ -71,62 +64,11 @@ class LowFdFastmesh:
               - name: origin
                 endpoints: [{{address: {origin[0]}, port: {origin[1]}}}]
             """))
-        self.log = open(tmp / "fastmesh.log", "w+b")
 
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastmesh", "run", "-c", str(cfg), "--single-process"],
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit)
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.admin_get("/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "not ready:\n" + self.output()
-            time.sleep(0.05)
-
-    def admin_get(self, path: str) -> tuple[int, bytes]:
-        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-    def stats(self) -> dict:
-        return json.loads(self.admin_get("/stats?format=json")[1])
-
-    def wait_for(self, pred, timeout: float = 10.0) -> dict | None:
-        """The stats once pred(stats) holds; None on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.stats()
-            if pred(st):
-                return st
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.05)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+        self.spawn(fastmesh_argv(cfg, "--single-process"), preexec_fn=limit)
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from urllib.parse import quote
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.meshproc import Proc, fastmesh_argv
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -79,44 +81,19 @@ def write_config(path: Path, port: int, admin: int, origin: int, marker: str = "
         """))
 
 
-class Fastmesh:
+class Fastmesh(Proc):
     """`fastmesh run` as a child process, with its ports."""
 
+    name = "fastmesh"
+    stop_timeout = 15.0
+
     def __init__(self, tmp: Path, origin: int, workers: int = 2, single: bool = False) -> None:
-        self.port, self.admin = free_port(), free_port()
+        super().__init__(tmp)
         self.cfg = tmp / "fastmesh.yaml"
         self.origin = origin
         write_config(self.cfg, self.port, self.admin, origin)
-        self.log = open(tmp / "fastmesh.log", "w+b")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastmesh", "run", "-c", str(self.cfg),
-             "--workers", str(workers)] + (["--single-process"] if single else []),
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.admin_get("/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("fastmesh did not become ready:\n" + self.output())
-
-    def admin_get(self, path: str) -> tuple[int, bytes]:
-        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-    def stats(self) -> dict:
-        return json.loads(self.admin_get("/stats?format=json")[1])
+        self.spawn(fastmesh_argv(self.cfg, "--workers", str(workers),
+                                 *(["--single-process"] if single else [])))
 
     def get(self, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes, dict]:
         c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -127,22 +104,6 @@ class Fastmesh:
         finally:
             if conn is None:
                 c.close()
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ HISTOGRAM_BOUNDS = tuple([BOUNDS[i] for i in range(HIST_NBOUNDS)])
 KINDS = ("counter", "gauge")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# A slot name may have Envoy's dotted sub-scopes (outlier_detection.ejections_active,
-# circuit_breakers.default.rq_open): each part a name. Prefixes and labels may not.
-_STAT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+# Stat names may be dotted, as Envoy's are (circuit_breakers.default.cx_open,
+# outlier_detection.ejections_active): each part a name. Prometheus gets
+# underscores (admin.metrics). Prefixes and labels stay plain names.
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 cdef inline Py_ssize_t bucket_of(double x) noexcept:
@@ -52,9 +53,9 @@ def _check_name(str what, str name):
 
 
 def _check_stat_name(str name):
-    if _STAT_NAME.match(name) is None:
-        raise ValueError(f"stats: stat {name!r} is not a name ([A-Za-z_][A-Za-z0-9_]* "
-                         "parts joined by dots)")
+    if _DOTTED.match(name) is None:
+        raise ValueError(f"stats: stat {name!r} is not a name "
+                         "([A-Za-z_][A-Za-z0-9_]*, parts joined by '.')")
 
 
 def normalize_labels(labels):

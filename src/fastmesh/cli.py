@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.resources
 import logging
 import os
@@ -50,14 +49,17 @@ async def _run(args: argparse.Namespace) -> int:
         if args.single_process:
             from fastmesh.runtime.single import SingleProcess
 
-            sup = SingleProcess(text, source, path=path)
+            sup = SingleProcess(text, source, path=path, user=args.user, group=args.group)
         else:
             from fastmesh.runtime.supervisor import Supervisor
 
             sup = Supervisor(text, source, path=path, workers=args.workers,
-                             log_level=args.log_level)
+                             log_level=args.log_level, user=args.user, group=args.group)
     except ConfigError as exc:
         print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:       # user/group that do not exist here
+        print(f"fastmesh: {exc}", file=sys.stderr)
         return 1
     try:
         await sup.start()
@@ -91,6 +93,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_ca(args: argparse.Namespace) -> int:
+    from fastmesh.security.ca_cli import run as ca_run
+    return ca_run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                           "smallest footprint, like Envoy --concurrency 1")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--user", help="drop root to this user once the listeners are bound "
+                                    "(overrides the config's `user`)")
+    run.add_argument("--group", help="... and this group (default: the user's primary group)")
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check a config file")
@@ -116,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
+
+    ca = sub.add_parser("ca", help="the built-in certificate authority (SPIFFE workload certificates)")
+    from fastmesh.security.ca_cli import add_arguments as _ca_arguments
+
+    _ca_arguments(ca)
+    ca.set_defaults(func=_cmd_ca)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)

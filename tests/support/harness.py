@@ -121,13 +121,20 @@ class ProxyThread(LoopThread):
         self.call(self.proxy.reload(self.config))
 
     def wait_for(self, pred, timeout=3.0, interval=0.02):
-        """Poll stats until pred(stats) holds; returns the last stats."""
+        """Poll stats until pred(stats) holds and return those stats; fail
+        the test (AssertionError with the last stats) if it never does."""
         deadline = time.monotonic() + timeout
         while True:
             st = self.stats()
-            if pred(st) or time.monotonic() > deadline:
+            if pred(st):
                 return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stats never satisfied the condition in {timeout} s: {st}")
             time.sleep(interval)
+
+    def wait_requests_done(self, timeout=3.0) -> dict:
+        """Wait until no downstream request is active (connections may stay open)."""
+        return self.wait_for(lambda s: s["downstream_rq_active"] == 0, timeout)
 
     def wait_idle(self, timeout=3.0) -> dict:
         """Wait until no downstream connection or request is active."""

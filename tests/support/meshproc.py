@@ -59,14 +59,29 @@ def tcp_connections(pid: int) -> int:
     return n
 
 
-class _Proc:
+def fastmesh_argv(cfg: Path, *args: str) -> list[str]:
+    """The command line of `fastmesh run -c cfg args...` with this Python."""
+    return [sys.executable, "-m", "fastmesh", "run", "-c", str(cfg), *args]
+
+
+class Proc:
+    """A proxy process under test, started by a subclass (spawn), with its
+    listener and admin ports, its output in a log file, and its admin API."""
+
     name = "proxy"
+    stop_timeout = 10.0        # seconds SIGTERM gets before SIGKILL
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = Path(tmp)
         self.port, self.admin = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
         self.log = open(self.tmp / f"{self.name}.log", "w+b")
+
+    def spawn(self, argv: list[str], ready: bool = True, **popen) -> None:
+        """Start argv with its output in the log; wait for /ready unless told not to."""
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, **popen)
+        if ready:
+            self.wait_ready()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -85,17 +100,41 @@ class _Proc:
         finally:
             c.close()
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def stats(self) -> dict:
+        """fastmesh's stats as JSON (EnvoyProc has cluster_stats instead)."""
+        return json.loads(self.admin_get("/stats?format=json")[1])
+
+    def wait(self, pred, timeout: float = 20) -> bool:
+        """Poll pred() until it holds (True) or the deadline passes (False);
+        the process must stay alive meanwhile. A pred that raises (admin not
+        up yet, a key not there yet) counts as not holding."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.output()
             try:
-                if self.admin_get("/ready")[0] == 200:
-                    return
-            except OSError:
+                if pred():
+                    return True
+            except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not become ready:\n" + self.output())
+        return False
+
+    def wait_for(self, pred, timeout: float = 10.0) -> dict | None:
+        """The stats once pred(stats) holds; None on timeout."""
+        got: list[dict] = []
+
+        def check() -> bool:
+            st = self.stats()
+            if pred(st):
+                got.append(st)
+                return True
+            return False
+
+        return got[0] if self.wait(check, timeout) else None
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        if not self.wait(lambda: self.admin_get("/ready")[0] == 200, timeout):
+            raise AssertionError(f"{self.name} did not become ready:\n" + self.output())
 
     def output(self) -> str:
         self.log.flush()
@@ -103,10 +142,11 @@ class _Proc:
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> int | None:
+        """SIGTERM (the drain), SIGKILL after stop_timeout; the exit code."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -129,7 +169,7 @@ def fastmesh_config(port: int, admin: int, origins, route_extra: dict | None = N
             "clusters": [cl]}
 
 
-class MeshProc(_Proc):
+class MeshProc(Proc):
     """`fastmesh run --single-process -c <file>`: one process, its pid is the
     worker's."""
 
@@ -141,13 +181,7 @@ class MeshProc(_Proc):
         # JSON is YAML: the loader reads it with its line numbers.
         self.cfg.write_text(json.dumps(fastmesh_config(
             self.port, self.admin, origins, route_extra, cluster_extra), indent=1))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastmesh", "run", "-c", str(self.cfg), "--single-process",
-             "--log-level", "warning"], stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-
-    def stats(self) -> dict:
-        return json.loads(self.admin_get("/stats?format=json")[1])
+        self.spawn(fastmesh_argv(self.cfg, "--single-process", "--log-level", "warning"))
 
     def cluster_stats(self) -> dict:
         return self.stats()["clusters"]["origin"]
@@ -210,7 +244,7 @@ def envoy_bootstrap(port: int, admin: int, origins, num_retries: int = 3,
                         "address": h, "port_value": p}}}} for h, p in origins]}]}}]}}
 
 
-class EnvoyProc(_Proc):
+class EnvoyProc(Proc):
     """`envoy -c <bootstrap> --concurrency 1` (one worker, as fastmesh
     --single-process)."""
 
@@ -221,11 +255,8 @@ class EnvoyProc(_Proc):
         self.cfg = self.tmp / "envoy.json"
         self.cfg.write_text(json.dumps(envoy_bootstrap(self.port, self.admin, origins, **policy),
                                        indent=1))
-        self.proc = subprocess.Popen(
-            ["envoy", "-c", str(self.cfg), "--concurrency", "1", "--log-level", "error",
-             "--disable-hot-restart"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        self.spawn(["envoy", "-c", str(self.cfg), "--concurrency", "1", "--log-level", "error",
+                    "--disable-hot-restart"])
 
     def cluster_stats(self) -> dict:
         """The origin cluster's counters, Envoy's names without the prefix."""

@@ -15,6 +15,7 @@ the runtime as one merged registry snapshot (docs/stats.md).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import re
@@ -54,6 +55,11 @@ class AdminServer:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         log.info("admin on %s:%d", *self.address)
+        if not ipaddress.ip_address(self.address[0]).is_loopback:
+            # Validation refuses this unless admin.allow_remote says it is meant.
+            log.warning("ADMIN IS REACHABLE FROM THE NETWORK on %s:%d (admin.allow_remote): "
+                        "anyone who can connect can read /config_dump and /stats and drain "
+                        "this proxy; restrict it with a firewall", *self.address)
 
     @property
     def address(self) -> tuple[str, int]:

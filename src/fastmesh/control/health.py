@@ -65,15 +65,21 @@ class CheckFailed(Exception):
 
 # ---------------------------------------------------------------- the checks
 
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    # Every check starts with a fresh connection; not getting one is a
+    # network failure (Envoy counts those apart from a bad answer).
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as exc:
+        raise CheckFailed(f"connect: {exc.strerror or exc}", network=True) from None
+
+
 async def _http_check(host: str, port: int, cluster: ClusterConfig, hc: HealthCheckConfig) -> None:
     # HTTP/1.1 GET on a fresh connection, closed after the status line: the
     # status is all Envoy looks at.
     http = hc.http
     assert http is not None
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as exc:
-        raise CheckFailed(f"connect: {exc.strerror or exc}", network=True) from None
+    reader, writer = await _connect(host, port)
     try:
         authority = http.host or cluster.name
         lines = [f"GET {http.path} HTTP/1.1", f"host: {authority}", f"user-agent: {USER_AGENT}",
@@ -111,10 +117,7 @@ async def _h2c_check(host: str, port: int, cluster: ClusterConfig, hc: HealthChe
     from fastmesh._hpack import Decoder, Encoder, HPACKError
     http = hc.http
     assert http is not None
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as exc:
-        raise CheckFailed(f"connect: {exc.strerror or exc}", network=True) from None
+    reader, writer = await _connect(host, port)
     try:
         authority = (http.host or cluster.name).encode()
         block = Encoder().encode(
@@ -170,10 +173,7 @@ async def _tcp_check(host: str, port: int, cluster: ClusterConfig, hc: HealthChe
     # necessarily contiguous (Envoy's fuzzy match); the timeout bounds it.
     tcp = hc.tcp
     assert tcp is not None
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as exc:
-        raise CheckFailed(f"connect: {exc.strerror or exc}", network=True) from None
+    reader, writer = await _connect(host, port)
     try:
         if tcp.send:
             writer.write(tcp.send)

@@ -18,6 +18,7 @@ from typing import Any
 from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import ConfigError, parse_config
+from fastmesh.runtime import privileges
 from fastmesh.runtime.dataplane import DataPlane
 
 log = logging.getLogger("fastmesh.single")
@@ -26,8 +27,12 @@ log = logging.getLogger("fastmesh.single")
 class SingleProcess:
     """A DataPlane plus admin, reload and drain in the current loop."""
 
-    def __init__(self, config_text: str, source: str, *, path: str | None) -> None:
+    def __init__(self, config_text: str, source: str, *, path: str | None,
+                 user: str | None = None, group: str | None = None) -> None:
         self.config = parse_config(config_text, source=source)
+        # Dropped to once the listeners and the admin are bound.
+        self.run_as = privileges.resolve(user or self.config.user,
+                                         group if user else (group or self.config.group))
         self.path = path
         self.plane = DataPlane(self.config, reuse_port=True, owns_loop=True)
         self.admin: AdminServer | None = None
@@ -51,6 +56,9 @@ class SingleProcess:
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version)
             await self.admin.start()
+        privileges.warn_if_root(self.run_as)
+        if self.run_as is not None:
+            privileges.drop_privileges(self.run_as)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         # Everything allocated so far lives as long as the process: keep it out
         # of the collector's way.

@@ -25,6 +25,7 @@ from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.control.health import Change, HealthChecker
+from fastmesh.runtime import privileges
 from fastmesh.runtime.channel import Channel
 
 log = logging.getLogger("fastmesh.supervisor")
@@ -134,8 +135,13 @@ class Supervisor:
     """Runs `workers` worker processes on one config until told to stop."""
 
     def __init__(self, config_text: str, source: str, *, path: str | None,
-                 workers: int, log_level: str = "info") -> None:
+                 workers: int, log_level: str = "info", user: str | None = None,
+                 group: str | None = None) -> None:
         self.config: Config = parse_config(config_text, source=source)
+        # Workers drop root to this identity once bound; the supervisor
+        # keeps root to (re)start them (runtime/privileges.py).
+        self.run_as = privileges.resolve(user or self.config.user,
+                                         group if user else (group or self.config.group))
         self.config_text = config_text
         self.source = source
         # The version of the committed config: 1 for the first, +1 per
@@ -172,6 +178,7 @@ class Supervisor:
         # while the others start must drain, not kill this process outright.
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        privileges.warn_if_root(self.run_as)
         results = await asyncio.gather(*(self._spawn(w) for w in self.workers))
         if not all(results):
             await self.stop()
@@ -243,8 +250,11 @@ class Supervisor:
         w.started_at = time.monotonic()
         # Stats and apply requests only go to the worker once it is ready.
         w.attach(await Channel.open(parent))
+        run_as = self.run_as
         msg = await w.call({"op": "config", "version": self.version,
-                            "text": self.config_text, "source": self.source}, START_TIMEOUT)
+                            "text": self.config_text, "source": self.source,
+                            "run_as": None if run_as is None else
+                            [run_as.user, run_as.uid, run_as.gid]}, START_TIMEOUT)
         if not msg.get("ok"):
             log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))
             w.detach()

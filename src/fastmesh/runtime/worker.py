@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from fastmesh.control.config import ConfigError, parse_config
+from fastmesh.runtime import privileges
 from fastmesh.runtime.channel import Channel, answer
 from fastmesh.runtime.dataplane import DataPlane, Staged
 
@@ -92,6 +93,10 @@ async def serve(fd: int, worker_id: int) -> int:
         plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1),
                           health_checks=False)
         await plane.start()
+        if msg.get("run_as"):
+            # Bound: now drop root for good (the supervisor keeps it).
+            name, uid, gid = msg["run_as"]
+            privileges.drop_privileges(privileges.Identity(name, uid, gid))
     except (ConfigError, OSError) as exc:
         await chan.send(answer(msg, False, error=str(exc)))
         log.error("worker %d: cannot start: %s", worker_id, exc)
