@@ -406,6 +406,7 @@ cdef void per_try_expired(ProxyStream s, UpstreamRequest ur):
     # goes again if the policy allows (a timeout counts as reset, 5xx and
     # gateway-error), else the client gets 504 (gRPC: DEADLINE_EXCEEDED).
     ur.cluster.st[UPSTREAM_RQ_PER_TRY_TIMEOUT] += 1
+    ur.outcome = OUT_TIMEOUT        # (outlier detection: a local-origin timeout)
     ur.cancel()
     if s.ur is ur:
         s.ur = None

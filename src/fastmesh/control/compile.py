@@ -10,6 +10,7 @@ objects are per process; it hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 import socket
@@ -72,6 +73,8 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
         circuit_breakers=_breakers(cfg),
+        outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
+                 if cfg.outlier_detection is not None else None),
     )
 
 
