@@ -1022,6 +1022,16 @@ def test_trust_retry_headers_is_an_http_listener_bool() -> None:
     assert "trust_retry_headers" in err.path and err.line == 4
 
 
+def test_include_request_attempt_count_is_a_virtual_host_bool() -> None:
+    cfg = parse_config(edit(BASE, "        domains: [\"*\"]\n",
+                            "        domains: [\"*\"]\n        include_request_attempt_count: true\n"))
+    assert cfg.listeners[0].virtual_hosts[0].include_request_attempt_count is True
+    assert parse_config(config_to_dict(cfg)) == cfg
+    err = parse_error(edit(BASE, "        domains: [\"*\"]\n",
+                           "        domains: [\"*\"]\n        include_request_attempt_count: 2\n"))
+    assert "include_request_attempt_count" in err.path and err.line == 7
+
+
 def test_per_request_buffer_limit_needs_an_upstream() -> None:
     err = parse_error(edit(BASE, "            cluster: backend\n",
                            "            direct_response: {status: 200}\n"

@@ -419,3 +419,36 @@ def test_untrusted_headers_cannot_widen_the_route_policy(start_proxy, scripted):
     for s in bad.received() + good.received():
         assert "x-envoy-retry-on" not in s.headers
         assert "x-envoy-upstream-rq-per-try-timeout-ms" not in s.headers
+
+
+# ------------------------------------------------------------------ x-envoy-attempt-count
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("upstream", UPSTREAMS)
+def test_include_request_attempt_count(client, upstream, start_proxy, scripted):
+    # Envoy's virtual host include_request_attempt_count: each attempt says
+    # which it is (the client's own value is replaced).
+    h2up = upstream == "http2"
+    bad = scripted("bad", ("status", 503), h2=h2up)
+    good = scripted("good", h2=h2up)
+    cfg = config(bad, good, upstream=upstream, retry={
+        "retry_on": "5xx", "retry_back_off": {"base_interval": "1ms"}})
+    cfg["listeners"][0]["virtual_hosts"][0]["include_request_attempt_count"] = True
+    p = start_proxy(cfg)
+    got = send(p, client, 6, headers=[("x-envoy-attempt-count", "7")])
+    assert [g[0] for g in got] == [200] * 6
+    retried = set(ids(bad))
+    assert retried and all(s.headers.get("x-envoy-attempt-count") == "1"
+                           for s in bad.received())
+    for s in good.received():
+        want = "2" if s.headers["x-request-id"] in retried else "1"
+        assert s.headers.get("x-envoy-attempt-count") == want
+
+
+def test_no_attempt_count_unless_configured(start_proxy, scripted):
+    bad = scripted("bad", ("status", 503))
+    good = scripted("good")
+    p = start_proxy(config(bad, good, retry={"retry_on": "5xx"}))
+    assert [g[0] for g in send(p, "h1", 4)] == [200] * 4
+    assert all("x-envoy-attempt-count" not in s.headers
+               for s in bad.received() + good.received())

@@ -207,9 +207,12 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             continue
         if removed is not None and _removed(removed, base + h.name_off, h.name_len):
             continue
-        if (h.name_len >= 16 and (base[h.name_off] | 32) == b'x' and not conf.trust_retry_headers
-                and is_retry_header(base + h.name_off, h.name_len)):
-            continue    # x-envoy-retry-on & co. steer only a trusting listener (core_retry.pxi)
+        if h.name_len >= 16 and (base[h.name_off] | 32) == b'x':
+            if not conf.trust_retry_headers and is_retry_header(base + h.name_off, h.name_len):
+                continue    # x-envoy-retry-on & co. steer only a trusting listener (core_retry.pxi)
+            if s.attempt_hdr and ci_equal(base + h.name_off, h.name_len,
+                                          "x-envoy-attempt-count", 21):
+                continue    # ours replaces the client's
         if join_cookies and name_is(base, h, "cookie", 6):
             ncookie += 1
             continue
@@ -249,12 +252,26 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
     else:
         _field(o, hl, "x-forwarded-proto", 17, s.scheme, len(s.scheme), 0)
     if not have_rid and conf.gen_request_id:
-        if o is not None:
+        if s.attempt_hdr:
+            # The head is built again for each attempt: one request, one id.
+            if s.gen_rid is None:
+                tmp = OutBuf(64)
+                add_request_id(tmp)
+                s.gen_rid = tmp.data[14:50]
+            _field(o, hl, "x-request-id", 12, s.gen_rid, 36, 0)
+        elif o is not None:
             add_request_id(o)
         else:
             tmp = OutBuf(64)
             add_request_id(tmp)
             hl.add("x-request-id", 12, tmp.data + 14, 36, 0)
+    if s.attempt_hdr:
+        if o is not None:
+            o.add("x-envoy-attempt-count: ", 23)
+            o.add_uint(s.attempts)
+            o.add("\r\n", 2)
+        else:
+            hl.add_uint("x-envoy-attempt-count", 21, s.attempts)
     if add is not None:
         for k in range(add.n):
             h = &add.hs[k]

@@ -32,6 +32,7 @@ cdef class RetryPolicy:
     cdef readonly double base_interval       # retry_back_off, seconds
     cdef readonly double max_interval
     cdef readonly Py_ssize_t buffer_limit    # per_request_buffer_limit_bytes (0: the listener's)
+    cdef readonly bint attempt_count         # the virtual host's include_request_attempt_count
     cdef uint64_t codes[8]                   # retriable_status_codes: bit (status - 100)
     cdef inline bint has_code(self, int status) noexcept
     cdef RetryPolicy copy(self)

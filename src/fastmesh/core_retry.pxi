@@ -27,7 +27,8 @@ cdef class RetryPolicy:
 
     def __init__(self, retry_on, int num_retries=1, double per_try_timeout=0.0,
                  double base_interval=0.025, double max_interval=0.0,
-                 retriable_status_codes=(), Py_ssize_t buffer_limit=0):
+                 retriable_status_codes=(), Py_ssize_t buffer_limit=0,
+                 bint attempt_count=False):
         cdef int bits = 0
         cdef int code
         for name in retry_on:
@@ -43,6 +44,7 @@ cdef class RetryPolicy:
         # Envoy: max_interval defaults to 10 x base_interval.
         self.max_interval = max_interval if max_interval > 0 else 10 * base_interval
         self.buffer_limit = buffer_limit
+        self.attempt_count = attempt_count
         for code in retriable_status_codes:
             if not 100 <= code <= 599:
                 raise ValueError(f"retriable status code {code} is not an HTTP status")
@@ -65,6 +67,7 @@ cdef class RetryPolicy:
         p.base_interval = self.base_interval
         p.max_interval = self.max_interval
         p.buffer_limit = self.buffer_limit
+        p.attempt_count = self.attempt_count
         memcpy(p.codes, self.codes, sizeof(self.codes))
         return p
 
@@ -138,6 +141,13 @@ cdef void retry_setup(ProxyStream s):
     # route's, widened by trusted request headers) and its replay buffer.
     cdef object extra = s.route.extra
     cdef RetryPolicy p = <RetryPolicy>extra if type(extra) is RetryPolicy else None
+    if p is not None and p.attempt_count:
+        # x-envoy-attempt-count: each attempt's head is built anew, from a
+        # copy of the request view (the codec's bytes do not live that long).
+        s.attempt_hdr = True
+        s.gen_rid = None
+        if s.rq_frozen is None:
+            s.freeze_head()
     if s.conf.trust_retry_headers:
         p = policy_from_headers(s, p)
     if p is None or p.retry_on == 0:

@@ -77,6 +77,8 @@ cdef class ProxyStream(Conn):
     cdef bint retry_backoff      # retry_allowed() said yes: the next retry() backs off
     cdef int backoff_n           # back-offs so far (Envoy's exponent)
     cdef int64_t pushback_ms     # grpc-retry-pushback-ms of the retried response (-1: none)
+    cdef bint attempt_hdr        # x-envoy-attempt-count goes upstream (include_request_attempt_count)
+    cdef bytes gen_rid           # ... and the x-request-id we made, for every attempt's head
 
     cdef void reset_request(self)
     cdef int run_request(self, int start) except -1

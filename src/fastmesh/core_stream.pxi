@@ -62,6 +62,7 @@ cdef class ProxyStream(Conn):
         if self.up_pending is not None:
             self.up_pending.len = 0
         self.rpol = None
+        self.attempt_hdr = False
         self.replay = None
         self.replay_h1 = False
         self.retry_backoff = False
@@ -170,6 +171,11 @@ cdef class ProxyStream(Conn):
         # The next attempt: the body kept so far goes again first.
         if self.replay is not None:
             rewind_body(self)
+        if self.attempt_hdr:
+            # The head carries the attempt number: built again for this one.
+            self.req_head = None
+            if self.up_hdrs is not None:
+                self.up_hdrs = None
         self.start_attempt(fresh)
 
     cdef bint upstream_is_h2(self):

@@ -145,15 +145,18 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
     # Per-route policy the data plane reads from Route.extra. A route with
     # only per_request_buffer_limit_bytes gets a policy that retries nothing
     # (trusted x-envoy-retry-on headers may add conditions).
+    # The virtual host's include_request_attempt_count rides on it too.
     rp = r.retry_policy
+    count = vh is not None and vh.include_request_attempt_count
     if rp is not None:
         retry = _core.RetryPolicy(
             rp.retry_on, rp.num_retries, per_try_timeout=rp.per_try_timeout,
             base_interval=rp.base_interval, max_interval=rp.max_interval,
             retriable_status_codes=rp.retriable_status_codes,
-            buffer_limit=r.per_request_buffer_limit_bytes or 0)
-    elif r.per_request_buffer_limit_bytes is not None:
-        retry = _core.RetryPolicy((), 0, buffer_limit=r.per_request_buffer_limit_bytes)
+            buffer_limit=r.per_request_buffer_limit_bytes or 0, attempt_count=count)
+    elif r.per_request_buffer_limit_bytes is not None or count:
+        retry = _core.RetryPolicy((), 0, buffer_limit=r.per_request_buffer_limit_bytes or 0,
+                                  attempt_count=count)
     else:
         retry = None
     timeouts = _route_timeouts(r)

@@ -78,6 +78,8 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
                 "routes": [_route_to_dict(route) for route in vh.routes],
                 **({"typed_per_filter_config": thaw(vh.typed_per_filter_config)}
                    if vh.typed_per_filter_config else {}),
+                **({"include_request_attempt_count": True}
+                   if vh.include_request_attempt_count else {}),
             }
             for vh in lst.virtual_hosts
         ],

@@ -248,6 +248,8 @@ class VirtualHostConfig:
     domains: tuple[str, ...]    # lowercased
     routes: tuple[RouteConfig, ...]
     typed_per_filter_config: FrozenMap = FrozenMap()   # as RouteConfig's; routes override it
+    # Envoy's: x-envoy-attempt-count (1 for the first try) on requests upstream
+    include_request_attempt_count: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,7 +399,8 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
                   "trust_retry_headers")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
-_VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config")
+_VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config",
+               "include_request_attempt_count")
 _ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy", "idle_timeout",
                                                    "max_stream_duration", "typed_per_filter_config",
                                                    "priority", "per_request_buffer_limit_bytes")
@@ -703,7 +704,9 @@ def _parse_vhost(ctx: _Ctx, path: Path, value: Any) -> VirtualHostConfig:
     return VirtualHostConfig(name=m.get("name", _name), domains=domains or (),
                              routes=routes or (),
                              typed_per_filter_config=m.section(
-                                 "typed_per_filter_config", _parse_per_filter, FrozenMap()))
+                                 "typed_per_filter_config", _parse_per_filter, FrozenMap()),
+                             include_request_attempt_count=m.get(
+                                 "include_request_attempt_count", _bool, False))
 
 
 def _parse_domain(ctx: _Ctx, path: Path, value: Any) -> str:
