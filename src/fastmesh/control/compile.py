@@ -11,8 +11,6 @@ objects are per process; it hands it to ``Worker.apply``.
 from __future__ import annotations
 
 import importlib
-import ipaddress
-import socket
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
@@ -27,28 +25,14 @@ from fastmesh.control.config import (
 from fastmesh.control.schema import thaw
 
 
-def _resolve(address: str, port: int, where: str) -> str:
-    """Endpoint hostnames are resolved once, here, never on the request path."""
-    try:
-        ipaddress.ip_address(address)
-        return address
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConfigError(None, None, where, f"cannot resolve {address!r}: {exc}") from exc
-    return infos[0][4][0]
-
-
 def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
     """The cluster's settings for the snapshot. Its balancer is built by each
     worker's live ClusterState, and only when the endpoints or the policy
     change, so balancer state survives reloads."""
-    endpoints = []
-    for i, ep in enumerate(cfg.endpoints):
-        host = _resolve(ep.address, ep.port, f"clusters[{index}].endpoints[{i}].address")
-        endpoints.append((host, ep.port, ep.weight))
+    # IP addresses only: a static cluster's are (validation), a dynamic
+    # cluster's come from discovery (DataPlane.effective); nothing here
+    # resolves a name.
+    endpoints = [(ep.address, ep.port, ep.weight) for ep in cfg.endpoints]
     options: dict = {}
     if cfg.lb == "ring_hash":
         options = {"minimum_ring_size": cfg.ring_min, "maximum_ring_size": cfg.ring_max}

@@ -141,6 +141,28 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     )
     if c.health_checks:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    out.update(_discovery_to_dict(c))
+    if c.discovery.type == "eds":
+        del out["endpoints"]        # they come from the endpoint file
+    return out
+
+
+def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
+    d = c.discovery
+    out: dict[str, Any] = {"type": d.type}
+    if d.type == "eds":
+        out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
+    elif d.type != "static":
+        out.update(dns_refresh_rate=d.dns_refresh_rate, respect_dns_ttl=d.respect_dns_ttl,
+                   dns_lookup_family=d.dns_lookup_family)
+        if d.dns_failure_base_interval is not None:
+            fail: dict[str, float] = {"base_interval": d.dns_failure_base_interval}
+            if d.dns_failure_max_interval is not None:
+                fail["max_interval"] = d.dns_failure_max_interval
+            out["dns_failure_refresh_rate"] = fail
+        if d.dns_resolvers:
+            out["dns_resolution_config"] = {"resolvers": [
+                {"address": r.address, "port": r.port} for r in d.dns_resolvers]}
     return out
 
 

@@ -346,6 +346,47 @@ class HealthCheckConfig:
     grpc: GrpcHealthCheckConfig | None = None
 
 
+# Service discovery (Envoy's Cluster.type and its DNS / EDS settings; docs/discovery.md).
+DISCOVERY_TYPES: tuple[str, ...] = ("static", "strict_dns", "logical_dns", "eds")
+DNS_LOOKUP_FAMILIES: tuple[str, ...] = ("AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL")
+DEFAULT_DNS_REFRESH_RATE = 5.0      # Envoy's default
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResolverConfig:
+    """A DNS server to ask (Envoy's dns_resolution_config.resolvers)."""
+
+    address: str
+    port: int = 53
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Where a cluster's endpoints come from (Envoy's names and meaning).
+
+    ``static``: the config's endpoints (IP addresses). ``strict_dns``: every
+    address of every endpoint hostname, re-resolved at ``dns_refresh_rate``
+    (or at the records' TTL with ``respect_dns_ttl``), the last good answer
+    kept on failure, retried with backoff. ``logical_dns``: the first
+    address only, for new connections. ``eds``: a ClusterLoadAssignment
+    file (``eds_path``) watched for changes.
+    """
+
+    type: str = "static"
+    dns_refresh_rate: float = DEFAULT_DNS_REFRESH_RATE
+    dns_failure_base_interval: float | None = None     # None: dns_refresh_rate
+    dns_failure_max_interval: float | None = None      # None: 10 x the base
+    respect_dns_ttl: bool = False
+    dns_lookup_family: str = "AUTO"
+    dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
+    eds_path: str | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        """Endpoints come from a discovery source, not from the config."""
+        return self.type != "static"
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
@@ -369,6 +410,7 @@ class ClusterConfig:
     protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
     health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
 
 @dataclass(frozen=True, slots=True)
