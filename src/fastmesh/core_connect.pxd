@@ -5,6 +5,7 @@ cdef class UpstreamBase(Conn):
     cdef Endpoint ep
     cdef object connect_task
     cdef bint connected
+    cdef bint cb_counted          # counted in its cluster's cb_cx (cluster_breaker.pxi)
     cdef ReadBuffer rbuf
 
     cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep)

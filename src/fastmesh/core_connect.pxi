@@ -14,6 +14,7 @@ cdef class UpstreamBase(Conn):
         self.ep = ep
         self.link(w)
         c.st[UPSTREAM_CX_TOTAL] += 1
+        cb_cx_opened(self)
         self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
         coro = w.loop.create_connection(self, ep.host, ep.port)
         self.connect_task = w.loop.create_task(coro)
@@ -31,11 +32,13 @@ cdef class UpstreamBase(Conn):
                     self.connected = False
                     self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
                 self.unlink()
+                cb_cx_closed(self)
             return
         if fut.cancelled():
             self.cluster.st[UPSTREAM_CX_CONNECT_TIMEOUT] += 1
             self.closed = True
             self.unlink()
+            cb_cx_closed(self)
             self.connect_failed(True)
             return
         exc = fut.exception()
@@ -43,6 +46,7 @@ cdef class UpstreamBase(Conn):
             self.cluster.st[UPSTREAM_CX_CONNECT_FAIL] += 1
             self.closed = True
             self.unlink()
+            cb_cx_closed(self)
             self.connect_failed(False)
 
     cdef void connect_failed(self, bint timeout):

@@ -50,6 +50,8 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    DOWNSTREAM_RQ_IDLE_TIMEOUT
+    DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -75,6 +77,8 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
+    ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
 cdef enum:  # CLUSTER_STATS
@@ -94,6 +98,32 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
+    UPSTREAM_RQ_PENDING_TOTAL             # circuit breakers (cluster_breaker.pxi) from here
+    UPSTREAM_RQ_PENDING_ACTIVE
+    UPSTREAM_RQ_PENDING_OVERFLOW
+    UPSTREAM_CX_OVERFLOW
+    UPSTREAM_CX_POOL_OVERFLOW
+    UPSTREAM_RQ_RETRY_OVERFLOW
+    CIRCUIT_BREAKERS_DEFAULT_CX_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_PENDING
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RQ
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX_POOLS
+    CIRCUIT_BREAKERS_HIGH_CX_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_HIGH_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX
+    CIRCUIT_BREAKERS_HIGH_REMAINING_PENDING
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RQ
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX_POOLS
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -113,6 +143,35 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
+    # circuit breakers (cluster_breaker.pxi); the circuit_breakers.* gauges
+    # are written when the stats are read (cb_refresh), remaining_* shown
+    # only with track_remaining
+    ("upstream_rq_pending_total", "counter"),     # requests that waited for a connection
+    ("upstream_rq_pending_active", "gauge"),      # ... waiting now
+    ("upstream_rq_pending_overflow", "counter"),  # refused: max_pending_requests or max_requests
+    ("upstream_cx_overflow", "counter"),          # max_connections reached (the request waits)
+    ("upstream_cx_pool_overflow", "counter"),     # refused: max_connection_pools
+    ("upstream_rq_retry_overflow", "counter"),    # retries refused: max_retries / retry_budget
+    ("circuit_breakers.default.cx_open", "gauge"),
+    ("circuit_breakers.default.rq_pending_open", "gauge"),
+    ("circuit_breakers.default.rq_open", "gauge"),
+    ("circuit_breakers.default.rq_retry_open", "gauge"),
+    ("circuit_breakers.default.cx_pool_open", "gauge"),
+    ("circuit_breakers.default.remaining_cx", "gauge"),
+    ("circuit_breakers.default.remaining_pending", "gauge"),
+    ("circuit_breakers.default.remaining_rq", "gauge"),
+    ("circuit_breakers.default.remaining_retries", "gauge"),
+    ("circuit_breakers.default.remaining_cx_pools", "gauge"),
+    ("circuit_breakers.high.cx_open", "gauge"),
+    ("circuit_breakers.high.rq_pending_open", "gauge"),
+    ("circuit_breakers.high.rq_open", "gauge"),
+    ("circuit_breakers.high.rq_retry_open", "gauge"),
+    ("circuit_breakers.high.cx_pool_open", "gauge"),
+    ("circuit_breakers.high.remaining_cx", "gauge"),
+    ("circuit_breakers.high.remaining_pending", "gauge"),
+    ("circuit_breakers.high.remaining_rq", "gauge"),
+    ("circuit_breakers.high.remaining_retries", "gauge"),
+    ("circuit_breakers.high.remaining_cx_pools", "gauge"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

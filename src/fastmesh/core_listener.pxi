@@ -13,7 +13,8 @@ cdef class ListenerConf:
                  bint xff_append=True, bint gen_request_id=True,
                  int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
                  int h2_initial_connection_window=1048576, filters=(),
-                 Py_ssize_t max_connections=0, double first_byte_timeout=10.0):
+                 Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
+                 double max_stream_duration=0.0):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -49,6 +50,7 @@ cdef class ListenerConf:
         self.h2_initial_connection_window = h2_initial_connection_window
         self.max_connections = max_connections
         self.first_byte_timeout = first_byte_timeout
+        self.max_stream_duration = max_stream_duration
 
 
 @cython.final
