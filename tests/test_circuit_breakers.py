@@ -23,6 +23,7 @@ from support.harness import build_request, cluster, http_config
 from support.origin import closed_port
 
 TIMEOUT = 5.0
+pytestmark = pytest.mark.timeout(60)
 
 
 class GatedOrigin:
@@ -102,6 +103,13 @@ class GatedOrigin:
         with self.cond:
             self.permits += n
             self.cond.notify_all()
+
+    def drop_first(self) -> None:
+        """Reset the oldest connection still open (the upstream fails)."""
+        with self.cond:
+            s = self.conns.pop(0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
 
     def stop(self) -> None:
         with self.cond:
@@ -328,6 +336,29 @@ def test_max_connections_queues_in_fifo_order_and_releases(proto, start_proxy, g
     st = wait_stats(p, lambda s: s["upstream_rq_pending_active"] == 0, "queue empty")
     assert st["upstream_cx_total"] == 1 and o.accepted == 1
     assert st["upstream_rq_pending_overflow"] == 0
+
+
+def test_a_closed_connection_lets_the_queue_open_new_ones_in_order(start_proxy, gated,
+                                                                   clients_for):
+    # The one connection fails under r0: the head of the queue opens a new
+    # connection, the next waits for it (not behind itself), in order.
+    o = gated()
+    p = start_proxy(cb_config(o.address, max_connections=1))
+    c = clients_for("h2", p.address("web"))
+    c.send("r0")
+    o.wait_arrived(1)
+    c.send("r1")
+    wait_stats(p, lambda s: s["upstream_rq_pending_active"] == 1, "queued")
+    c.send("r2")
+    wait_stats(p, lambda s: s["upstream_rq_pending_active"] == 2, "queued")
+    o.drop_first()
+    assert c.result("r0")[0] == 502
+    assert o.wait_arrived(2) == ["r0", "r1"]
+    st = wait_stats(p, lambda s: s["upstream_rq_pending_active"] == 1, "r2 waits")
+    assert st["upstream_cx_total"] == 2 and st["upstream_cx_active"] == 1
+    o.release(3)                               # (r0's permit is taken too, then lost)
+    assert c.result("r1")[0] == 200 and c.result("r2")[0] == 200
+    assert o.arrived == ["r0", "r1", "r2"]
 
 
 @pytest.mark.parametrize("proto", ["h1", "h2"])

@@ -143,7 +143,7 @@ cdef bint cb_wait(UpstreamRequest ur, bint h2) noexcept:
         cb_drop(ur)
         cb_overflow(s, UPSTREAM_CX_POOL_OVERFLOW)
         return False
-    if c.cb_cx < c.cb.max_cx[p] and c.cb_waiting == 0:
+    if c.cb_cx < c.cb.max_cx[p] and (c.cb_waiting == 0 or c.cb_serving):
         return True
     # Over max_connections (or others wait already: first come, first
     # served): wait for a connection to free, if the queue has room.
@@ -212,7 +212,10 @@ cdef void cb_serve(ClusterState c):
             cb_close_idle(c, ur.ep)
             return
         cb_unqueue(ur)
+        # (its turn: cb_wait must not send it behind the others again)
+        c.cb_serving = True
         ur.attach(False)
+        c.cb_serving = False
 
 
 cdef inline bint cb_has_room(ClusterState c, UpstreamRequest ur) noexcept:

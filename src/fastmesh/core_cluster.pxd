@@ -52,6 +52,7 @@ cdef class ClusterState:
     cdef int64_t cb_pools                 # endpoints with a connection
     cdef int cb_waiting                   # len(cb_queue)
     cdef bint cb_kicked                   # a cb_serve is scheduled
+    cdef bint cb_serving                  # cb_serve is starting the queue's head
     cdef list cb_queue                    # UpstreamRequests waiting, FIFO
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
