@@ -822,7 +822,7 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol", "health_checks",
-        "healthy_panic_threshold", "circuit_breakers", "discovery"]
+        "healthy_panic_threshold", "circuit_breakers", "outlier_detection", "discovery"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
         "retry_policy", "priority", "idle_timeout", "max_stream_duration",

@@ -8,11 +8,10 @@ the ids each origin served, with what it answered. After every scenario the
 proxy must hold no socket beyond its listeners (/proc/<pid>/fd) once the
 origins are gone.
 
-The bars that need features not on main yet (outlier ejection, active health
-checks, retry budget) are written as the same scenario functions with the
-feature's config snippet and marked xfail(strict=True): they fail today (the
-loader refuses the key) and turn green, or loudly XPASS, when the feature
-merges.
+The bars that need features not on main yet (the retry budget) are written
+as the same scenario functions with the feature's config snippet and marked
+xfail(strict=True): they fail today (the loader refuses the key) and turn
+green, or loudly XPASS, when the feature merges.
 """
 from __future__ import annotations
 
@@ -331,13 +330,12 @@ def test_all_origins_down_then_back(rig):
     rig.check_leaks()
 
 
-# ------------------------------------------------------------------ bars for features not on main yet
+# ------------------------------------------------------------------ bars of the resilience features
 
 OUTLIER = {"outlier_detection": {"consecutive_5xx": 5, "interval": "1s",
                                  "base_ejection_time": "30s", "max_ejection_percent": 100}}
 
 
-@pytest.mark.xfail(strict=True, reason="needs outlier_detection (issue 9)")
 def test_an_ejected_endpoint_gets_no_request_until_its_ejection_ends(rig):
     # o2 answers 503 to everything. Once ejected (5 consecutive 5xx), zero
     # requests reach it during base_ejection_time (30 s > the scenario).
@@ -350,13 +348,20 @@ def test_an_ejected_endpoint_gets_no_request_until_its_ejection_ends(rig):
     # Ejection after the 5th consecutive 5xx; requests already in flight at
     # that moment (at most one per client connection) may still land.
     assert len(bad) <= 5 + lc.connections, f"{len(bad)} requests reached the ejected endpoint"
+    st = rig.mesh.cluster_stats()
+    assert st["outlier_detection.ejections_enforced_consecutive_5xx"] == 1, st
+    assert st["outlier_detection.ejections_active"] == 1, st
     assert success_ratio(outcomes) >= 0.999, summary(outcomes)
     rig.check_leaks()
 
 
-@pytest.mark.xfail(strict=True, reason="needs outlier_detection (issue 9)")
 def test_kill_restart_with_outlier_detection(rig):
-    outcomes = scenario_kill_restart(rig, cluster_extra=OUTLIER)
+    # A shorter ejection than the scenario's wait for the restarted origin
+    # (10 s): it must come back into service once its ejection ends.
+    od = {"outlier_detection": OUTLIER["outlier_detection"] | {"base_ejection_time": "2s"}}
+    outcomes = scenario_kill_restart(rig, cluster_extra=od)
+    st = rig.mesh.cluster_stats()
+    assert st["outlier_detection.ejections_enforced_total"] >= 1, st
     assert success_ratio(outcomes) >= 0.999, summary(outcomes)
     rig.check_leaks()
 

@@ -45,6 +45,9 @@ cdef class Endpoint
 cdef class ClusterConf
 cdef class ClusterState
 cdef class BreakerLimits
+cdef class OutlierConf
+cdef class OutlierHost
+cdef class OutlierDetector
 cdef class HeaderList
 cdef class HttpFilter
 cdef class Request
@@ -73,6 +76,7 @@ include "core_worker.pxd"
 include "core_overload.pxd"
 include "core_endpoint.pxd"
 include "core_cluster.pxd"
+include "cluster_outlier.pxd"
 include "core_head.pxd"
 include "core_filter.pxd"
 include "core_stream.pxd"

@@ -81,6 +81,8 @@ LISTENER_STATS = (
     ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
+# The outlier_detection.* slots (cluster_outlier.pxi): ENFORCED_* and
+# DETECTED_* follow the order of the OD_* ejection types (slot = first + type).
 cdef enum:  # CLUSTER_STATS
     UPSTREAM_RQ_TOTAL
     UPSTREAM_RQ_ACTIVE
@@ -124,6 +126,24 @@ cdef enum:  # CLUSTER_STATS
     CIRCUIT_BREAKERS_HIGH_REMAINING_RQ
     CIRCUIT_BREAKERS_HIGH_REMAINING_RETRIES
     CIRCUIT_BREAKERS_HIGH_REMAINING_CX_POOLS
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL
+    OUTLIER_DETECTION_EJECTIONS_ACTIVE
+    OUTLIER_DETECTION_EJECTIONS_OVERFLOW
+    OUTLIER_DETECTION_EJECTIONS_TOTAL
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_GATEWAY_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_LOCAL_ORIGIN_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_LOCAL_ORIGIN_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_LOCAL_ORIGIN_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_5XX
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_GATEWAY_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_LOCAL_ORIGIN_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_LOCAL_ORIGIN_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_LOCAL_ORIGIN_FAILURE_PERCENTAGE
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -172,6 +192,25 @@ CLUSTER_STATS = (
     ("circuit_breakers.high.remaining_rq", "gauge"),
     ("circuit_breakers.high.remaining_retries", "gauge"),
     ("circuit_breakers.high.remaining_cx_pools", "gauge"),
+    # Envoy's cluster.<name>.outlier_detection.* (cluster_outlier.pxi)
+    ("outlier_detection.ejections_enforced_total", "counter"),
+    ("outlier_detection.ejections_active", "gauge"),
+    ("outlier_detection.ejections_overflow", "counter"),   # not ejected: max_ejection_percent
+    ("outlier_detection.ejections_total", "counter"),      # detected, enforced or not
+    ("outlier_detection.ejections_enforced_consecutive_5xx", "counter"),
+    ("outlier_detection.ejections_enforced_consecutive_gateway_failure", "counter"),
+    ("outlier_detection.ejections_enforced_consecutive_local_origin_failure", "counter"),
+    ("outlier_detection.ejections_enforced_success_rate", "counter"),
+    ("outlier_detection.ejections_enforced_local_origin_success_rate", "counter"),
+    ("outlier_detection.ejections_enforced_failure_percentage", "counter"),
+    ("outlier_detection.ejections_enforced_local_origin_failure_percentage", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_5xx", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_gateway_failure", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_local_origin_failure", "counter"),
+    ("outlier_detection.ejections_detected_success_rate", "counter"),
+    ("outlier_detection.ejections_detected_local_origin_success_rate", "counter"),
+    ("outlier_detection.ejections_detected_failure_percentage", "counter"),
+    ("outlier_detection.ejections_detected_local_origin_failure_percentage", "counter"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

@@ -774,7 +774,7 @@ cdef class HttpDownstream(ProxyStream):
             self.close()
         elif kind == DL_RESPONSE or kind == DL_STREAM_IDLE or kind == DL_MAX_DURATION:
             count_timeout(self, kind)
-            self.cancel_upstream()
+            self.timeout_upstream()
             if self.resp_started:
                 self.abort()
             else:

@@ -569,7 +569,7 @@ cdef class H2ServerStream(ProxyStream):
                 or self.finished:
             return
         count_timeout(self, kind)
-        self.cancel_upstream()
+        self.timeout_upstream()
         if self.resp_started:
             if self.grpc and not self.resp_end_sent and self.pending is not None \
                     and self.pending.len == 0:

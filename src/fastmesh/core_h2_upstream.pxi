@@ -184,7 +184,7 @@ cdef class UpstreamH2(UpstreamBase):
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
-                self.fail_all(502, b"upstream connection error\n", 0)
+                self.fail_all(502, b"upstream connection error\n", 0, OUT_RESET)
                 self.close()
         if self.rbuf is not None:
             self.rbuf.compact()
@@ -215,6 +215,7 @@ cdef class UpstreamH2(UpstreamBase):
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
                     d = u.down
+                    u.outcome = ev.code
                     count_upstream_status(u.cluster.st, ev.code)
                     if ev.code >= 500 and retry_on_status(d, u, ev.code):
                         # The route retries this answer: the stream is
@@ -262,6 +263,7 @@ cdef class UpstreamH2(UpstreamBase):
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
                     else:
+                        u.outcome = OUT_RESET
                         self.fail_stream(u, 502, b"upstream reset the stream\n")
             elif ev.type == EV_WINDOW_UPDATED:
                 if ev.stream_id == 0:
@@ -324,13 +326,15 @@ cdef class UpstreamH2(UpstreamBase):
         else:
             d.upstream_failed(status, body)
 
-    cdef void fail_all(self, int status, bytes body, int retry):
+    cdef void fail_all(self, int status, bytes body, int retry, int outcome):
         # The connection is gone: each attempt on it fails, or goes again
         # elsewhere when `retry` (FAILED_*, 0: none) is one its route retries.
+        # `outcome` is what each attempt reports to outlier detection.
         cdef UpstreamRequest u
         self.dead = True
         self.leave_pool()
         for u in list(self.streams.values()) + list(self.waiting):
+            u.outcome = outcome
             if retry and retry_allowed(u.down, u, retry):
                 self.release(u)
                 u.down.retry(u, False, True)
@@ -347,12 +351,12 @@ cdef class UpstreamH2(UpstreamBase):
 
     cdef void connect_failed(self, bint timeout):
         if timeout:
-            self.fail_all(504, b"upstream connect timeout\n", 0)
+            self.fail_all(504, b"upstream connect timeout\n", 0, OUT_TIMEOUT)
         else:
             # Nothing was sent: streams whose route retries connect failures
             # go to another endpoint.
             self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
-                          FAILED_CONNECT)
+                          FAILED_CONNECT, OUT_CONNECT_FAILED)
 
     def pause_writing(self):
         cdef UpstreamRequest u
@@ -381,7 +385,8 @@ cdef class UpstreamH2(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0)
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0,
+                      OUT_RESET)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:

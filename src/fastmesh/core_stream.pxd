@@ -88,6 +88,7 @@ cdef class ProxyStream(Conn):
     cdef void body_stopped(self)
     cdef void request_over(self)
     cdef void cancel_upstream(self)
+    cdef void timeout_upstream(self)
     cdef void upstream_ready(self, UpstreamRequest ur)
     cdef void write_interim(self, Http1Parser rp, const char* base)
     cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n)

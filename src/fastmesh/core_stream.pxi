@@ -312,6 +312,13 @@ cdef class ProxyStream(Conn):
             self.ur.cancel()
             self.ur = None
 
+    cdef void timeout_upstream(self):
+        # The request timed out waiting for the upstream: for outlier
+        # detection a local-origin timeout unless the answer had begun.
+        if self.ur is not None and self.ur.outcome == OUT_NONE:
+            self.ur.outcome = OUT_TIMEOUT
+        self.cancel_upstream()
+
     # --- called by the upstream side (overridden) ---
     cdef void upstream_ready(self, UpstreamRequest ur):
         pass

@@ -10,6 +10,7 @@ objects are per process; it hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping, Sequence
 
@@ -56,6 +57,8 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
         circuit_breakers=_breakers(cfg),
+        outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
+                 if cfg.outlier_detection is not None else None),
     )
 
 

@@ -6,6 +6,7 @@ valid config: ``parse_config(config_to_dict(c)) == c``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastmesh.control.schema import (
@@ -159,6 +160,8 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     )
     if c.health_checks:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    if c.outlier_detection is not None:
+        out["outlier_detection"] = dataclasses.asdict(c.outlier_detection)
     if c.circuit_breakers:
         out["circuit_breakers"] = {"thresholds": [_thresholds_to_dict(t)
                                                   for t in c.circuit_breakers]}

@@ -440,6 +440,37 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetectionConfig:
+    """Passive outlier detection of a cluster's endpoints: Envoy's
+    config.cluster.v3.OutlierDetection, names and defaults (durations in
+    seconds, percentages 0-100; stdev factor in thousandths)."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 5
+    consecutive_local_origin_failure: int = 5
+    split_external_local_origin_errors: bool = False
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_time_jitter: float = 0.0
+    max_ejection_percent: int = 10
+    enforcing_consecutive_5xx: int = 100
+    enforcing_consecutive_gateway_failure: int = 0
+    enforcing_consecutive_local_origin_failure: int = 100
+    enforcing_success_rate: int = 100
+    enforcing_local_origin_success_rate: int = 100
+    enforcing_failure_percentage: int = 0
+    enforcing_failure_percentage_local_origin: int = 0
+    success_rate_minimum_hosts: int = 5
+    success_rate_request_volume: int = 100
+    success_rate_stdev_factor: int = 1900
+    failure_percentage_threshold: int = 85
+    failure_percentage_minimum_hosts: int = 5
+    failure_percentage_request_volume: int = 50
+    always_eject_one_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
 
@@ -464,6 +495,7 @@ class ClusterConfig:
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
     circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
                                                           # rest have Envoy's defaults
+    outlier_detection: OutlierDetectionConfig | None = None   # None: off
     discovery: DiscoveryConfig = DiscoveryConfig()
 
 

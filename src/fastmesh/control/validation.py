@@ -71,6 +71,7 @@ from fastmesh.control.schema import (
     HeaderMatchConfig,
     HealthCheckConfig,
     HttpHealthCheckConfig,
+    OutlierDetectionConfig,
     TcpHealthCheckConfig,
     Http2Config,
     HttpFilterConfig,
@@ -423,7 +424,7 @@ _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
                  "endpoints", "protocol", "health_checks", "common_lb_config",
-                 "circuit_breakers")
+                 "circuit_breakers", "outlier_detection")
 _CB_KEYS = ("thresholds",)
 _THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
                    "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
@@ -438,6 +439,21 @@ _HEALTH_CHECK_ENVOY = ("initial_jitter", "interval_jitter_percent", "reuse_conne
                        "event_log_path", "event_logger", "always_log_health_check_failures",
                        "always_log_health_check_success", "tls_options",
                        "transport_socket_match_criteria")
+# Envoy's OutlierDetection fields, each with its kind of value.
+_OD_COUNTS = ("consecutive_5xx", "consecutive_gateway_failure",
+              "consecutive_local_origin_failure", "success_rate_minimum_hosts",
+              "success_rate_request_volume", "success_rate_stdev_factor",
+              "failure_percentage_minimum_hosts", "failure_percentage_request_volume")
+_OD_PERCENTS = ("max_ejection_percent", "enforcing_consecutive_5xx",
+                "enforcing_consecutive_gateway_failure",
+                "enforcing_consecutive_local_origin_failure", "enforcing_success_rate",
+                "enforcing_local_origin_success_rate", "enforcing_failure_percentage",
+                "enforcing_failure_percentage_local_origin", "failure_percentage_threshold")
+_OD_DURATIONS = ("interval", "base_ejection_time", "max_ejection_time")
+_OD_BOOLS = ("split_external_local_origin_errors", "always_eject_one_host")
+_OD_KEYS = _OD_COUNTS + _OD_PERCENTS + _OD_DURATIONS + _OD_BOOLS + ("max_ejection_time_jitter",)
+# Envoy's other fields: "not supported yet" rather than "unknown".
+_OD_ENVOY = ("successful_active_health_check_uneject_host", "monitor_type")
 _HTTP_HC_KEYS = ("path", "host", "expected_statuses", "request_headers_to_add")
 _TCP_HC_KEYS = ("send", "receive")
 _GRPC_HC_KEYS = ("service_name", "authority")
@@ -900,6 +916,7 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         health_checks=m.section("health_checks", _parse_health_checks, ()) or (),
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
+        outlier_detection=m.section("outlier_detection", _parse_outlier_detection, None),
         circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
         discovery=discovery,
     )
@@ -1043,6 +1060,42 @@ def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | None:
             c, p, v, ("path", "watched_directory"), "path_config_source").get(
             "path", _nonempty_str))
     return m.get("path", _nonempty_str)
+
+
+def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetectionConfig | None:
+    """Envoy's Cluster.outlier_detection: every field optional, Envoy's
+    defaults (OutlierDetectionConfig); ``{}`` turns detection on with them."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        for key in value:
+            if key in _OD_ENVOY:
+                ctx.error(path + (key,), f"{key!r} is not supported yet", key=True)
+        value = {k: v for k, v in value.items() if k not in _OD_ENVOY}
+    m = _Map(ctx, path, value, _OD_KEYS, "outlier_detection")
+    defaults = OutlierDetectionConfig()
+    kw: dict[str, Any] = {}
+    for key in _OD_COUNTS:
+        kw[key] = m.get(key, _int(0, (1 << 32) - 1), getattr(defaults, key))
+    for key in _OD_PERCENTS:
+        kw[key] = m.get(key, _int(0, 100), getattr(defaults, key))
+    for key in _OD_DURATIONS:
+        kw[key] = m.get(key, _duration(positive=True), getattr(defaults, key))
+    for key in _OD_BOOLS:
+        kw[key] = m.get(key, _bool, getattr(defaults, key))
+    kw["max_ejection_time_jitter"] = m.get("max_ejection_time_jitter", _duration(), 0.0)
+    if any(v is None for v in kw.values()):
+        return None
+    base, top = kw["base_ejection_time"], kw["max_ejection_time"]
+    if base > top:
+        if "max_ejection_time" in m:
+            ctx.error(path + ("max_ejection_time",),
+                      f"max_ejection_time ({top:g}s) is shorter than base_ejection_time "
+                      f"({base:g}s)")
+            return None
+        # Envoy: without max_ejection_time, the larger of 300s and the base.
+        kw["max_ejection_time"] = base
+    return OutlierDetectionConfig(**kw)
 
 
 def _parse_common_lb(ctx: _Ctx, path: Path, value: Any) -> float:
