@@ -128,7 +128,8 @@ def test_field_is_last_with_a_default() -> None:
     names = [f.name for f in fields]
     i = names.index("http_filters")
     assert fields[i].default == ()
-    assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration"]
+    assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration",
+                             "trust_retry_headers"]
     assert all(f.default is not dataclasses.MISSING for f in fields[i:])
     assert [f.name for f in dataclasses.fields(HttpFilterConfig)] == ["name", "import_path", "config"]
 

@@ -54,6 +54,7 @@ cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RetryPolicy
+cdef class RetryTimer
 cdef class RouteTimeouts
 cdef class StreamTimer
 cdef class LocalRateLimitFilter

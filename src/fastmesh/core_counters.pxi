@@ -50,6 +50,7 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    RETRY_OR_SHADOW_ABANDONED             # core_retry.pxi
     DOWNSTREAM_RQ_IDLE_TIMEOUT
     DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
@@ -77,6 +78,7 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("retry_or_shadow_abandoned", "counter"),  # a request body outgrew its replay buffer
     ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
     ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
@@ -100,6 +102,11 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
+    UPSTREAM_RQ_RETRY_SUCCESS             # retries (core_retry.pxi)
+    UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED
+    UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL
+    UPSTREAM_RQ_RETRY_BACKOFF_RATELIMITED
+    UPSTREAM_RQ_PER_TRY_TIMEOUT
     UPSTREAM_RQ_PENDING_TOTAL             # circuit breakers (cluster_breaker.pxi) from here
     UPSTREAM_RQ_PENDING_ACTIVE
     UPSTREAM_RQ_PENDING_OVERFLOW
@@ -163,6 +170,11 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
+    ("upstream_rq_retry_success", "counter"),
+    ("upstream_rq_retry_limit_exceeded", "counter"),
+    ("upstream_rq_retry_backoff_exponential", "counter"),
+    ("upstream_rq_retry_backoff_ratelimited", "counter"),   # delayed by grpc-retry-pushback-ms
+    ("upstream_rq_per_try_timeout", "counter"),
     # circuit breakers (cluster_breaker.pxi); the circuit_breakers.* gauges
     # are written when the stats are read (cb_refresh), remaining_* shown
     # only with track_remaining

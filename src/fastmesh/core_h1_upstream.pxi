@@ -126,7 +126,8 @@ cdef class UpstreamHttp(UpstreamBase):
                     p.expect_response_to(d.req_method)
                     continue
                 ur.outcome = status
-                if status >= 500 and retry_on_status(d, ur, status):
+                if d.rpol is not None and retry_on_response(d, ur, status, data, p.headers,
+                                                            p.nheaders):
                     # The route retries this answer: the connection goes (the
                     # rest of this response is not wanted), the request goes
                     # to another endpoint, pooled connection or new.
@@ -254,6 +255,12 @@ cdef class UpstreamHttp(UpstreamBase):
                     and ur.attempt == 1):
                 self.detach()
                 d.retry(ur, True, False)    # the connection was stale, not the endpoint
+            elif retry_allowed(d, ur, FAILED_RESET):
+                # Closed before a whole response head (retry_on reset, 5xx,
+                # gateway-error): another endpoint.
+                ur.outcome = OUT_RESET
+                self.detach()
+                d.retry(ur, False, True)
             else:
                 ur.outcome = OUT_RESET
                 self.detach()

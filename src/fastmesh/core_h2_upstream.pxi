@@ -184,7 +184,7 @@ cdef class UpstreamH2(UpstreamBase):
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
-                self.fail_all(502, b"upstream connection error\n", 0, OUT_RESET)
+                self.fail_all(502, b"upstream connection error\n", FAILED_RESET, OUT_RESET)
                 self.close()
         if self.rbuf is not None:
             self.rbuf.compact()
@@ -217,7 +217,8 @@ cdef class UpstreamH2(UpstreamBase):
                     d = u.down
                     u.outcome = ev.code
                     count_upstream_status(u.cluster.st, ev.code)
-                    if ev.code >= 500 and retry_on_status(d, u, ev.code):
+                    if d.rpol is not None and retry_on_response(
+                            d, u, ev.code, h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len):
                         # The route retries this answer: the stream is
                         # reset, the request goes to another endpoint.
                         self.cancel(u)
@@ -262,6 +263,11 @@ cdef class UpstreamH2(UpstreamBase):
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
+                    elif u.resp_state == 0 and retry_allowed(d, u, FAILED_RESET):
+                        # Reset before the response head (retry_on reset).
+                        u.outcome = OUT_RESET
+                        self.release(u)
+                        d.retry(u, False, True)
                     else:
                         u.outcome = OUT_RESET
                         self.fail_stream(u, 502, b"upstream reset the stream\n")
@@ -385,8 +391,8 @@ cdef class UpstreamH2(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0,
-                      OUT_RESET)
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
+                      FAILED_RESET, OUT_RESET)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:

@@ -201,6 +201,10 @@ class RouteConfig:
     max_stream_duration: MaxStreamDurationConfig | None = None
     # filter name -> that built-in filter's settings for this route (raw, validated)
     typed_per_filter_config: FrozenMap = FrozenMap()
+    # Envoy's route per_request_buffer_limit_bytes: how much of a request
+    # body is kept for a retry (None: the listener's
+    # per_connection_buffer_limit).
+    per_request_buffer_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +217,14 @@ class MaxStreamDurationConfig:
     grpc_timeout_header_offset: float | None = None
 
 
-# Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
-# list is refused by name, not ignored).
-RETRY_ON = ("connect-failure", "refused-stream", "5xx", "gateway-error")
+# Envoy's retry_on conditions fastmesh honours (the rest of Envoy's list is
+# refused by name, not ignored). The last five are Envoy's gRPC conditions
+# (retry_on takes them too), read from grpc-status in a response's headers.
+RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error",
+            "retriable-4xx", "retriable-status-codes", "cancelled", "deadline-exceeded",
+            "resource-exhausted", "unavailable", "internal")
+# Envoy's retry_back_off default: base_interval 25ms, max_interval 10 x base.
+DEFAULT_RETRY_BASE_INTERVAL = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +234,10 @@ class RetryPolicyConfig:
 
     retry_on: tuple[str, ...]
     num_retries: int = 1
+    per_try_timeout: float = 0.0            # seconds, 0 = none (the route timeout only)
+    base_interval: float = DEFAULT_RETRY_BASE_INTERVAL   # retry_back_off, seconds
+    max_interval: float = 0.0               # 0 = 10 x base_interval (Envoy's default)
+    retriable_status_codes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +302,9 @@ class ListenerConfig:
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
     max_stream_duration: float = 0.0              # http only; 0 = none
+    # http only: honour x-envoy-retry-on & co. from clients (Envoy honours
+    # them only from internal callers); untrusted, they are stripped.
+    trust_retry_headers: bool = False
 
 
 

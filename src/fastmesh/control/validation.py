@@ -44,6 +44,7 @@ from fastmesh.control.schema import (
     DEFAULT_RING_MAX,
     DEFAULT_RING_MIN,
     DEFAULT_ROUTE_TIMEOUT,
+    DEFAULT_RETRY_BASE_INTERVAL,
     DEFAULT_STREAM_IDLE_TIMEOUT,
     H2_MAX_WINDOW,
     LB_POLICIES,
@@ -403,22 +404,23 @@ _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_time
                     "per_connection_buffer_limit", "max_connections")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
-                  "http2", "http_filters", "first_byte_timeout", "max_stream_duration")
+                  "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
+                  "trust_retry_headers")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config")
 _ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy", "idle_timeout",
                                                    "max_stream_duration", "typed_per_filter_config",
-                                                   "priority")
+                                                   "priority", "per_request_buffer_limit_bytes")
 _MAX_STREAM_DURATION_KEYS = ("max_stream_duration", "grpc_timeout_header_max",
                              "grpc_timeout_header_offset")
-_RETRY_KEYS = ("retry_on", "num_retries")
+_RETRY_KEYS = ("retry_on", "num_retries", "per_try_timeout", "retry_back_off",
+               "retriable_status_codes")
+_BACK_OFF_KEYS = ("base_interval", "max_interval")
 # Envoy's other retry_on conditions: named so that a config using them gets
 # "not supported yet" rather than "unknown".
-_RETRY_ON_ENVOY = ("reset", "reset-before-request", "retriable-4xx",
-                   "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
-                   "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
-                   "resource-exhausted", "unavailable")
+_RETRY_ON_ENVOY = ("reset-before-request", "retriable-headers", "envoy-ratelimited",
+                   "http3-post-connect-failure")
 _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
@@ -591,6 +593,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         first_byte_timeout=(m.get("first_byte_timeout", _duration(), DEFAULT_FIRST_BYTE_TIMEOUT)
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
+        trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
     )
 
 
@@ -744,6 +747,7 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     elif action == "direct_response":
         direct = m.section("direct_response", _parse_direct)
     retry = None
+    buffer_limit = None
     priority = "default"
     idle = None
     max_duration = None
@@ -757,15 +761,20 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
                  "(no upstream request is made)")
         m.forbid("retry_policy", "'retry_policy' is not allowed with direct_response "
                  "(no upstream request is made)")
+        m.forbid("per_request_buffer_limit_bytes", "'per_request_buffer_limit_bytes' is not "
+                 "allowed with direct_response (no upstream request is made)")
     else:
         timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
         retry = m.section("retry_policy", _parse_retry_policy, None)
+        buffer_limit = m.get("per_request_buffer_limit_bytes", _buffer_size, None)
         priority = m.get("priority", _enum(ROUTING_PRIORITIES), "default")
         idle = m.get("idle_timeout", _duration(), None)
         max_duration = m.section("max_stream_duration", _parse_max_stream_duration, None)
     return RouteConfig(name=name, match=match, action=action, cluster=cluster,
                        weighted_clusters=weighted, direct_response=direct, timeout=timeout,
-                       retry_policy=retry, priority=priority, idle_timeout=idle, max_stream_duration=max_duration,
+                       retry_policy=retry, priority=priority, idle_timeout=idle,
+                       max_stream_duration=max_duration,
+                       per_request_buffer_limit_bytes=buffer_limit,
                        typed_per_filter_config=m.section("typed_per_filter_config",
                                                          _parse_per_filter, FrozenMap()))
 
@@ -794,8 +803,39 @@ def _retry_on(value: Any) -> tuple[str, ...]:
 
 def _parse_retry_policy(ctx: _Ctx, path: Path, value: Any) -> RetryPolicyConfig:
     m = _Map(ctx, path, value, _RETRY_KEYS, "a retry policy")
-    return RetryPolicyConfig(retry_on=m.get("retry_on", _retry_on),
-                             num_retries=m.get("num_retries", _int(0, 100), 1))
+    base, cap = m.section("retry_back_off", _parse_back_off, (DEFAULT_RETRY_BASE_INTERVAL, 0.0))
+    return RetryPolicyConfig(
+        retry_on=m.get("retry_on", _retry_on),
+        num_retries=m.get("num_retries", _int(0, 100), 1),
+        per_try_timeout=m.get("per_try_timeout", _duration(), 0.0),
+        base_interval=base, max_interval=cap,
+        retriable_status_codes=m.section("retriable_status_codes", _parse_status_codes, ()))
+
+
+def _parse_back_off(ctx: _Ctx, path: Path, value: Any) -> tuple[float, float]:
+    # Envoy's retry_back_off: base_interval required and > 0, max_interval
+    # >= base_interval (default 10 x base_interval, written as 0).
+    m = _Map(ctx, path, value, _BACK_OFF_KEYS, "a retry back-off")
+    base = m.get("base_interval", _duration(positive=True))
+    cap = m.get("max_interval", _duration(positive=True), 0.0)
+    if base is None:
+        return (DEFAULT_RETRY_BASE_INTERVAL, 0.0)
+    if cap and cap < base:
+        ctx.error(path + ("max_interval",), f"max_interval ({cap:g}s) must be at least "
+                  f"base_interval ({base:g}s)", key=True)
+    return (base, cap or 0.0)
+
+
+def _parse_status_codes(ctx: _Ctx, path: Path, value: Any) -> tuple[int, ...]:
+    # Envoy's retriable_status_codes: HTTP statuses retried under
+    # retry_on: retriable-status-codes.
+    def item(c: _Ctx, p: Path, v: Any) -> int:
+        try:
+            return _int(100, 599)(v)
+        except _Bad as exc:
+            c.error(p, exc.reason)
+            return 0
+    return tuple(sorted(set(_list(ctx, path, value, item, min_items=1, what="HTTP status codes"))))
 
 
 def _parse_match(ctx: _Ctx, path: Path, value: Any) -> RouteMatchConfig:
