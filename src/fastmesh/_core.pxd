@@ -53,6 +53,8 @@ cdef class RetryPolicy
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase
+cdef class TlsServerConf
+cdef class TlsClientConf
 cdef class TcpUpstream
 cdef class TcpDownstream
 cdef class UpstreamHttp
@@ -75,6 +77,7 @@ include "core_retry.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
 include "core_connect.pxd"
+include "core_tls.pxd"
 include "core_tcp.pxd"
 include "core_http_common.pxd"
 include "core_h1_upstream.pxd"

@@ -30,6 +30,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   filter_router.pxi       the router, the last filter of every HTTP chain
   filter_noop.pxi         NoopFilter: the smallest compiled filter (reference, benches)
   core_connect.pxi        UpstreamBase: connecting upstream
+  core_tls.pxi            TLS: the handshake acceptor, SAN checks, protocol detection
   core_tcp.pxi            the TCP proxy (connection splicing)
   core_http_common.pxi    HTTP/1.1 states and reason phrases
   core_h1_upstream.pxi    UpstreamHttp: an HTTP/1.1 upstream connection
@@ -63,6 +64,7 @@ include "core_retry.pxi"
 include "filter_router.pxi"
 include "filter_noop.pxi"
 include "core_connect.pxi"
+include "core_tls.pxi"
 include "core_tcp.pxi"
 include "core_http_common.pxi"
 include "core_h1_upstream.pxi"

@@ -31,7 +31,8 @@ cdef class ClusterConf:
                  dict lb_options=None, str hash_header=None, bint hash_source_ip=False,
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
-                 str protocol="http1", double healthy_panic_threshold=50.0):
+                 str protocol="http1", double healthy_panic_threshold=50.0,
+                 TlsClientConf tls=None):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -48,6 +49,7 @@ cdef class ClusterConf:
         self.buffer_limit = buffer_limit
         self.max_requests_per_connection = max_requests_per_connection
         self.healthy_panic_threshold = healthy_panic_threshold
+        self.tls = tls
         if protocol == "http1":
             self.protocol = PROTO_HTTP1
         elif protocol == "http2":

@@ -6,6 +6,7 @@ cdef class UpstreamBase(Conn):
     cdef object connect_task
     cdef bint connected
     cdef ReadBuffer rbuf
+    cdef bint tls_refused        # the server's certificate matched no SAN matcher
 
     cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep)
     cdef void connect_failed(self, bint timeout)

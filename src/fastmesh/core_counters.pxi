@@ -10,8 +10,10 @@
 # The owner keeps the block and its slot array `st`; the hot path writes
 # `lst.st[DOWNSTREAM_RQ_TOTAL] += 1`: a C array index, no lookup. Each enum
 # member is its stat's name in upper case, in the order of the table below it
-# (tests/test_stats_wiring.py checks both against each other). Names are
-# Envoy's where Envoy has one.
+# (tests/test_stats_wiring.py checks both against each other; a cluster slot
+# named like a listener slot is suffixed _UP in its enum). Names are Envoy's
+# where Envoy has one (Envoy's dotted ssl.handshake is ssl_handshake: slot
+# names are identifiers).
 
 cdef enum:  # WORKER_STATS
     LOOP_BATCH_SLEEPS
@@ -50,6 +52,12 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    SSL_HANDSHAKE                         # ssl_*: TLS listeners (core_tls.pxi); the
+    SSL_CONNECTION_ERROR                  # four failure reasons are consecutive, in
+    SSL_FAIL_VERIFY_NO_CERT               # security.peer's FAIL_* order
+    SSL_FAIL_VERIFY_ERROR
+    SSL_FAIL_VERIFY_SAN
+    SSL_SESSION_REUSED
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -75,6 +83,12 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("ssl_handshake", "counter"),         # Envoy's ssl.handshake: handshakes completed
+    ("ssl_connection_error", "counter"),  # ssl.connection_error: failed, other reasons
+    ("ssl_fail_verify_no_cert", "counter"),   # no client certificate, one required
+    ("ssl_fail_verify_error", "counter"),     # certificate not trusted (expired, unknown CA...)
+    ("ssl_fail_verify_san", "counter"),       # trusted, but no SAN matcher matched
+    ("ssl_session_reused", "counter"),        # resumed handshakes (tickets)
 )
 
 cdef enum:  # CLUSTER_STATS
@@ -94,6 +108,12 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
+    SSL_HANDSHAKE_UP                      # cluster ssl_*: TLS origination (core_tls.pxi),
+    SSL_CONNECTION_ERROR_UP               # same order as the listener's
+    SSL_FAIL_VERIFY_NO_CERT_UP
+    SSL_FAIL_VERIFY_ERROR_UP
+    SSL_FAIL_VERIFY_SAN_UP
+    SSL_SESSION_REUSED_UP
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -113,6 +133,12 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
+    ("ssl_handshake", "counter"),
+    ("ssl_connection_error", "counter"),
+    ("ssl_fail_verify_no_cert", "counter"),
+    ("ssl_fail_verify_error", "counter"),
+    ("ssl_fail_verify_san", "counter"),
+    ("ssl_session_reused", "counter"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:   # the TLS dataclasses live with their parser (control/tls.py)
+    from fastmesh.control.tls import ClientCertDetails, DownstreamTlsConfig, UpstreamTlsConfig
 
 PROTOCOLS: tuple[str, ...] = ("http", "tcp")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
@@ -272,6 +275,10 @@ class ListenerConfig:
     http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
+    tls: DownstreamTlsConfig | None = None         # control/tls.py; None = plaintext
+    tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
+    forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
+    set_current_client_cert_details: ClientCertDetails | None = None   # http only
 
 
 
@@ -369,6 +376,7 @@ class ClusterConfig:
     protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
     health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
+    tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
 
 
 @dataclass(frozen=True, slots=True)

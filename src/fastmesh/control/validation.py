@@ -380,10 +380,11 @@ _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port", "allow_remote")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
-                    "per_connection_buffer_limit", "max_connections")
+                    "per_connection_buffer_limit", "max_connections", "tls", "tls_mode")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
-                  "http2", "http_filters", "first_byte_timeout")
+                  "http2", "http_filters", "first_byte_timeout",
+                  "forward_client_cert_details", "set_current_client_cert_details")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes")
@@ -399,7 +400,7 @@ _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
-                 "endpoints", "protocol", "health_checks", "common_lb_config")
+                 "endpoints", "protocol", "health_checks", "common_lb_config", "tls")
 _HEALTH_CHECK_KEYS = ("timeout", "interval", "interval_jitter", "unhealthy_threshold",
                       "healthy_threshold", "no_traffic_interval") + HC_KINDS
 # Envoy's other HealthCheck fields: "not supported yet" rather than "unknown".
@@ -536,7 +537,25 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         max_connections=m.get("max_connections", _int(1, 1 << 30), 0),
         first_byte_timeout=(m.get("first_byte_timeout", _duration(), DEFAULT_FIRST_BYTE_TIMEOUT)
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
+        **_listener_tls(ctx, path, m, http),
     )
+
+
+def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
+    # TLS keys (control/tls.py parses them; imported here, as it uses this module).
+    from fastmesh.control import tls
+    tls_cfg = m.section("tls", lambda c, p, v: tls.parse_downstream(c, p, v, http=http), None)
+    mode = m.get("tls_mode", _enum(tls.TLS_MODES), "strict")
+    if mode == "permissive" and "tls" not in m:
+        ctx.error(path + ("tls_mode",), "tls_mode: permissive needs tls (the certificates "
+                  "TLS clients are served with)", key=True)
+    out: dict[str, Any] = {"tls": tls_cfg, "tls_mode": mode or "strict"}
+    if http:
+        out["forward_client_cert_details"] = m.section(
+            "forward_client_cert_details", tls.parse_fcc, "SANITIZE") or "SANITIZE"
+        out["set_current_client_cert_details"] = m.section(
+            "set_current_client_cert_details", tls.parse_ccd, None)
+    return out
 
 
 def _parse_http2(ctx: _Ctx, path: Path, value: Any) -> Http2Config:
@@ -781,7 +800,14 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         health_checks=m.section("health_checks", _parse_health_checks, ()) or (),
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
+        tls=_cluster_tls(ctx, path, m),
     )
+
+
+def _cluster_tls(ctx: _Ctx, path: Path, m: _Map) -> Any:
+    from fastmesh.control import tls
+    http2 = m.data.get("protocol") == "http2"
+    return m.section("tls", lambda c, p, v: tls.parse_upstream(c, p, v, http2=http2), None)
 
 
 def _parse_common_lb(ctx: _Ctx, path: Path, value: Any) -> float:
