@@ -22,8 +22,6 @@ cdef class HttpDownstream(ProxyStream):
     cdef bint pumping          # inside stream_body_h2 (no re-entry from up_body_sent)
     cdef int req_minor
     cdef bint req_keep_alive
-    cdef object peer           # TLS: the verified peer (security.peer.PeerIdentity) or None
-    cdef bytes xfcc            # TLS: our x-forwarded-client-cert element (once per connection)
 
     cdef void on_data(self)
     cdef void process(self)

@@ -1,5 +1,14 @@
 # core_tls.pxd: declarations of core_tls.pxi (see _core.pxd)
 
+# ProxyStream.xfcc_mode. Plaintext listeners (no tls key) stay XFCC_PASS: the
+# header builder does not look for the header at all there.
+cdef enum:
+    XFCC_PASS = 0      # forwarded as it came
+    XFCC_STRIP = 1     # removed
+    XFCC_SET = 2       # removed, ours instead
+    XFCC_APPEND = 3    # ours appended to what came (or alone)
+
+
 cdef class TlsLogState:
     cdef double logged
     cdef long unlogged
@@ -43,6 +52,7 @@ cdef class TlsUpstreamGate:
 
 cdef object lst_protocol(ListenerState lst)
 cdef void set_peer(object p, object peer, TlsServerConf tls)
+cdef int xfcc_mode_of(str fcc, bint mtls)
 cdef object start_tls_connect(UpstreamBase up, Worker w, ClusterConf conf, Endpoint ep)
 cdef void count_upstream_tls_failure(UpstreamBase up, object exc)
 cdef void tls_log(TlsLogState s, str where, str what)

@@ -191,6 +191,7 @@ cdef class TlsAcceptor:
         # the sniffed chunk replayed (both protocols take data_received()).
         p = self.down
         self.down = None
+        set_peer(p, None, self.tls)
         self.raw.set_protocol(p)
         p.connection_made(self.raw)
         if not (<Conn>p).closed:
@@ -283,15 +284,31 @@ cdef object lst_protocol(ListenerState lst):
 
 cdef void set_peer(object p, object peer, TlsServerConf tls):
     # The verified identity stays on the connection (routing, policy, logs);
-    # the x-forwarded-client-cert element is made here, once per connection.
+    # what happens to x-forwarded-client-cert is decided here, once per
+    # connection, and our element is made here too (Envoy's
+    # forward_client_cert_details; "mTLS" means the client presented a
+    # verified certificate).
     cdef HttpDownstream h
     if isinstance(p, HttpDownstream):
         h = <HttpDownstream>p
         h.peer = peer
-        if tls.fcc == "APPEND_FORWARD" or tls.fcc == "SANITIZE_SET":
-            h.xfcc = tls.xfcc_for(peer).encode() if peer is not None else None
-    else:
+        h.xfcc_mode = xfcc_mode_of(tls.fcc, peer is not None)
+        if h.xfcc_mode == XFCC_SET or h.xfcc_mode == XFCC_APPEND:
+            h.xfcc = tls.xfcc_for(peer).encode("latin-1")
+    elif p is not None:
         (<TcpDownstream>p).peer = peer
+
+
+cdef int xfcc_mode_of(str fcc, bint mtls):
+    if fcc == "ALWAYS_FORWARD_ONLY":
+        return XFCC_PASS
+    if fcc == "FORWARD_ONLY":
+        return XFCC_PASS if mtls else XFCC_STRIP
+    if fcc == "SANITIZE_SET":
+        return XFCC_SET if mtls else XFCC_STRIP
+    if fcc == "APPEND_FORWARD":
+        return XFCC_APPEND if mtls else XFCC_STRIP
+    return XFCC_STRIP          # SANITIZE, the default
 
 
 cdef class TlsUpstreamGate:
