@@ -517,4 +517,13 @@ def test_sslyze_mozilla_intermediate(certs, origin, start_proxy):
     r = subprocess.run([sslyze, "--mozilla_config=intermediate",
                         f"--certinfo_ca_file={certs.bundle}", f"{host}:{port}"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    # A private CA cannot pass sslyze's path validation (it checks against
+    # the public trust stores whatever the CA file says): that one finding is
+    # expected, any other is a failure.
+    out = r.stdout
+    assert "Checking results against Mozilla's \"intermediate\"" in out, out[-3000:]
+    if r.returncode != 0:
+        verdict = out.split("Not compliant.", 1)[1] if "Not compliant." in out else ""
+        findings = [line.strip() for line in verdict.splitlines() if line.strip().startswith("* ")]
+        assert findings and all(f.startswith("* certificate_path_validation") for f in findings), \
+            out[-3000:]

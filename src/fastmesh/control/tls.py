@@ -31,6 +31,12 @@ INTERMEDIATE_CIPHERS = (
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
 )
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# Envoy's ecdh_curves names -> OpenSSL's. Python's ssl sets one group only
+# (SSLContext.set_ecdh_curve); P-256 is the one every client has, and
+# Mozilla intermediate allows X25519, P-256 and P-384 (OpenSSL's default
+# list also offers P-521 and X448, which it does not).
+ECDH_CURVES = {"X25519": "X25519", "P-256": "prime256v1", "P-384": "secp384r1"}
+DEFAULT_ECDH_CURVE = "P-256"
 FCC_MODES = ("SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET",
              "ALWAYS_FORWARD_ONLY")
 CCD_KEYS = ("subject", "cert", "chain", "dns", "uri")
@@ -71,6 +77,7 @@ class TlsParams:
     tls_minimum_protocol_version: str = "TLSv1_2"
     tls_maximum_protocol_version: str = "TLSv1_3"
     cipher_suites: tuple[str, ...] = ()     # () = Mozilla intermediate
+    ecdh_curves: tuple[str, ...] = (DEFAULT_ECDH_CURVE,)   # exactly one (Python's ssl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +125,8 @@ _CERT_KEYS = ("certificate_chain", "private_key")
 _VALIDATION_KEYS = ("trusted_ca", "match_typed_subject_alt_names")
 _SAN_KEYS = ("san_type", "matcher")
 _MATCHER_KEYS = MATCH_KINDS + ("ignore_case",)
-_PARAMS_KEYS = ("tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites")
+_PARAMS_KEYS = ("tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites",
+                "ecdh_curves")
 _SOURCE_KEYS = ("filename", "inline_string")
 
 
@@ -287,7 +295,17 @@ def _parse_params(ctx: _Ctx, path: Path, value: Any) -> TlsParams:
         ctx.error(path, f"tls_minimum_protocol_version {lo} is above "
                   f"tls_maximum_protocol_version {hi}")
     ciphers = m.get("cipher_suites", _ciphers, ())
-    return TlsParams(lo or "TLSv1_2", hi or "TLSv1_3", ciphers or ())
+    curves = m.get("ecdh_curves", _curves, (DEFAULT_ECDH_CURVE,))
+    return TlsParams(lo or "TLSv1_2", hi or "TLSv1_3", ciphers or (),
+                     curves or (DEFAULT_ECDH_CURVE,))
+
+
+def _curves(value: Any) -> tuple[str, ...]:
+    v = _v()
+    if not isinstance(value, (list, tuple)) or len(value) != 1:
+        raise v._Bad("expected a list of exactly one curve (Python's ssl sets one group): "
+                     f"one of {', '.join(ECDH_CURVES)}")
+    return (v._enum(tuple(ECDH_CURVES))(value[0]),)
 
 
 def _ciphers(value: Any) -> tuple[str, ...]:
@@ -350,6 +368,7 @@ def _base(common: CommonTlsContext, purpose: int) -> ssl.SSLContext:
     ctx.minimum_version = _VERSIONS[p.tls_minimum_protocol_version]
     ctx.maximum_version = _VERSIONS[p.tls_maximum_protocol_version]
     ctx.set_ciphers(":".join(p.cipher_suites or INTERMEDIATE_CIPHERS))
+    ctx.set_ecdh_curve(ECDH_CURVES[p.ecdh_curves[0]])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if common.alpn_protocols:
         ctx.set_alpn_protocols(list(common.alpn_protocols))
@@ -419,7 +438,8 @@ def _common_dict(c: CommonTlsContext) -> dict[str, Any]:
         "tls_params": {"tls_minimum_protocol_version": c.tls_params.tls_minimum_protocol_version,
                        "tls_maximum_protocol_version": c.tls_params.tls_maximum_protocol_version,
                        "cipher_suites": list(c.tls_params.cipher_suites
-                                             or INTERMEDIATE_CIPHERS)},
+                                             or INTERMEDIATE_CIPHERS),
+                       "ecdh_curves": list(c.tls_params.ecdh_curves)},
     }
     if not out["tls_certificates"]:
         del out["tls_certificates"]
