@@ -527,3 +527,65 @@ def test_sslyze_mozilla_intermediate(certs, origin, start_proxy):
         findings = [line.strip() for line in verdict.splitlines() if line.strip().startswith("* ")]
         assert findings and all(f.startswith("* certificate_path_validation") for f in findings), \
             out[-3000:]
+
+
+# ------------------------------------------------------------------ identity, XFCC
+
+PEER_FILTER = {"name": "peer", "import": "filters_demo:PeerHeader"}
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_peer_identity_reaches_the_filters(proto, certs, origin, start_proxy):
+    p = start_proxy(http_config(origin, listener={
+        "tls": server_tls(certs, sans=[CLIENT_ID]), "http_filters": [PEER_FILTER]}))
+    alpn = ("http/1.1",) if proto == "h1" else ("h2",)
+    c = tls_client(p.address(), client_ctx(certs, cert=certs.client, alpn=alpn))
+    if proto == "h1":
+        assert c.request("GET", "/who").status == 200
+    else:
+        assert h2_get(c.sock, "/who")[0] == 200
+    # Without a client certificate (not required here): no identity.
+    c2 = tls_client(p.address(), client_ctx(certs, alpn=alpn))
+    if proto == "h1":
+        assert c2.request("GET", "/anon").status == 200
+    else:
+        assert h2_get(c2.sock, "/anon")[0] == 200
+    got = {r.path: r.header("x-peer") for r in origin.received()}
+    assert got == {"/who": CLIENT_ID.encode(), "/anon": b"none"}
+
+
+def test_xfcc_sanitized_by_default_and_appended_when_asked(certs, origin, start_proxy):
+    forged = ("x-forwarded-client-cert", "By=spiffe://evil/x;URI=spiffe://evil/admin")
+    p = start_proxy(http_config(origin, listener={"tls": server_tls(certs, sans=[CLIENT_ID])}))
+    c = tls_client(p.address(), client_ctx(certs, cert=certs.client))
+    assert c.request("GET", "/sanitize", headers=[forged]).status == 200
+    assert origin.received()[-1].header("x-forwarded-client-cert") is None
+    p2 = start_proxy(http_config(origin, listener={
+        "tls": server_tls(certs, sans=[CLIENT_ID]),
+        "forward_client_cert_details": "APPEND_FORWARD",
+        "set_current_client_cert_details": {"uri": True, "subject": True}}))
+    c2 = tls_client(p2.address(), client_ctx(certs, cert=certs.client))
+    assert c2.request("GET", "/append", headers=[forged]).status == 200
+    xfcc = origin.received()[-1].header("x-forwarded-client-cert").decode()
+    first, ours = xfcc.split(",", 1)
+    assert first == forged[1]
+    assert ours.startswith(f"By={SERVER_ID};Hash=") and f"URI={CLIENT_ID}" in ours
+    assert 'Subject="O=example.org"' in ours
+    # A client without a certificate is not mTLS: the forged header is removed.
+    c3 = tls_client(p2.address(), client_ctx(certs))
+    assert c3.request("GET", "/anon", headers=[forged]).status == 200
+    assert origin.received()[-1].header("x-forwarded-client-cert") is None
+
+
+def test_h2_upstream_over_tls_with_alpn(certs, origin, start_proxy, clients):
+    # A (http2 cluster with tls: ALPN h2 by default) -> B (TLS listener) -> origin.
+    b = start_proxy(http_config(origin, listener={"tls": server_tls(certs)}))
+    a = start_proxy(http_config(b.address(), cluster_opts={
+        "protocol": "http2", "idle_timeout": 0.2,
+        "tls": upstream_tls(certs, sans=(SERVER_ID,))}))
+    for path in ("/x", "/y"):
+        assert clients(a.address()).request("GET", path).status == 200
+    assert [r.path for r in origin.received()] == ["/x", "/y"]
+    assert a.cluster_stats("origin")["ssl_handshake"] == 1     # one multiplexed connection
+    st = b.stats()
+    assert st["listeners"]["web"]["ssl_handshake"] == 1
