@@ -14,6 +14,7 @@ and measures the server's CPU time for N full handshakes (each followed by
 one small request and response) from a client process:
 
     python perf/bench_tls_accept.py [-n 2000] [--mtls]
+    python perf/bench_tls_accept.py --valgrind 50 250 [--mtls]
 
 Prints server CPU microseconds per connection for each way and the
 difference.
@@ -101,13 +102,16 @@ def serve(mode: str, port_file: str, certdir: str, mtls: bool) -> None:
         matchers = (SanMatcher("URI", "prefix", "spiffe://example.org/"),)
 
     async def main():
+        import signal
         loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)   # valgrind prints at exit
         if mode == "create_server":
             srv = await loop.create_server(Answer, "127.0.0.1", 0, ssl=ctx)
         else:
             srv = await loop.create_server(lambda: Acceptor(loop, ctx, matchers), "127.0.0.1", 0)
         Path(port_file).write_text(str(srv.sockets[0].getsockname()[1]))
-        await asyncio.Event().wait()
+        await stop.wait()
 
     uvloop.run(main())
 
@@ -118,11 +122,17 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(mode: str, n: int, certdir: str, mtls: bool) -> float:
+def run(mode: str, n: int, certdir: str, mtls: bool, valgrind: bool = False) -> float:
+    """Server CPU microseconds per connection; with valgrind, user-space
+    instructions of the whole server run (the caller takes differences)."""
     with tempfile.TemporaryDirectory() as d:
         pf = Path(d) / "port"
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", mode, str(pf), certdir]
-                                + (["--mtls"] if mtls else []))
+        cmd = [sys.executable, __file__, "--serve", mode, str(pf), certdir]
+        if valgrind:
+            cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                   "--cachegrind-out-file=/dev/null"] + cmd
+        proc = subprocess.Popen(cmd + (["--mtls"] if mtls else []),
+                                stderr=subprocess.PIPE if valgrind else None, text=True)
         try:
             deadline = time.monotonic() + 30
             while not pf.exists() or not pf.read_text():
@@ -136,6 +146,16 @@ def run(mode: str, n: int, certdir: str, mtls: bool) -> float:
             if mtls:
                 cctx.load_cert_chain(Path(certdir) / "c" / "cert.pem",
                                      Path(certdir) / "c" / "key.pem")
+            if valgrind:
+                for _ in range(n):
+                    one(port, cctx)
+                proc.terminate()
+                _, err = proc.communicate(timeout=600)
+                import re
+                m = re.search(r"I\s+refs:\s+([\d,]+)", err)
+                if m is None:
+                    raise SystemExit("no instruction count:\n" + err[-2000:])
+                return float(m.group(1).replace(",", ""))
             for _ in range(50):                       # warm-up
                 one(port, cctx)
             c0 = cpu_of(proc.pid)
@@ -143,8 +163,9 @@ def run(mode: str, n: int, certdir: str, mtls: bool) -> float:
                 one(port, cctx)
             return (cpu_of(proc.pid) - c0) / n * 1e6
         finally:
-            proc.kill()
-            proc.wait()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def one(port: int, cctx: ssl.SSLContext) -> None:
@@ -163,6 +184,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--mtls", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--valgrind", nargs=2, type=int, metavar=("N1", "N2"),
+                    help="count instructions (cachegrind) for N1 and N2 connections instead "
+                         "of timing: deterministic on a noisy machine")
     args = ap.parse_args()
     from fastmesh.security.ca import CertificateAuthority
     with tempfile.TemporaryDirectory() as certdir:
@@ -170,6 +194,19 @@ def main() -> None:
         ca.issue("spiffe://example.org/ns/default/sa/web").write_files(Path(certdir) / "w")
         ca.issue("spiffe://example.org/ns/default/sa/client").write_files(Path(certdir) / "c")
         res: dict[str, list[float]] = {"create_server": [], "acceptor": []}
+        if args.valgrind:
+            n1, n2 = args.valgrind
+            per = {}
+            for mode in res:
+                a = run(mode, n1, certdir, args.mtls, True)
+                b = run(mode, n2, certdir, args.mtls, True)
+                per[mode] = (b - a) / (n2 - n1)
+                print(f"{mode}: {per[mode]:,.0f} instructions per connection", flush=True)
+            d = per["acceptor"] - per["create_server"]
+            print(f"acceptor - create_server: {d:+,.0f} instructions per connection "
+                  f"({per['acceptor'] / per['create_server']:.3f}x, "
+                  f"{'mTLS' if args.mtls else 'TLS'})")
+            return
         for _ in range(args.rounds):
             for mode in res:                   # interleaved rounds
                 res[mode].append(run(mode, args.n, certdir, args.mtls))
