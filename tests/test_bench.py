@@ -359,15 +359,31 @@ def test_filter_scenarios_are_h1_with_one_noop_filter(sname, imp):
         assert why and "h1" in why, peer.name
 
 
+def test_ratelimit_scenario_is_h1_with_the_builtin_filter():
+    from fastmesh.control.config import parse_config
+
+    sc = scenarios.SCENARIOS["h1-ratelimit"]
+    assert "h1-ratelimit" not in scenarios.DEFAULT_SCENARIOS
+    assert sc.cost_over == "h1" and not sc.direct
+    fm = peers.Fastmesh()
+    cfg = fm.config(sc.mode, 10000, 20000)
+    (f,) = cfg["listeners"][0].pop("http_filters")
+    assert f["name"] == "envoy.filters.http.local_ratelimit" and "import" not in f
+    assert cfg == fm.config("http", 10000, 20000)  # otherwise exactly h1's config
+    (pf,) = parse_config(fm.config(sc.mode, 10000, 20000)).listeners[0].http_filters
+    assert pf.import_path is None
+
+
 def test_filter_scenario_filters_load():
     core = pytest.importorskip("fastmesh._core", reason="fastmesh._core is not built")
     from fastmesh.control.compile import load_filter
     from fastmesh.control.schema import HttpFilterConfig
 
     for mode, (spec,) in peers.FILTER_MODES.items():
-        if spec["import"] == "fastmesh._core:NoopFilter" and not hasattr(core, "NoopFilter"):
+        if spec.get("import") == "fastmesh._core:NoopFilter" and not hasattr(core, "NoopFilter"):
             continue  # the compiled no-op filter is not in this build of _core yet
-        flt = load_filter(HttpFilterConfig(spec["name"], spec["import"]), "bench")
+        flt = load_filter(HttpFilterConfig(spec["name"], spec.get("import"),
+                                           spec.get("typed_config", {})), "bench")
         assert isinstance(flt, core.HttpFilter), mode
 
 

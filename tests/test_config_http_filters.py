@@ -128,8 +128,9 @@ def test_field_is_last_with_a_default() -> None:
     names = [f.name for f in fields]
     i = names.index("http_filters")
     assert fields[i].default == ()
-    assert names[i + 1:] == ["max_connections", "first_byte_timeout", "tls", "tls_mode",
-                             "forward_client_cert_details", "set_current_client_cert_details"]
+    assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration",
+                             "tls", "tls_mode", "forward_client_cert_details",
+                             "set_current_client_cert_details"]
     assert all(f.default is not dataclasses.MISSING for f in fields[i:])
     assert [f.name for f in dataclasses.fields(HttpFilterConfig)] == ["name", "import_path", "config"]
 
@@ -252,7 +253,7 @@ def test_dict_input_with_non_string_keys() -> None:
 def test_unknown_filter_key() -> None:
     err = parse_error(config('      - {name: f, import: "m:F", conf: {}}'))
     assert str(err) == ("test.yaml:5: listeners[0].http_filters[0].conf: unknown key 'conf'; "
-                        "expected one of: name, import, config; did you mean 'config'?")
+                        "expected one of: name, import, config, typed_config; did you mean 'config'?")
 
 
 def test_filters_not_a_list() -> None:

@@ -8,10 +8,21 @@ import pytest
 
 import fastmesh
 from support.h2util import H2Client, H2Origin
-from support.harness import cluster, http_config
+from support.harness import cluster
+from support.harness import http_config as _http_config
 from support.origin import body_bytes, closed_port
 
 DEAD = ("127.0.0.1", closed_port())
+
+# These tests retry many requests at once (HTTP/2: all streams together);
+# Envoy's default circuit breaker allows 3 concurrent retries per cluster
+# (max_retries), which they are not about.
+MANY_RETRIES = {"circuit_breakers": {"thresholds": [{"max_retries": 1000}]}}
+
+
+def http_config(*origins, **kw) -> dict:
+    kw.setdefault("cluster_opts", MANY_RETRIES)
+    return _http_config(*origins, **kw)
 
 
 def routes(retry=None, prefix="/"):
@@ -89,7 +100,8 @@ def test_refused_stream_retries_follow_num_retries(policy, attempts, start_proxy
         if policy is not None:
             r["retry_policy"] = {"retry_on": "refused-stream", "num_retries": policy}
         p = start_proxy(http_config(
-            origin, clusters=[cluster("h2", bad1.address, bad2.address, protocol="http2")],
+            origin, clusters=[cluster("h2", bad1.address, bad2.address, protocol="http2",
+                                      **MANY_RETRIES)],
             routes=[r]))
         assert statuses(p, "h2", 5) == [502] * 5
         assert len(bad1.received()) + len(bad2.received()) == 5 * attempts
@@ -179,7 +191,7 @@ def test_a_5xx_answer_from_an_http2_upstream_is_retried_elsewhere(start_proxy, o
     good = H2Origin("good")
     try:
         p = start_proxy(http_config(
-            origin, clusters=[cluster("h2", bad, good.address, protocol="http2")],
+            origin, clusters=[cluster("h2", bad, good.address, protocol="http2", **MANY_RETRIES)],
             routes=[{"match": {"prefix": "/"}, "cluster": "h2",
                      "retry_policy": {"retry_on": "gateway-error"}}]))
         assert statuses(p, "h2", 20) == [200] * 20

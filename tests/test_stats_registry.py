@@ -75,7 +75,8 @@ def test_block_with_other_slots_under_an_existing_key_is_refused():
     ("cluster", ("a", "b"), ("counter",), None),            # kinds do not match names
     ("cluster", ("a", "a"), ("counter", "counter"), None),   # a name twice
     ("cluster", ("a",), ("meter",), None),                   # unknown kind
-    ("cluster", ("a.b",), ("counter",), None),               # not a name
+    ("cluster", ("a..b",), ("counter",), None),              # not a name (empty part)
+    ("cluster", ("a.1b",), ("counter",), None),              # a part not a name
     ("clus ter", ("a",), ("counter",), None),                # prefix not a name
     ("cluster", ("a",), ("counter",), {"le": "1"}),          # reserved label
     ("cluster", ("a",), ("counter",), {"__x": "1"}),         # reserved label

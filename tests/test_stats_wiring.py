@@ -39,14 +39,17 @@ def test_slot_enums_follow_the_stat_tables():
         body = re.search(rf"cdef enum:  # {table}\n((?:    .*\n)+)", text).group(1)
         members = [line.split()[0] for line in body.splitlines()]
         assert members[-1].endswith("_NSTATS")
-        # A cluster slot named like a listener slot (ssl_*) has the suffix
-        # _UP in the enum: C enum members share one namespace.
-        assert [m.lower().removesuffix("_up") for m in members[:-1]] == list(names), table
+        # Dotted names (Envoy's circuit_breakers.default.cx_open, ssl.handshake)
+        # have _ in the enum; a cluster slot named like a listener slot has the
+        # suffix _UP there (C enum members share one namespace).
+        assert [m.lower().removesuffix("_up") for m in members[:-1]] == [
+            n.replace(".", "_") for n in names], table
     assert set(_core.LISTENER_KINDS) == set(_core.CLUSTER_KINDS) == {"counter", "gauge"}
     assert {n for n, k in zip(_core.LISTENER_NAMES, _core.LISTENER_KINDS) if k == "gauge"} == {
         "downstream_cx_active", "downstream_rq_active"}
-    assert {n for n, k in zip(_core.CLUSTER_NAMES, _core.CLUSTER_KINDS) if k == "gauge"} == {
-        "upstream_rq_active", "upstream_cx_active"}
+    assert {n for n, k in zip(_core.CLUSTER_NAMES, _core.CLUSTER_KINDS) if k == "gauge"
+            and not n.startswith("circuit_breakers.")} == {
+        "upstream_rq_active", "upstream_cx_active", "upstream_rq_pending_active"}
 
 
 def test_listeners_and_clusters_count_apart_with_their_labels(start_proxy, make_origin, clients,

@@ -151,8 +151,8 @@ def test_https_h1_served_with_alpn_and_x_forwarded_proto(certs, origin, start_pr
     got = origin.received()
     assert [g.path for g in got] == ["/a", "/b"]
     assert got[0].header("x-forwarded-proto") == b"https"
-    st = p.wait_for(lambda s: s["listeners"]["web"]["ssl_handshake"] == 1)
-    assert st["listeners"]["web"]["ssl_connection_error"] == 0
+    st = p.wait_for(lambda s: s["listeners"]["web"]["ssl.handshake"] == 1)
+    assert st["listeners"]["web"]["ssl.connection_error"] == 0
 
 
 def test_plaintext_to_a_tls_listener_is_refused(certs, origin, start_proxy):
@@ -160,7 +160,7 @@ def test_plaintext_to_a_tls_listener_is_refused(certs, origin, start_proxy):
     c = plain_client(p.address())
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert c.is_closed_by_peer()
-    p.wait_for(lambda s: s["listeners"]["web"]["ssl_connection_error"] == 1)
+    p.wait_for(lambda s: s["listeners"]["web"]["ssl.connection_error"] == 1)
     assert origin.all_raw() == b""
 
 
@@ -230,13 +230,13 @@ def test_tls_1_0_and_1_1_refused(certs, origin, start_proxy, version):
     ctx.minimum_version = v
     ctx.maximum_version = v
     assert refused(p.address(), ctx) != ""
-    p.wait_for(lambda s: s["listeners"]["web"]["ssl_connection_error"] == 1)
+    p.wait_for(lambda s: s["listeners"]["web"]["ssl.connection_error"] == 1)
     assert s_handshakes(p) == 0
     assert origin.all_raw() == b""
 
 
 def s_handshakes(p) -> int:
-    return lstats(p)["ssl_handshake"]
+    return lstats(p)["ssl.handshake"]
 
 
 def test_session_resumption_counts_reused(certs, origin, start_proxy):
@@ -251,18 +251,18 @@ def test_session_resumption_counts_reused(certs, origin, start_proxy):
     c2.sock = ctx.wrap_socket(c2.sock, server_hostname="web.example.org", session=session)
     assert c2.sock.session_reused
     assert c2.request("GET", "/2").status == 200
-    p.wait_for(lambda s: s["listeners"]["web"]["ssl_session_reused"] == 1
-               and s["listeners"]["web"]["ssl_handshake"] == 2)
+    p.wait_for(lambda s: s["listeners"]["web"]["ssl.session_reused"] == 1
+               and s["listeners"]["web"]["ssl.handshake"] == 2)
 
 
 # ------------------------------------------------------------------ bad peers (mTLS)
 
 BAD_PEERS = [
     # (certificate fixture attribute or None, counter)
-    (None, "ssl_fail_verify_no_cert"),
-    ("foreign", "ssl_fail_verify_error"),
-    ("expired", "ssl_fail_verify_error"),
-    ("wrong", "ssl_fail_verify_san"),
+    (None, "ssl.fail_verify_no_cert"),
+    ("foreign", "ssl.fail_verify_error"),
+    ("expired", "ssl.fail_verify_error"),
+    ("wrong", "ssl.fail_verify_san"),
 ]
 
 
@@ -275,7 +275,7 @@ def test_bad_peer_refused_and_counted_nothing_reaches_the_origin(
     cert = getattr(certs, which) if which else None
     assert refused(p.address(), client_ctx(certs, cert=cert)) != ""
     st = p.wait_for(lambda s: s["listeners"]["web"][counter] == 1)
-    assert st["listeners"]["web"]["ssl_handshake"] == 0
+    assert st["listeners"]["web"]["ssl.handshake"] == 0
     assert st["listeners"]["web"]["downstream_rq_total"] == 0
     assert origin.all_raw() == b"" and origin.connections == 0
     # ... and the right peer is served by the same listener.
@@ -290,7 +290,7 @@ def test_bad_peer_refused_on_a_tcp_listener(certs, tcp_echo, start_proxy):
            "clusters": [cluster("echo", tcp_echo.address)]}
     p = start_proxy(cfg)
     assert refused(p.address("tcp"), client_ctx(certs, cert=certs.wrong)) != ""
-    p.wait_for(lambda s: s["listeners"]["tcp"]["ssl_fail_verify_san"] == 1)
+    p.wait_for(lambda s: s["listeners"]["tcp"]["ssl.fail_verify_san"] == 1)
     c = tls_client(p.address("tcp"), client_ctx(certs, cert=certs.client))
     c.send(b"ping")
     assert c.recv_exactly(4) == b"ping"
@@ -311,7 +311,7 @@ def test_permissive_serves_tls_and_plaintext_h1_h2c_on_one_port(certs, origin, s
     got = {r.path: r.header("x-forwarded-proto") for r in origin.received()}
     assert got == {"/tls": b"https", "/plain": b"http", "/h2c": b"http"}
     st = lstats(p)
-    assert st["ssl_handshake"] == 1
+    assert st["ssl.handshake"] == 1
 
 
 def test_strict_mode_refuses_plaintext_the_permissive_one_takes(certs, origin, start_proxy):
@@ -385,7 +385,7 @@ def test_tls_origination_with_pinned_identity(certs, tls_origin, start_proxy, cl
     assert clients(p.address()).request("GET", "/up").status == 200
     assert tls_origin.received()[0].path == "/up"
     st = p.cluster_stats("origin")
-    assert st["ssl_handshake"] == 1
+    assert st["ssl.handshake"] == 1
 
 
 def test_tls_origination_sni_hostname_check(certs, tls_origin, start_proxy, clients):
@@ -396,7 +396,7 @@ def test_tls_origination_sni_hostname_check(certs, tls_origin, start_proxy, clie
     p2 = start_proxy(http_config(tls_origin, cluster_opts={
         "tls": upstream_tls(certs, sans=(), sni="elsewhere.example.com")}))
     assert clients(p2.address()).request("GET", "/wrong-name").status == 502
-    p2.wait_for(lambda s: s["clusters"]["origin"]["ssl_fail_verify_error"] == 1)
+    p2.wait_for(lambda s: s["clusters"]["origin"]["ssl.fail_verify_error"] == 1)
     assert [r.path for r in tls_origin.received()] == ["/sni"]
 
 
@@ -405,9 +405,9 @@ def test_wrong_server_identity_is_a_connect_failure_no_request_byte(
     p = start_proxy(http_config(tls_origin, cluster_opts={
         "tls": upstream_tls(certs, sans=(f"spiffe://{TD}/ns/default/sa/db",))}))
     assert clients(p.address()).request("GET", "/leak").status == 502
-    st = p.wait_for(lambda s: s["clusters"]["origin"]["ssl_fail_verify_san"] == 1)
+    st = p.wait_for(lambda s: s["clusters"]["origin"]["ssl.fail_verify_san"] == 1)
     assert st["clusters"]["origin"]["upstream_cx_connect_fail"] == 1
-    assert st["clusters"]["origin"]["ssl_handshake"] == 0
+    assert st["clusters"]["origin"]["ssl.handshake"] == 0
     assert tls_origin.all_raw() == b"" and tls_origin.received() == []
 
 
@@ -416,7 +416,7 @@ def test_upstream_from_another_ca_refused(certs, start_proxy, clients):
     try:
         p = start_proxy(http_config(o, cluster_opts={"tls": upstream_tls(certs, sans=(CLIENT_ID,))}))
         assert clients(p.address()).request("GET", "/x").status == 502
-        p.wait_for(lambda s: s["clusters"]["origin"]["ssl_fail_verify_error"] == 1)
+        p.wait_for(lambda s: s["clusters"]["origin"]["ssl.fail_verify_error"] == 1)
         assert o.received() == []
     finally:
         o.stop()
@@ -443,13 +443,13 @@ def test_two_sidecars_mtls_chain_with_spiffe_identities(certs, origin, start_pro
     xfcc = xfcc.decode()
     assert xfcc and f"URI={CLIENT_ID}" in xfcc and f"By={SERVER_ID}" in xfcc
     assert "Hash=" in xfcc
-    assert a.cluster_stats("origin")["ssl_handshake"] >= 1
-    assert lstats(b)["ssl_handshake"] >= 1
+    assert a.cluster_stats("origin")["ssl.handshake"] >= 1
+    assert lstats(b)["ssl.handshake"] >= 1
     # A sidecar without the client certificate is refused by B, by reason.
     a2 = start_proxy(http_config(b.address(), cluster_opts={"tls": upstream_tls(certs),
                                                              "idle_timeout": 0.2}))
     assert clients(a2.address()).request("GET", "/nocert").status in (502, 503)
-    b.wait_for(lambda s: s["listeners"]["web"]["ssl_fail_verify_no_cert"] == 1)
+    b.wait_for(lambda s: s["listeners"]["web"]["ssl.fail_verify_no_cert"] == 1)
     assert "/nocert" not in [r.path for r in origin.received()]
 
 
@@ -586,6 +586,6 @@ def test_h2_upstream_over_tls_with_alpn(certs, origin, start_proxy, clients):
     for path in ("/x", "/y"):
         assert clients(a.address()).request("GET", path).status == 200
     assert [r.path for r in origin.received()] == ["/x", "/y"]
-    assert a.cluster_stats("origin")["ssl_handshake"] == 1     # one multiplexed connection
+    assert a.cluster_stats("origin")["ssl.handshake"] == 1     # one multiplexed connection
     st = b.stats()
-    assert st["listeners"]["web"]["ssl_handshake"] == 1
+    assert st["listeners"]["web"]["ssl.handshake"] == 1

@@ -44,12 +44,18 @@ cdef class EndpointPool
 cdef class Endpoint
 cdef class ClusterConf
 cdef class ClusterState
+cdef class BreakerLimits
 cdef class HeaderList
 cdef class HttpFilter
 cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RetryPolicy
+cdef class RouteTimeouts
+cdef class StreamTimer
+cdef class LocalRateLimitFilter
+cdef class FaultFilter
+cdef class FaultTimer
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase
@@ -74,8 +80,11 @@ include "core_filter.pxd"
 include "core_stream.pxd"
 include "core_upstream.pxd"
 include "core_retry.pxd"
+include "core_timeouts.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
+include "filter_local_ratelimit.pxd"
+include "filter_fault.pxd"
 include "core_connect.pxd"
 include "core_tls.pxd"
 include "core_tcp.pxd"
@@ -86,3 +95,4 @@ include "core_h2_common.pxd"
 include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
+include "cluster_breaker.pxd"

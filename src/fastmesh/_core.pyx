@@ -27,8 +27,11 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_stream.pxi         ProxyStream: one request through the pipeline, any protocol
   core_upstream.pxi       UpstreamRequest: one attempt toward one endpoint
   core_retry.pxi          a route's retry policy: which failed attempts go again
+  core_timeouts.pxi       route idle timeout, max stream duration, grpc-timeout
   filter_router.pxi       the router, the last filter of every HTTP chain
   filter_noop.pxi         NoopFilter: the smallest compiled filter (reference, benches)
+  filter_local_ratelimit.pxi  envoy.filters.http.local_ratelimit: token buckets, 429
+  filter_fault.pxi        envoy.filters.http.fault: injected delays and aborts
   core_connect.pxi        UpstreamBase: connecting upstream
   core_tls.pxi            TLS: the handshake acceptor, SAN checks, protocol detection
   core_tcp.pxi            the TCP proxy (connection splicing)
@@ -61,8 +64,12 @@ include "core_filter.pxi"
 include "core_stream.pxi"
 include "core_upstream.pxi"
 include "core_retry.pxi"
+include "cluster_breaker.pxi"
+include "core_timeouts.pxi"
 include "filter_router.pxi"
 include "filter_noop.pxi"
+include "filter_local_ratelimit.pxi"
+include "filter_fault.pxi"
 include "core_connect.pxi"
 include "core_tls.pxi"
 include "core_tcp.pxi"

@@ -66,6 +66,9 @@ cdef class Route:
     cdef readonly bytes direct_body      # ACTION_DIRECT
     cdef readonly double timeout         # seconds; 0 = none
     cdef readonly object extra           # reserved for later per-route policy (retries, ...)
+    cdef readonly int priority           # Envoy's RoutingPriority: 0 default, 1 high
+    cdef readonly object timeouts        # _core.RouteTimeouts (idle, max stream duration) or None
+    cdef readonly dict per_filter        # filter name -> its per-route config (typed_per_filter_config), or None
 
     cdef object pick_weighted(self, unsigned int r)   # r: any random 32-bit number
 

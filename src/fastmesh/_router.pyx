@@ -130,7 +130,8 @@ cdef object _compile(object rx, int flags):
 
 cdef class Route:
     """Route(name, action, cluster=None, clusters=(), weights=(),
-             direct_status=0, direct_body=b"", timeout=15.0, extra=None)
+             direct_status=0, direct_body=b"", timeout=15.0, extra=None,
+             priority=0, timeouts=None, per_filter=None)
 
     What to do with a matched request.
 
@@ -142,6 +143,12 @@ cdef class Route:
             snapshot); the router never looks inside them.
     timeout: seconds for the whole upstream exchange, 0 = none.
     extra:  reserved for later per-route policy (retries, rewrites, ...).
+    priority: Envoy's RoutingPriority, 0 (default) or 1 (high): which of
+            the cluster's circuit-breaker thresholds the request counts in.
+    timeouts: the route's other timeouts (idle, max stream duration; an
+            opaque object for _core), None when it has none.
+    per_filter: {filter name: per-route config object} (Envoy's
+            typed_per_filter_config, the virtual host's merged in), or None.
     Raises ValueError / TypeError on an inconsistent combination.
     """
 
@@ -153,7 +160,8 @@ cdef class Route:
         PyMem_Free(self.cum_weights)
 
     def __init__(self, str name not None, action, cluster=None, clusters=(), weights=(),
-                 int direct_status=0, bytes direct_body=b"", double timeout=15.0, extra=None):
+                 int direct_status=0, bytes direct_body=b"", double timeout=15.0, extra=None,
+                 int priority=0, timeouts=None, per_filter=None):
         if isinstance(action, str):
             if action not in ACTION_NAMES:
                 raise ValueError(f"route {name!r}: unknown action {action!r}")
@@ -170,6 +178,11 @@ cdef class Route:
         self.direct_body = direct_body if direct_body is not None else b""
         self.timeout = timeout
         self.extra = extra
+        if priority not in (0, 1):
+            raise ValueError(f"route {name!r}: priority must be 0 (default) or 1 (high)")
+        self.priority = priority
+        self.timeouts = timeouts
+        self.per_filter = dict(per_filter) if per_filter else None
         cdef Py_ssize_t i, n
         cdef unsigned long long acc = 0
         if action == ACTION_CLUSTER:

@@ -29,6 +29,10 @@ HISTOGRAM_BOUNDS = tuple([BOUNDS[i] for i in range(HIST_NBOUNDS)])
 KINDS = ("counter", "gauge")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Stat names may be dotted, as Envoy's are (circuit_breakers.default.cx_open,
+# outlier_detection.ejections_active): each part a name. Prometheus gets
+# underscores (admin.metrics). Prefixes and labels stay plain names.
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 cdef inline Py_ssize_t bucket_of(double x) noexcept:
@@ -46,6 +50,12 @@ cdef inline Py_ssize_t bucket_of(double x) noexcept:
 def _check_name(str what, str name):
     if _NAME.match(name) is None:
         raise ValueError(f"stats: {what} {name!r} is not a name ([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_stat_name(str name):
+    if _DOTTED.match(name) is None:
+        raise ValueError(f"stats: stat {name!r} is not a name "
+                         "([A-Za-z_][A-Za-z0-9_]*, parts joined by '.')")
 
 
 def normalize_labels(labels):
@@ -86,7 +96,7 @@ cdef class StatsBlock:
         if len(set(names)) != n:
             raise ValueError(f"stats: {prefix}: a slot name is given twice")
         for name, kind in zip(names, kinds):
-            _check_name("stat", name)
+            _check_stat_name(name)
             if kind not in KINDS:
                 raise ValueError(f"stats: {prefix}.{name}: kind must be counter or gauge, not {kind!r}")
         # At least one slot so that v is never NULL.

@@ -24,6 +24,7 @@ cdef class ClusterConf:
     cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
     cdef readonly double healthy_panic_threshold  # percent (Envoy common_lb_config)
     cdef readonly TlsClientConf tls       # None: plaintext upstream (core_tls.pxi)
+    cdef readonly BreakerLimits breakers  # circuit_breakers thresholds (cluster_breaker.pxi)
 
     cdef bint same_balancing(self, ClusterConf o)
 
@@ -43,6 +44,17 @@ cdef class ClusterState:
     cdef bint panic                       # healthy share < healthy_panic_threshold
     cdef readonly long lb_builds          # balancers built (tests: state kept?)
     cdef readonly long endpoint_updates
+    # circuit breakers (cluster_breaker.pxi): the limits, and what they limit
+    cdef BreakerLimits cb                 # conf.breakers
+    cdef int64_t cb_rq[2]                 # active requests, per priority
+    cdef int64_t cb_retries[2]            # retries admitted and not over, per priority
+    cdef int64_t cb_npending[2]           # queued for a connection, per priority
+    cdef int64_t cb_cx                    # connections open or opening
+    cdef int64_t cb_pools                 # endpoints with a connection
+    cdef int cb_waiting                   # len(cb_queue)
+    cdef bint cb_kicked                   # a cb_serve is scheduled
+    cdef bint cb_serving                  # cb_serve is starting the queue's head
+    cdef list cb_queue                    # UpstreamRequests waiting, FIFO
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
     cdef void _recount(self)

@@ -32,7 +32,7 @@ cdef class ClusterConf:
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
                  str protocol="http1", double healthy_panic_threshold=50.0,
-                 TlsClientConf tls=None):
+                 circuit_breakers=None, TlsClientConf tls=None):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -50,6 +50,8 @@ cdef class ClusterConf:
         self.max_requests_per_connection = max_requests_per_connection
         self.healthy_panic_threshold = healthy_panic_threshold
         self.tls = tls
+        # {priority: thresholds}; Envoy's defaults for what is not given
+        self.breakers = BreakerLimits(circuit_breakers)
         if protocol == "http1":
             self.protocol = PROTO_HTTP1
         elif protocol == "http2":
@@ -96,6 +98,9 @@ cdef class ClusterState:
         when the endpoints and balancing settings are unchanged."""
         cdef ClusterConf old = self.conf
         self.conf = conf
+        self.cb = conf.breakers           # new limits apply to the next admission
+        if self.cb_waiting:
+            cb_kick(self)                 # (a raised max_connections frees waiters)
         if old is None or not conf.same_balancing(old) or conf.endpoints != old.endpoints:
             self._set_endpoints(conf.endpoints, old is None or not conf.same_balancing(old))
         else:
@@ -195,6 +200,7 @@ cdef class ClusterState:
         cdef Endpoint ep
         self.removed = True
         self.worker.registry.forget("cluster", self.stats.labels)
+        cb_fail_queue(self)                 # nothing will free a connection for them
         for ep in self.endpoints:
             ep.removed = True
             ep.pool.close_all()
@@ -238,6 +244,18 @@ cdef class ClusterState:
             if not m[(idx + i) % n] and (idx + i) % n != exclude:
                 return (idx + i) % n
         return idx
+
+    def _cb_serve(self):
+        # (loop.call_soon target: cb_kick)
+        cb_serve(self)
+
+    @property
+    def breaker_counts(self):
+        """What the circuit breakers count, per priority (tests, admin)."""
+        return {name: {"requests": self.cb_rq[p], "pending": self.cb_npending[p],
+                       "retries": self.cb_retries[p]}
+                for p, name in enumerate(CB_PRIORITIES)} | {
+            "connections": self.cb_cx, "pools": self.cb_pools}
 
     def pool_sizes(self):
         """{(host, port): (idle HTTP/1.1, HTTP/2) connections} (tests, admin)."""

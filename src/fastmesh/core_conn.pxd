@@ -18,6 +18,9 @@ cdef enum:
     DL_POOL_IDLE = 5     # pooled upstream connection unused for too long
     DL_DRAIN = 6
     DL_FIRST_BYTE = 7    # nothing received since accept (first_byte_timeout)
+    DL_STREAM_IDLE = 8   # no progress either way for the stream idle timeout
+                         # (the route's idle_timeout, else stream_idle_timeout)
+    DL_MAX_DURATION = 9  # max_stream_duration (a StreamTimer, core_timeouts.pxi)
 
 cdef class Conn(TimerEntry):
     cdef Worker worker

@@ -5,6 +5,7 @@ cdef class UpstreamBase(Conn):
     cdef Endpoint ep
     cdef object connect_task
     cdef bint connected
+    cdef bint cb_counted          # counted in its cluster's cb_cx (cluster_breaker.pxi)
     cdef ReadBuffer rbuf
     cdef bint tls_refused        # the server's certificate matched no SAN matcher
 

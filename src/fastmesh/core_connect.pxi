@@ -14,6 +14,7 @@ cdef class UpstreamBase(Conn):
         self.ep = ep
         self.link(w)
         c.st[UPSTREAM_CX_TOTAL] += 1
+        cb_cx_opened(self)
         self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
         if c.conf.tls is None:
             coro = w.loop.create_connection(self, ep.host, ep.port)
@@ -34,11 +35,13 @@ cdef class UpstreamBase(Conn):
                     self.connected = False
                     self.cluster.st[UPSTREAM_CX_ACTIVE] -= 1
                 self.unlink()
+                cb_cx_closed(self)
             return
         if fut.cancelled():
             self.cluster.st[UPSTREAM_CX_CONNECT_TIMEOUT] += 1
             self.closed = True
             self.unlink()
+            cb_cx_closed(self)
             self.connect_failed(True)
             return
         exc = fut.exception()
@@ -50,6 +53,7 @@ cdef class UpstreamBase(Conn):
             self.cluster.st[UPSTREAM_CX_CONNECT_FAIL] += 1
             self.closed = True
             self.unlink()
+            cb_cx_closed(self)
             self.connect_failed(False)
 
     cdef void connect_failed(self, bint timeout):

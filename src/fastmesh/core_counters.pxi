@@ -12,8 +12,7 @@
 # member is its stat's name in upper case, in the order of the table below it
 # (tests/test_stats_wiring.py checks both against each other; a cluster slot
 # named like a listener slot is suffixed _UP in its enum). Names are Envoy's
-# where Envoy has one (Envoy's dotted ssl.handshake is ssl_handshake: slot
-# names are identifiers).
+# where Envoy has one (dotted as Envoy's: ssl.handshake is SSL_HANDSHAKE).
 
 cdef enum:  # WORKER_STATS
     LOOP_BATCH_SLEEPS
@@ -52,12 +51,14 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
-    SSL_HANDSHAKE                         # ssl_*: TLS listeners (core_tls.pxi); the
+    SSL_HANDSHAKE                         # ssl.*: TLS listeners (core_tls.pxi); the
     SSL_CONNECTION_ERROR                  # four failure reasons are consecutive, in
     SSL_FAIL_VERIFY_NO_CERT               # security.peer's FAIL_* order
     SSL_FAIL_VERIFY_ERROR
     SSL_FAIL_VERIFY_SAN
     SSL_SESSION_REUSED
+    DOWNSTREAM_RQ_IDLE_TIMEOUT
+    DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
 
 LISTENER_STATS = (
@@ -83,12 +84,14 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
-    ("ssl_handshake", "counter"),         # Envoy's ssl.handshake: handshakes completed
-    ("ssl_connection_error", "counter"),  # ssl.connection_error: failed, other reasons
-    ("ssl_fail_verify_no_cert", "counter"),   # no client certificate, one required
-    ("ssl_fail_verify_error", "counter"),     # certificate not trusted (expired, unknown CA...)
-    ("ssl_fail_verify_san", "counter"),       # trusted, but no SAN matcher matched
-    ("ssl_session_reused", "counter"),        # resumed handshakes (tickets)
+    ("ssl.handshake", "counter"),         # handshakes completed
+    ("ssl.connection_error", "counter"),  # ssl.connection_error: failed, other reasons
+    ("ssl.fail_verify_no_cert", "counter"),   # no client certificate, one required
+    ("ssl.fail_verify_error", "counter"),     # certificate not trusted (expired, unknown CA...)
+    ("ssl.fail_verify_san", "counter"),       # trusted, but no SAN matcher matched
+    ("ssl.session_reused", "counter"),        # resumed handshakes (tickets)
+    ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
+    ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
 cdef enum:  # CLUSTER_STATS
@@ -108,12 +111,38 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
-    SSL_HANDSHAKE_UP                      # cluster ssl_*: TLS origination (core_tls.pxi),
+    SSL_HANDSHAKE_UP                      # cluster ssl.*: TLS origination (core_tls.pxi),
     SSL_CONNECTION_ERROR_UP               # same order as the listener's
     SSL_FAIL_VERIFY_NO_CERT_UP
     SSL_FAIL_VERIFY_ERROR_UP
     SSL_FAIL_VERIFY_SAN_UP
     SSL_SESSION_REUSED_UP
+    UPSTREAM_RQ_PENDING_TOTAL             # circuit breakers (cluster_breaker.pxi) from here
+    UPSTREAM_RQ_PENDING_ACTIVE
+    UPSTREAM_RQ_PENDING_OVERFLOW
+    UPSTREAM_CX_OVERFLOW
+    UPSTREAM_CX_POOL_OVERFLOW
+    UPSTREAM_RQ_RETRY_OVERFLOW
+    CIRCUIT_BREAKERS_DEFAULT_CX_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_PENDING
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RQ
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_DEFAULT_REMAINING_CX_POOLS
+    CIRCUIT_BREAKERS_HIGH_CX_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_PENDING_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_OPEN
+    CIRCUIT_BREAKERS_HIGH_RQ_RETRY_OPEN
+    CIRCUIT_BREAKERS_HIGH_CX_POOL_OPEN
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX
+    CIRCUIT_BREAKERS_HIGH_REMAINING_PENDING
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RQ
+    CIRCUIT_BREAKERS_HIGH_REMAINING_RETRIES
+    CIRCUIT_BREAKERS_HIGH_REMAINING_CX_POOLS
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -133,12 +162,41 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
-    ("ssl_handshake", "counter"),
-    ("ssl_connection_error", "counter"),
-    ("ssl_fail_verify_no_cert", "counter"),
-    ("ssl_fail_verify_error", "counter"),
-    ("ssl_fail_verify_san", "counter"),
-    ("ssl_session_reused", "counter"),
+    ("ssl.handshake", "counter"),
+    ("ssl.connection_error", "counter"),
+    ("ssl.fail_verify_no_cert", "counter"),
+    ("ssl.fail_verify_error", "counter"),
+    ("ssl.fail_verify_san", "counter"),
+    ("ssl.session_reused", "counter"),
+    # circuit breakers (cluster_breaker.pxi); the circuit_breakers.* gauges
+    # are written when the stats are read (cb_refresh), remaining_* shown
+    # only with track_remaining
+    ("upstream_rq_pending_total", "counter"),     # requests that waited for a connection
+    ("upstream_rq_pending_active", "gauge"),      # ... waiting now
+    ("upstream_rq_pending_overflow", "counter"),  # refused: max_pending_requests or max_requests
+    ("upstream_cx_overflow", "counter"),          # max_connections reached (the request waits)
+    ("upstream_cx_pool_overflow", "counter"),     # refused: max_connection_pools
+    ("upstream_rq_retry_overflow", "counter"),    # retries refused: max_retries / retry_budget
+    ("circuit_breakers.default.cx_open", "gauge"),
+    ("circuit_breakers.default.rq_pending_open", "gauge"),
+    ("circuit_breakers.default.rq_open", "gauge"),
+    ("circuit_breakers.default.rq_retry_open", "gauge"),
+    ("circuit_breakers.default.cx_pool_open", "gauge"),
+    ("circuit_breakers.default.remaining_cx", "gauge"),
+    ("circuit_breakers.default.remaining_pending", "gauge"),
+    ("circuit_breakers.default.remaining_rq", "gauge"),
+    ("circuit_breakers.default.remaining_retries", "gauge"),
+    ("circuit_breakers.default.remaining_cx_pools", "gauge"),
+    ("circuit_breakers.high.cx_open", "gauge"),
+    ("circuit_breakers.high.rq_pending_open", "gauge"),
+    ("circuit_breakers.high.rq_open", "gauge"),
+    ("circuit_breakers.high.rq_retry_open", "gauge"),
+    ("circuit_breakers.high.cx_pool_open", "gauge"),
+    ("circuit_breakers.high.remaining_cx", "gauge"),
+    ("circuit_breakers.high.remaining_pending", "gauge"),
+    ("circuit_breakers.high.remaining_rq", "gauge"),
+    ("circuit_breakers.high.remaining_retries", "gauge"),
+    ("circuit_breakers.high.remaining_cx_pools", "gauge"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

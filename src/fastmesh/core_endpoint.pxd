@@ -26,3 +26,4 @@ cdef class Endpoint:
     cdef readonly bint removed    # left the endpoint set: its pool drains
     cdef readonly unsigned int health_flags  # EP_* bits; 0 = healthy
     cdef EndpointPool pool
+    cdef int ncx                  # its connections open or opening (cluster_breaker.pxi)

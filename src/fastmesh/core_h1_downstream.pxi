@@ -258,7 +258,7 @@ cdef class HttpDownstream(ProxyStream):
             self.arm_response_timer()
         else:
             # While the body uploads only the stream idle timeout applies.
-            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         self.start_attempt(False)
         if self.resumed:
             # Resumed after a filter paused: the body may be waiting.
@@ -272,7 +272,7 @@ cdef class HttpDownstream(ProxyStream):
         if self.route is not None and self.route.timeout > 0:
             self.set_deadline(DL_RESPONSE, self.route.timeout)
         else:
-            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
 
     cdef void upstream_ready(self, UpstreamRequest ur):
         # The attempt has a connection: the head, then whatever body we have.
@@ -329,7 +329,7 @@ cdef class HttpDownstream(ProxyStream):
                     self.close_after = True     # the rest of the body is not read
                     self.body_stopped()
                     return False
-                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)   # progress
+                self.set_deadline(DL_STREAM_IDLE, self.idle_t)   # progress
                 if self.req_body == BODY_CHUNKED:
                     o.add_hex(seg)
                     o.add("\r\n", 2)
@@ -398,7 +398,7 @@ cdef class HttpDownstream(ProxyStream):
         count_downstream_status(self.lst.st, status)
         # The head arrived: the route timeout is over; the body may take as
         # long as it makes progress.
-        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         if not self.req_done:
             # Answered before the whole request arrived: the rest of the
             # request cannot be told apart from a next request; close after.
@@ -542,7 +542,7 @@ cdef class HttpDownstream(ProxyStream):
                     self.close_after = True
                     self.body_stopped()
                     return False
-                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+                self.set_deadline(DL_STREAM_IDLE, self.idle_t)
                 self.up_pending.add(data + off, seg)
             b.start += r
             if p.message_done:
@@ -590,7 +590,7 @@ cdef class HttpDownstream(ProxyStream):
         self.response_filters(status)
         self.resp_started = True
         count_downstream_status(self.lst.st, status)
-        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         if not self.req_done:
             self.close_after = True
         o.add("HTTP/1.1 ", 9)
@@ -772,9 +772,8 @@ cdef class HttpDownstream(ProxyStream):
             if self.in_request and self.state != DS_TUNNEL:
                 return
             self.close()
-        elif kind == DL_RESPONSE:
-            if self.cluster is not None:
-                self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
+        elif kind == DL_RESPONSE or kind == DL_STREAM_IDLE or kind == DL_MAX_DURATION:
+            count_timeout(self, kind)
             self.cancel_upstream()
             if self.resp_started:
                 self.abort()

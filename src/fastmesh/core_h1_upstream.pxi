@@ -152,7 +152,7 @@ cdef class UpstreamHttp(UpstreamBase):
                     return
                 if seg > 0:
                     d.response_data(data + off, seg)
-                    d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)   # progress
+                    d.set_deadline(DL_STREAM_IDLE, d.idle_t)   # progress
                 b.start += r
                 if p.message_done:
                     d.end_body(data, p)
@@ -180,6 +180,8 @@ cdef class UpstreamHttp(UpstreamBase):
             self.release_rbuf()
             self.set_deadline(DL_POOL_IDLE, cf.idle_timeout)
             self.ep.pool.put(self)
+            if self.cluster.cb_waiting:
+                cb_kick(self.cluster)         # an attempt waits for a connection
         else:
             self.close()
         d.response_complete()
@@ -229,6 +231,7 @@ cdef class UpstreamHttp(UpstreamBase):
         self.connected = False
         self.transport = None
         self.unlink()
+        cb_cx_closed(self)
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()

@@ -4,7 +4,6 @@ cdef class H2ServerStream(ProxyStream):
     cdef H2Downstream conn
     cdef uint32_t sid
     cdef bint grpc
-    cdef double grpc_timeout
     cdef bint finished
     cdef bint reset            # the stream is gone toward the client
     cdef bint resp_end         # the upstream response is complete (trailers in trl)

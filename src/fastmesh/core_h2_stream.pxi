@@ -65,8 +65,6 @@ cdef class H2ServerStream(ProxyStream):
             elif name_is(base, h, "content-type", 12):
                 if h.value_len >= 16 and memcmp(v, b"application/grpc", 16) == 0:
                     self.grpc = True
-            elif name_is(base, h, "grpc-timeout", 12):
-                self.grpc_timeout = parse_grpc_timeout(v, h.value_len)
         self.req_done = end
         self.req_body = BODY_NONE if end else (BODY_LENGTH if self.has_cl else BODY_CHUNKED)
         if end and self.has_cl and self.req_cl != 0:
@@ -101,7 +99,7 @@ cdef class H2ServerStream(ProxyStream):
         if self.req_done:
             self.arm_response_timer()
         else:
-            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         self.chunked_up = self.req_body == BODY_CHUNKED and not (
             self.cluster.conf.protocol != PROTO_HTTP1)
         self.start_attempt(False)
@@ -119,11 +117,10 @@ cdef class H2ServerStream(ProxyStream):
         cdef double t = 0
         if self.route is not None and self.route.timeout > 0:
             t = self.route.timeout
-        if self.grpc_timeout > 0 and (t == 0 or self.grpc_timeout < t):
-            t = self.grpc_timeout
         if t <= 0:
-            t = self.conf.stream_idle_timeout
-        self.set_deadline(DL_RESPONSE, t)
+            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
+        else:
+            self.set_deadline(DL_RESPONSE, t)
 
     cdef void upstream_ready(self, UpstreamRequest ur):
         cdef int64_t n
@@ -193,7 +190,7 @@ cdef class H2ServerStream(ProxyStream):
                 self.h1buf.add(p, n)
             self.h1buf_raw += n
         if not self.resp_started:
-            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
 
     cdef void on_req_trailers(self, const char* base, HeaderSlice* hs, int n):
         cdef HeaderList t = HeaderList()
@@ -312,7 +309,7 @@ cdef class H2ServerStream(ProxyStream):
         self.response_filters(rp.status)
         self.resp_started = True
         count_downstream_status(self.lst.st, rp.status)
-        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         if self.grpc and rp.status != 200:
             for i in range(rp.nheaders):
                 if ci_equal(base + rp.headers[i].name_off, rp.headers[i].name_len, "grpc-status", 11):
@@ -349,7 +346,7 @@ cdef class H2ServerStream(ProxyStream):
         self.response_filters(status)
         self.resp_started = True
         count_downstream_status(self.lst.st, status)
-        self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+        self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         if self.grpc and status != 200:
             for i in range(n):
                 if name_is(base, &hs[i], "grpc-status", 11):
@@ -378,7 +375,7 @@ cdef class H2ServerStream(ProxyStream):
             if sent < 0:
                 return
             if sent:
-                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+                self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         if sent < n:
             self.pending.add(data + sent, n - sent)
             if self.pending.len >= H2_STREAM_BUFFER:
@@ -418,7 +415,7 @@ cdef class H2ServerStream(ProxyStream):
             if sent:
                 memmove(pb.data, pb.data + sent, pb.len - sent)
                 pb.len -= sent
-                self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+                self.set_deadline(DL_STREAM_IDLE, self.idle_t)
             if pb.len:
                 self.check_unblock()
                 return
@@ -504,7 +501,10 @@ cdef class H2ServerStream(ProxyStream):
         self.replied = True
         self.response_filters(status)
         if self.grpc:
-            if status == 504:
+            if self.reply_grpc:
+                # A filter chose the gRPC status (rate limit, fault abort).
+                self.grpc_reply(self.reply_grpc, body.strip())
+            elif status == 504:
                 self.grpc_reply(4, b"upstream request timeout")
             else:
                 self.grpc_reply(grpc_code_for_http(status), body.strip())
@@ -568,10 +568,10 @@ cdef class H2ServerStream(ProxyStream):
         self.finish()
 
     cdef void on_deadline(self, int kind):
-        if kind != DL_RESPONSE or self.finished:
+        if (kind != DL_RESPONSE and kind != DL_STREAM_IDLE and kind != DL_MAX_DURATION) \
+                or self.finished:
             return
-        if self.cluster is not None:
-            self.cluster.st[UPSTREAM_RQ_TIMEOUT] += 1
+        count_timeout(self, kind)
         self.cancel_upstream()
         if self.resp_started:
             if self.grpc and not self.resp_end_sent and self.pending is not None \

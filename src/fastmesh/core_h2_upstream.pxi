@@ -210,7 +210,7 @@ cdef class UpstreamH2(UpstreamBase):
                     h2.consumed(ev.stream_id, ev.len)
                 else:
                     u.unacked += ev.len
-                d.set_deadline(DL_RESPONSE, d.conf.stream_idle_timeout)
+                d.set_deadline(DL_STREAM_IDLE, d.idle_t)
             elif ev.type == EV_RESPONSE:
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
@@ -295,6 +295,8 @@ cdef class UpstreamH2(UpstreamBase):
         u.h2 = None
         u.sid = 0
         u.end()
+        if self.cluster.cb_waiting:
+            cb_kick(self.cluster)             # room for a waiting attempt
         if u.down.ur is u:
             u.down.ur = None
         if not self.streams and not self.waiting:
@@ -375,6 +377,7 @@ cdef class UpstreamH2(UpstreamBase):
         self.connected = False
         self.transport = None
         self.unlink()
+        cb_cx_closed(self)
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()

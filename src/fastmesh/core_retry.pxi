@@ -47,7 +47,8 @@ cdef bint retry_allowed(ProxyStream s, UpstreamRequest failed, int reason) noexc
     if type(extra) is not RetryPolicy:
         return False
     p = <RetryPolicy>extra
-    return (p.retry_on & reason) != 0 and failed.attempt <= p.num_retries
+    return ((p.retry_on & reason) != 0 and failed.attempt <= p.num_retries
+            and cb_retry_admit(s, failed))     # max_retries / retry_budget (cluster_breaker.pxi)
 
 
 cdef bint retry_on_status(ProxyStream s, UpstreamRequest failed, int status) noexcept:

@@ -7,9 +7,16 @@ cdef class ProxyStream(Conn):
     cdef double rs_end           # the upstream response ended (0: not yet); one clock
                                  # read serves both latency histograms
     cdef Route route
+    cdef bint route_done         # route matched (maybe None): matched_route() caches it
+    cdef double idle_t           # the stream idle timeout in force (core_timeouts.pxi)
+    cdef StreamTimer dur_timer   # max_stream_duration deadline, None when none
+    cdef FaultTimer fault_timer  # a fault filter's delay in progress (filter_fault.pxi)
+    cdef int reply_grpc          # gRPC status of a local reply (0: from the HTTP status)
     cdef ClusterState cluster
     cdef UpstreamRequest ur      # the current attempt (None between attempts)
     cdef int attempts
+    cdef ClusterState cb_retry_in # holds a retry slot of this cluster (cluster_breaker.pxi)
+    cdef int cb_retry_prio
     cdef uint64_t pick_hash      # the router's hash key and endpoint choice
     cdef int pick_idx
     # the neutral request view, valid while the head is handled (and after a
@@ -71,6 +78,8 @@ cdef class ProxyStream(Conn):
     cdef void retry(self, UpstreamRequest failed, bint fresh, bint elsewhere)
     cdef bint upstream_is_h2(self)
     cdef void freeze_head(self)
+    cdef Route matched_route(self)
+    cdef object filter_config(self, HttpFilter f)
     cdef uint64_t header_hash(self, bytes name)
     cdef const char* rq_header(self, const char* name, Py_ssize_t n, Py_ssize_t* vlen)
     cdef Request request_view(self)

@@ -22,6 +22,8 @@ cdef class ProxyStream(Conn):
     cdef void reset_request(self):
         # Per-request state (an HTTP/1.1 connection serves many requests).
         self.route = None
+        self.route_done = False
+        self.reply_grpc = 0
         self.cluster = None
         self.ur = None
         self.attempts = 0
@@ -83,7 +85,7 @@ cdef class ProxyStream(Conn):
                             self.freeze_head()
                             # A filter that never resumes must not hold the
                             # request forever: the stream idle timeout (504).
-                            self.set_deadline(DL_RESPONSE, self.conf.stream_idle_timeout)
+                            self.set_deadline(DL_STREAM_IDLE, self.idle_t)
                         self.filter_next = i + 1
                         return r
                     if r != FILTER_STOP:
@@ -117,6 +119,8 @@ cdef class ProxyStream(Conn):
         cdef ClusterState c = self.cluster
         cdef bint to_h2 = c.conf.protocol == PROTO_HTTP2 or (c.conf.protocol == PROTO_AUTO
                                                             and self.from_h2)
+        if not cb_admit(self, c):         # max_requests (cluster_breaker.pxi)
+            return
         self.attempts += 1
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
@@ -185,6 +189,24 @@ cdef class ProxyStream(Conn):
                 vlen[0] = hs.value_len
                 return self.rq_base + hs.value_off
         return NULL
+
+    cdef Route matched_route(self):
+        # The request's route, matched once: a filter before the router may
+        # ask (for its per-route config), and the router reuses the answer.
+        if not self.route_done:
+            self.route_done = True
+            self.route = self.conf.router.match(self.rq_host, self.rq_host_len, self.rq_path,
+                                                self.rq_path_len, self.rq_query_len,
+                                                self.rq_base, self.rq_hs, self.rq_n)
+        return self.route
+
+    cdef object filter_config(self, HttpFilter f):
+        # The matched route's config for filter f (typed_per_filter_config,
+        # by the filter's name; the virtual host's merged in), or None.
+        cdef Route r = self.matched_route()
+        if r is None or r.per_filter is None:
+            return None
+        return r.per_filter.get(f.name)
 
     cdef uint64_t header_hash(self, bytes name):
         cdef Py_ssize_t vlen = 0
@@ -269,6 +291,8 @@ cdef class ProxyStream(Conn):
     cdef void request_over(self):
         # The exchange is finished (or abandoned): done hooks, the view dies.
         cdef HttpFilter f
+        if self.cb_retry_in is not None:
+            cb_retry_release(self)        # the retry slot is held until the request ends
         if self.conf is not None and self.conf.hooks & FH_DONE:
             for f in self.conf.filters:
                 if f.hooks & FH_DONE:
@@ -276,6 +300,10 @@ cdef class ProxyStream(Conn):
         if self.view is not None:
             self.view.invalidate()
             self.view = None
+        if self.dur_timer is not None:
+            timeouts_over(self)
+        if self.fault_timer is not None:
+            fault_over(self)
         self.paused = False
 
     cdef void cancel_upstream(self):
@@ -342,6 +370,7 @@ cdef inline void request_started(ProxyStream s) noexcept:
     cdef int64_t* st = s.lst.st
     st[DOWNSTREAM_RQ_TOTAL] += 1
     st[DOWNSTREAM_RQ_ACTIVE] += 1
+    s.idle_t = s.conf.stream_idle_timeout
     s.rq_start = mono_now()
     s.rs_end = 0
 

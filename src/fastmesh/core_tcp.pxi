@@ -58,6 +58,7 @@ cdef class TcpUpstream(UpstreamBase):
         self.connected = False
         self.transport = None
         self.unlink()
+        cb_cx_closed(self)
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()

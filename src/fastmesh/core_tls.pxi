@@ -15,7 +15,7 @@ from fastmesh.security.peer import peer_identity as _peer_identity, \
     san_allowed as _san_allowed, handshake_failure as _handshake_failure, \
     xfcc_element as _xfcc_element, FAIL_SAN as _FAIL_SAN
 
-# security.peer's FAIL_* reasons: offsets from ssl_connection_error.
+# security.peer's FAIL_* reasons: offsets from ssl.connection_error.
 cdef enum:
     TLS_FAIL_OTHER = 0
     TLS_FAIL_NO_CERT = 1

@@ -16,6 +16,8 @@ cdef class UpstreamRequest:
     cdef int resp_state           # HTTP/2 response: 0 none, 1 head, 2 ended
     cdef int64_t unacked          # HTTP/2 response DATA not yet acknowledged upstream
     cdef double started           # for upstream_rq_time
+    cdef int prio                 # the route's priority (cluster_breaker.pxi)
+    cdef bint cb_pending          # in its cluster's pending queue
 
     cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt)
     cdef void end(self)

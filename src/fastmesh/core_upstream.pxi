@@ -23,6 +23,8 @@ cdef class UpstreamRequest:
         self.lb_idx = idx
         self.attempt = attempt
         self.active = True
+        self.prio = d.route.priority
+        c.cb_rq[self.prio] += 1
         self.lb.request_started(idx)
         c.st[UPSTREAM_RQ_TOTAL] += 1
         c.st[UPSTREAM_RQ_ACTIVE] += 1
@@ -40,6 +42,7 @@ cdef class UpstreamRequest:
             self.lb.request_finished(self.lb_idx)
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
+            self.cluster.cb_rq[self.prio] -= 1
 
     cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time
@@ -60,6 +63,8 @@ cdef class UpstreamRequest:
                                                and self.down.from_h2):
             c = self.ep.pool.get_h2()
             if c is None:
+                if not cb_wait(self, True):   # circuit breakers: wait or overflow
+                    return
                 c = UpstreamH2.__new__(UpstreamH2)
                 c.setup()
                 self.ep.pool.h2conns.append(c)
@@ -76,6 +81,8 @@ cdef class UpstreamRequest:
             self.h1 = up
             self.down.upstream_ready(self)
         else:
+            if not cb_wait(self, False):      # circuit breakers: wait or overflow
+                return
             up = UpstreamHttp.__new__(UpstreamHttp)
             up.begin(self)
             self.h1 = up
@@ -86,6 +93,8 @@ cdef class UpstreamRequest:
 
     cdef void cancel(self):
         # The downstream gave up on this attempt (reset, timeout, disconnect).
+        if self.cb_pending:
+            cb_unqueue(self)
         if self.h1 is not None:
             self.h1.detach_and_abort()
         elif self.h2 is not None:

@@ -248,4 +248,19 @@ cdef class Worker:
         JSON-able data (docs/stats.md); admin.metrics merges and renders it."""
         self.st[BUFFERS_ALLOCATED] = self.bufpool.allocated
         self.st[BUFFERS_REUSED] = self.bufpool.reused
-        return self.registry.snapshot()
+        cdef ClusterState cs
+        for cs in self.clusters.values():
+            cb_refresh(cs)                # breaker gauges are computed on read
+        snap = self.registry.snapshot()
+        # remaining_* exist only for priorities with track_remaining (Envoy)
+        untracked = {name: [p for p in CB_PRIORITIES
+                            if not cs.conf.breakers.limits(p)["track_remaining"]]
+                     for name, cs in self.clusters.items()}
+        for blk in snap.get("blocks", ()):
+            if blk.get("prefix") == "cluster":
+                skip = untracked.get(dict(blk["labels"]).get("cluster"), CB_PRIORITIES)
+                for name in [n for n in blk["values"] if n in CB_REMAINING_NAMES
+                             and n.split(".")[1] in skip]:
+                    del blk["values"][name]
+                    blk["kinds"].pop(name, None)
+        return snap

@@ -17,9 +17,7 @@ cdef class RouterFilter(HttpFilter):
         self.hooks = FH_REQUEST_HEADERS
 
     cdef int request_headers(self, ProxyStream s) except -1:
-        cdef Route route = s.conf.router.match(s.rq_host, s.rq_host_len, s.rq_path,
-                                               s.rq_path_len, s.rq_query_len,
-                                               s.rq_base, s.rq_hs, s.rq_n)
+        cdef Route route = s.matched_route()
         cdef ClusterState c
         cdef object name
         cdef uint64_t h
@@ -52,6 +50,8 @@ cdef class RouterFilter(HttpFilter):
             return FILTER_STOP
         s.route = route
         s.cluster = c
+        if route.timeouts is not None or s.conf.max_stream_duration > 0:
+            route_timeouts(s, route)
         s.pick_hash = h
         s.pick_idx = idx
         return FILTER_CONTINUE

@@ -87,6 +87,14 @@ def _nginx_temp_paths(workdir: str, name: str) -> str:
 FILTER_MODES = {
     "http-pyfilter": [{"name": "noop", "import": "fastmesh.bench.noop_filters:NoopPythonFilter"}],
     "http-cyfilter": [{"name": "noop", "import": "fastmesh._core:NoopFilter"}],
+    # The built-in local rate limit with a bucket no load empties: its cost
+    # when every request is looked at and let through.
+    "http-ratelimit": [{"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "stat_prefix": "bench",
+        "token_bucket": {"max_tokens": 1 << 30, "tokens_per_fill": 1 << 30,
+                         "fill_interval": "1s"},
+        "filter_enabled": {"default_value": {"numerator": 100}},
+        "filter_enforced": {"default_value": {"numerator": 100}}}}],
 }
 BASE_MODES = ("http", "tcp", "h2", "grpc")
 

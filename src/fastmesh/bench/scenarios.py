@@ -63,6 +63,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "(filter cost = CPU/req - h1's)", "http-pyfilter", direct=False, cost_over="h1"),
     Scenario("h1-cyfilter", "h1 + one no-op Cython filter on fastmesh's listener "
              "(filter cost = CPU/req - h1's)", "http-cyfilter", direct=False, cost_over="h1"),
+    Scenario("h1-ratelimit", "h1 + the built-in local rate limit, never limiting, on "
+             "fastmesh's listener (filter cost = CPU/req - h1's)", "http-ratelimit",
+             direct=False, cost_over="h1"),
 ]}
 
 # The filter-cost scenarios are left out: they measure fastmesh alone.

@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
+from fastmesh.control import builtin_filters
 from fastmesh.control.config import (
     ClusterConfig,
     Config,
@@ -24,6 +25,7 @@ from fastmesh.control.config import (
     HttpFilterConfig,
     ListenerConfig,
     RouteConfig,
+    VirtualHostConfig,
 )
 from fastmesh.control.schema import thaw
 from fastmesh.control import tls as _tls
@@ -73,6 +75,7 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
         tls=build_client_tls(cfg),
+        circuit_breakers=_breakers(cfg),
     )
 
 
@@ -110,7 +113,61 @@ def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
         ccd=cfg.set_current_client_cert_details, by=by)
 
 
-def _build_route(r: RouteConfig) -> tuple:
+def _breakers(cfg: ClusterConfig) -> dict | None:
+    """{priority: thresholds} for the data plane's BreakerLimits (None:
+    Envoy's defaults everywhere)."""
+    if not cfg.circuit_breakers:
+        return None
+    out = {}
+    for t in cfg.circuit_breakers:
+        out[t.priority] = {
+            "max_connections": t.max_connections,
+            "max_pending_requests": t.max_pending_requests,
+            "max_requests": t.max_requests,
+            "max_retries": t.max_retries,
+            "max_connection_pools": t.max_connection_pools,
+            "track_remaining": t.track_remaining,
+            "retry_budget": None if t.retry_budget is None else {
+                "budget_percent": t.retry_budget.budget_percent,
+                "min_retry_concurrency": t.retry_budget.min_retry_concurrency},
+        }
+    return out
+
+
+# Envoy's RoutingPriority as the data plane's index (cluster_breaker.pxi).
+_PRIORITY = {"default": 0, "high": 1}
+
+
+def _route_timeouts(r: RouteConfig) -> _core.RouteTimeouts | None:
+    """The route's idle timeout and stream duration for the data plane (None
+    when it sets neither: the router then pays nothing for them)."""
+    d = r.max_stream_duration
+    if r.idle_timeout is None and d is None:
+        return None
+
+    def secs(v: float | None) -> float:
+        return -1.0 if v is None else v
+
+    return _core.RouteTimeouts(
+        idle_timeout=secs(r.idle_timeout),
+        max_stream_duration=secs(d.max_stream_duration if d else None),
+        grpc_timeout_header_max=secs(d.grpc_timeout_header_max if d else None),
+        grpc_timeout_header_offset=(d.grpc_timeout_header_offset or 0.0) if d else 0.0)
+
+
+def _per_filter(vh: VirtualHostConfig, r: RouteConfig) -> dict | None:
+    """{filter name: compiled per-route settings}: the virtual host's, then
+    the route's over them (Envoy: the most specific wins). Each route gets
+    its own objects, so its buckets are its own."""
+    merged = {**vh.typed_per_filter_config, **r.typed_per_filter_config}
+    if not merged:
+        return None
+    return {name: builtin_filters.BUILTIN_FILTERS[name].build(
+                builtin_filters.settings_of(name, raw))
+            for name, raw in merged.items()}
+
+
+def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
     m = r.match
     headers = [
         _router.HeaderMatch(h.name, exact=h.exact, prefix=h.prefix, regex=h.regex,
@@ -123,27 +180,35 @@ def _build_route(r: RouteConfig) -> tuple:
     # Per-route policy the data plane reads from Route.extra.
     retry = (_core.RetryPolicy(r.retry_policy.retry_on, r.retry_policy.num_retries)
              if r.retry_policy is not None else None)
+    timeouts = _route_timeouts(r)
+    per_filter = _per_filter(vh, r) if vh is not None else None
     if r.action == "cluster":
         # Routes name their clusters; each worker resolves the name to its
         # live ClusterState, so endpoints can change without new routes.
-        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry)
+        route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry,
+                              priority=_PRIORITY[r.priority],
+                              timeouts=timeouts, per_filter=per_filter)
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
             clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
-            timeout=r.timeout, extra=retry,
+            timeout=r.timeout, extra=retry, priority=_PRIORITY[r.priority],
+            timeouts=timeouts, per_filter=per_filter,
         )
     else:
         d = r.direct_response
         route = _router.Route(name, "direct", direct_status=d.status,
-                              direct_body=d.body.encode(), timeout=0.0)
+                              direct_body=d.body.encode(), timeout=0.0, per_filter=per_filter)
     return (match, route)
 
 
 def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
-    """A user filter from its import path, made with its config mapping as
-    keyword arguments."""
+    """A built-in filter from its settings, or a user filter from its import
+    path, made with its config mapping as keyword arguments."""
+    if f.import_path is None:
+        b = builtin_filters.BUILTIN_FILTERS[f.name]
+        return b.make(f.name, builtin_filters.settings_of(f.name, f.config) if f.config else None)
     module_name, _, attr = f.import_path.partition(":")
     where = f"listener {listener!r}: http_filters {f.name!r}"
     try:
@@ -170,7 +235,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
     cluster = None
     if cfg.protocol == "http":
         router = _router.Router([
-            (vh.name, list(vh.domains), [_build_route(r) for r in vh.routes])
+            (vh.name, list(vh.domains), [_build_route(r, vh) for r in vh.routes])
             for vh in cfg.virtual_hosts
         ])
     else:
@@ -191,6 +256,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         filters=[load_filter(f, cfg.name) for f in cfg.http_filters] + list(extra_filters),
         max_connections=cfg.max_connections,
         first_byte_timeout=cfg.first_byte_timeout,
+        max_stream_duration=cfg.max_stream_duration,
         tls=build_server_tls(cfg),
     )
 

@@ -14,6 +14,7 @@ from fastmesh.control.schema import (
     HealthCheckConfig,
     ListenerConfig,
     RouteConfig,
+    ThresholdsConfig,
     thaw,
 )
 from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
@@ -77,16 +78,22 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
                 "name": vh.name,
                 "domains": list(vh.domains),
                 "routes": [_route_to_dict(route) for route in vh.routes],
+                **({"typed_per_filter_config": thaw(vh.typed_per_filter_config)}
+                   if vh.typed_per_filter_config else {}),
             }
             for vh in lst.virtual_hosts
         ],
         http_filters=[{"name": f.name, "import": f.import_path, "config": thaw(f.config)}
+                      if f.import_path is not None else
+                      {"name": f.name, "typed_config": thaw(f.config)}
                       for f in lst.http_filters],
     )
     out["forward_client_cert_details"] = lst.forward_client_cert_details
     ccd = lst.set_current_client_cert_details
     if ccd is not None:
         out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
+    if lst.max_stream_duration:
+        out["max_stream_duration"] = lst.max_stream_duration
     return out
 
 
@@ -125,6 +132,17 @@ def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
     if route.retry_policy is not None:
         out["retry_policy"] = {"retry_on": ",".join(route.retry_policy.retry_on),
                                "num_retries": route.retry_policy.num_retries}
+    if route.action != "direct_response":
+        out["priority"] = route.priority
+    if route.idle_timeout is not None:
+        out["idle_timeout"] = route.idle_timeout
+    if route.max_stream_duration is not None:
+        d = route.max_stream_duration
+        out["max_stream_duration"] = {k: getattr(d, k) for k in (
+            "max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset")
+            if getattr(d, k) is not None}
+    if route.typed_per_filter_config:
+        out["typed_per_filter_config"] = thaw(route.typed_per_filter_config)
     return out
 
 
@@ -151,6 +169,23 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
     if c.tls is not None:
         out["tls"] = upstream_to_dict(c.tls)
+    if c.circuit_breakers:
+        out["circuit_breakers"] = {"thresholds": [_thresholds_to_dict(t)
+                                                  for t in c.circuit_breakers]}
+    return out
+
+
+def _thresholds_to_dict(t: ThresholdsConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "priority": t.priority, "max_connections": t.max_connections,
+        "max_pending_requests": t.max_pending_requests, "max_requests": t.max_requests,
+        "max_retries": t.max_retries, "track_remaining": t.track_remaining,
+    }
+    if t.max_connection_pools is not None:
+        out["max_connection_pools"] = t.max_connection_pools
+    if t.retry_budget is not None:
+        out["retry_budget"] = {"budget_percent": {"value": t.retry_budget.budget_percent},
+                               "min_retry_concurrency": t.retry_budget.min_retry_concurrency}
     return out
 
 

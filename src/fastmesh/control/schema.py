@@ -199,6 +199,21 @@ class RouteConfig:
     direct_response: DirectResponseConfig | None = None
     timeout: float = DEFAULT_ROUTE_TIMEOUT   # seconds, 0 = none (always 0 for direct_response)
     retry_policy: RetryPolicyConfig | None = None
+    priority: str = "default"   # Envoy's RoutingPriority: which circuit-breaker thresholds count it
+    idle_timeout: float | None = None        # None: the listener's stream_idle_timeout; 0 = off
+    max_stream_duration: MaxStreamDurationConfig | None = None
+    # filter name -> that built-in filter's settings for this route (raw, validated)
+    typed_per_filter_config: FrozenMap = FrozenMap()
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamDurationConfig:
+    """A route's max_stream_duration (Envoy's RouteAction.MaxStreamDuration;
+    seconds, None = not set)."""
+
+    max_stream_duration: float | None = None          # 0 = none (overrides the listener's)
+    grpc_timeout_header_max: float | None = None      # set: grpc-timeout is honoured; 0 = no cap
+    grpc_timeout_header_offset: float | None = None
 
 
 # Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
@@ -222,6 +237,7 @@ class VirtualHostConfig:
     name: str
     domains: tuple[str, ...]    # lowercased
     routes: tuple[RouteConfig, ...]
+    typed_per_filter_config: FrozenMap = FrozenMap()   # as RouteConfig's; routes override it
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +261,8 @@ class HttpFilterConfig:
     """
 
     name: str
-    import_path: str
-    config: Mapping[str, Any] = FrozenMap()
+    import_path: str | None     # None: a built-in filter (control/builtin_filters.py) by name
+    config: Mapping[str, Any] = FrozenMap()   # built-ins: their typed_config
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, FrozenMap):
@@ -279,6 +295,7 @@ class ListenerConfig:
     tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
+    max_stream_duration: float = 0.0              # http only; 0 = none
 
 
 
@@ -353,6 +370,41 @@ class HealthCheckConfig:
     grpc: GrpcHealthCheckConfig | None = None
 
 
+# Circuit breakers (Envoy's config.cluster.v3.CircuitBreakers and its defaults).
+ROUTING_PRIORITIES: tuple[str, ...] = ("default", "high")
+DEFAULT_CB_MAX_CONNECTIONS = 1024
+DEFAULT_CB_MAX_PENDING_REQUESTS = 1024
+DEFAULT_CB_MAX_REQUESTS = 1024
+DEFAULT_CB_MAX_RETRIES = 3
+DEFAULT_RETRY_BUDGET_PERCENT = 20.0
+DEFAULT_MIN_RETRY_CONCURRENCY = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetConfig:
+    """Envoy's retry_budget: concurrent retries are capped at
+    ``budget_percent`` of the active and pending requests, never below
+    ``min_retry_concurrency`` (replaces max_retries when set)."""
+
+    budget_percent: float = DEFAULT_RETRY_BUDGET_PERCENT
+    min_retry_concurrency: int = DEFAULT_MIN_RETRY_CONCURRENCY
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdsConfig:
+    """One priority's circuit-breaker thresholds (Envoy's names and
+    defaults). ``max_connection_pools`` None means unlimited."""
+
+    priority: str = "default"
+    max_connections: int = DEFAULT_CB_MAX_CONNECTIONS
+    max_pending_requests: int = DEFAULT_CB_MAX_PENDING_REQUESTS
+    max_requests: int = DEFAULT_CB_MAX_REQUESTS
+    max_retries: int = DEFAULT_CB_MAX_RETRIES
+    max_connection_pools: int | None = None
+    track_remaining: bool = False
+    retry_budget: RetryBudgetConfig | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
@@ -377,6 +429,8 @@ class ClusterConfig:
     health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
     tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
+    circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
+                                                          # rest have Envoy's defaults
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,17 @@ from fastmesh.control.schema import (
     Http2Config,
     HttpFilterConfig,
     ListenerConfig,
+    MaxStreamDurationConfig,
     RetryPolicyConfig,
+    RetryBudgetConfig,
+    ROUTING_PRIORITIES,
+    DEFAULT_CB_MAX_CONNECTIONS,
+    DEFAULT_CB_MAX_PENDING_REQUESTS,
+    DEFAULT_CB_MAX_REQUESTS,
+    DEFAULT_CB_MAX_RETRIES,
+    DEFAULT_MIN_RETRY_CONCURRENCY,
+    DEFAULT_RETRY_BUDGET_PERCENT,
+    ThresholdsConfig,
     RouteConfig,
     RouteMatchConfig,
     VirtualHostConfig,
@@ -383,12 +393,16 @@ _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_time
                     "per_connection_buffer_limit", "max_connections", "tls", "tls_mode")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
-                  "http2", "http_filters", "first_byte_timeout",
+                  "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
                   "forward_client_cert_details", "set_current_client_cert_details")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
-_VHOST_KEYS = ("name", "domains", "routes")
-_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy")
+_VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config")
+_ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy", "idle_timeout",
+                                                   "max_stream_duration", "typed_per_filter_config",
+                                                   "priority")
+_MAX_STREAM_DURATION_KEYS = ("max_stream_duration", "grpc_timeout_header_max",
+                             "grpc_timeout_header_offset")
 _RETRY_KEYS = ("retry_on", "num_retries")
 # Envoy's other retry_on conditions: named so that a config using them gets
 # "not supported yet" rather than "unknown".
@@ -400,7 +414,13 @@ _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
-                 "endpoints", "protocol", "health_checks", "common_lb_config", "tls")
+                 "endpoints", "protocol", "health_checks", "common_lb_config",
+                 "circuit_breakers", "tls")
+_CB_KEYS = ("thresholds",)
+_THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
+                   "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
+_RETRY_BUDGET_KEYS = ("budget_percent", "min_retry_concurrency")
+_UINT32 = (1 << 32) - 1
 _HEALTH_CHECK_KEYS = ("timeout", "interval", "interval_jitter", "unhealthy_threshold",
                       "healthy_threshold", "no_traffic_interval") + HC_KINDS
 # Envoy's other HealthCheck fields: "not supported yet" rather than "unknown".
@@ -414,7 +434,7 @@ _HTTP_HC_KEYS = ("path", "host", "expected_statuses", "request_headers_to_add")
 _TCP_HC_KEYS = ("send", "receive")
 _GRPC_HC_KEYS = ("service_name", "authority")
 _ENDPOINT_KEYS = ("address", "port", "weight")
-_HTTP_FILTER_KEYS = ("name", "import", "config")
+_HTTP_FILTER_KEYS = ("name", "import", "config", "typed_config")
 
 
 def _parse_root(ctx: _Ctx, doc: Any) -> Config:
@@ -509,6 +529,9 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         _check_unique(ctx, path + ("virtual_hosts",), virtual_hosts, "virtual host")
         _check_domains(ctx, path + ("virtual_hosts",), virtual_hosts)
     http = protocol == "http"
+    http_filters = m.section("http_filters", _parse_http_filters, ()) if http else ()
+    if http:
+        _check_per_filter_names(ctx, path, virtual_hosts, http_filters or ())
     return ListenerConfig(
         name=m.get("name", _name),
         address=m.get("address", _listen_address, DEFAULT_LISTENER_ADDRESS),
@@ -533,10 +556,11 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         generate_request_id=m.get("generate_request_id", _bool, True) if http else True,
         virtual_hosts=virtual_hosts,
         http2=m.section("http2", _parse_http2, Http2Config()) if http else Http2Config(),
-        http_filters=m.section("http_filters", _parse_http_filters, ()) if http else (),
+        http_filters=http_filters or (),
         max_connections=m.get("max_connections", _int(1, 1 << 30), 0),
         first_byte_timeout=(m.get("first_byte_timeout", _duration(), DEFAULT_FIRST_BYTE_TIMEOUT)
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
+        max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         **_listener_tls(ctx, path, m, http),
     )
 
@@ -556,6 +580,24 @@ def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
         out["set_current_client_cert_details"] = m.section(
             "set_current_client_cert_details", tls.parse_ccd, None)
     return out
+
+
+def _check_per_filter_names(ctx: _Ctx, path: Path, vhosts: Sequence[VirtualHostConfig],
+                            filters: Sequence[HttpFilterConfig]) -> None:
+    # typed_per_filter_config names a built-in filter of this listener's chain:
+    # settings for a filter the chain lacks would be silently unused.
+    names = [f.name for f in filters if f.import_path is None and f.name is not None]
+    where = [((i,), vh.typed_per_filter_config) for i, vh in enumerate(vhosts)]
+    where += [((i, "routes", j), r.typed_per_filter_config)
+              for i, vh in enumerate(vhosts) for j, r in enumerate(vh.routes)]
+    for sub, per in where:
+        for name in per:
+            if name not in names:
+                known = (f"its built-in filters: {', '.join(names)}" if names
+                         else "it has no built-in filter")
+                ctx.error(path + ("virtual_hosts",) + sub + ("typed_per_filter_config", name),
+                          f"filter {name!r} is not in this listener's http_filters; {known}",
+                          key=True)
 
 
 def _parse_http2(ctx: _Ctx, path: Path, value: Any) -> Http2Config:
@@ -579,10 +621,40 @@ def _parse_http_filters(ctx: _Ctx, path: Path, value: Any) -> tuple[HttpFilterCo
 
 
 def _parse_http_filter(ctx: _Ctx, path: Path, value: Any) -> HttpFilterConfig:
+    from fastmesh.control.builtin_filters import BUILTIN_FILTERS
     m = _Map(ctx, path, value, _HTTP_FILTER_KEYS, "an http filter")
-    return HttpFilterConfig(name=m.get("name", _name),
+    name = m.get("name", _name)
+    if "import" not in m and name in BUILTIN_FILTERS:
+        # A built-in filter: Envoy's name, its settings in typed_config.
+        m.forbid("config", f"{name} takes its settings in 'typed_config'")
+        raw = m.section("typed_config", _parse_filter_config, FrozenMap())
+        if raw:
+            BUILTIN_FILTERS[name].validate(ctx, path + ("typed_config",), raw)
+        return HttpFilterConfig(name=name, import_path=None, config=raw or FrozenMap())
+    m.forbid("typed_config", "'typed_config' is for built-in filters; a filter with "
+             "'import' takes 'config'")
+    return HttpFilterConfig(name=name,
                             import_path=m.get("import", _import_path),
                             config=m.section("config", _parse_filter_config, FrozenMap()))
+
+
+def _parse_per_filter(ctx: _Ctx, path: Path, value: Any) -> FrozenMap:
+    """typed_per_filter_config: {built-in filter name: its settings}."""
+    from fastmesh.control.builtin_filters import BUILTIN_FILTERS
+    if not isinstance(value, Mapping):
+        ctx.error(path, f"expected a mapping of filter name to settings, got {_kind(value)}")
+        return FrozenMap()
+    out = {}
+    for name, raw in value.items():
+        if name not in BUILTIN_FILTERS:
+            ctx.error(path + (name,), f"unknown filter {name!r}; per-route settings exist for: "
+                      f"{', '.join(BUILTIN_FILTERS)}{_suggest(str(name), BUILTIN_FILTERS)}",
+                      key=True)
+            continue
+        frozen = _parse_filter_config(ctx, path + (name,), raw)
+        BUILTIN_FILTERS[name].validate(ctx, path + (name,), frozen)
+        out[name] = frozen
+    return FrozenMap(out)
 
 
 def _parse_filter_config(ctx: _Ctx, path: Path, value: Any) -> FrozenMap:
@@ -629,7 +701,9 @@ def _parse_vhost(ctx: _Ctx, path: Path, value: Any) -> VirtualHostConfig:
     routes = m.section("routes", lambda c, p, v: _list(
         c, p, v, _parse_route, min_items=1, what="routes"))
     return VirtualHostConfig(name=m.get("name", _name), domains=domains or (),
-                             routes=routes or ())
+                             routes=routes or (),
+                             typed_per_filter_config=m.section(
+                                 "typed_per_filter_config", _parse_per_filter, FrozenMap()))
 
 
 def _parse_domain(ctx: _Ctx, path: Path, value: Any) -> str:
@@ -658,7 +732,15 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     elif action == "direct_response":
         direct = m.section("direct_response", _parse_direct)
     retry = None
+    priority = "default"
+    idle = None
+    max_duration = None
     if action == "direct_response":
+        m.forbid("priority", "'priority' is not allowed with direct_response "
+                 "(no upstream request is made)")
+        for key in ("idle_timeout", "max_stream_duration"):
+            m.forbid(key, f"{key!r} is not allowed with direct_response "
+                     "(no upstream request is made)")
         m.forbid("timeout", "'timeout' is not allowed with direct_response "
                  "(no upstream request is made)")
         m.forbid("retry_policy", "'retry_policy' is not allowed with direct_response "
@@ -666,9 +748,24 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     else:
         timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
         retry = m.section("retry_policy", _parse_retry_policy, None)
+        priority = m.get("priority", _enum(ROUTING_PRIORITIES), "default")
+        idle = m.get("idle_timeout", _duration(), None)
+        max_duration = m.section("max_stream_duration", _parse_max_stream_duration, None)
     return RouteConfig(name=name, match=match, action=action, cluster=cluster,
                        weighted_clusters=weighted, direct_response=direct, timeout=timeout,
-                       retry_policy=retry)
+                       retry_policy=retry, priority=priority, idle_timeout=idle, max_stream_duration=max_duration,
+                       typed_per_filter_config=m.section("typed_per_filter_config",
+                                                         _parse_per_filter, FrozenMap()))
+
+
+def _parse_max_stream_duration(ctx: _Ctx, path: Path, value: Any) -> MaxStreamDurationConfig:
+    # Envoy's RouteAction.MaxStreamDuration: three optional durations.
+    m = _Map(ctx, path, value, _MAX_STREAM_DURATION_KEYS, "max_stream_duration settings "
+             "({max_stream_duration, grpc_timeout_header_max, grpc_timeout_header_offset})")
+    return MaxStreamDurationConfig(
+        max_stream_duration=m.get("max_stream_duration", _duration(), None),
+        grpc_timeout_header_max=m.get("grpc_timeout_header_max", _duration(), None),
+        grpc_timeout_header_offset=m.get("grpc_timeout_header_offset", _duration(), None))
 
 
 def _retry_on(value: Any) -> tuple[str, ...]:
@@ -801,6 +898,48 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
         tls=_cluster_tls(ctx, path, m),
+        circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
+    )
+
+
+def _parse_circuit_breakers(ctx: _Ctx, path: Path, value: Any) -> tuple[ThresholdsConfig, ...]:
+    """Envoy's CircuitBreakers: ``{thresholds: [...]}``, one entry per
+    RoutingPriority at most (Envoy would silently use the first of two)."""
+    m = _Map(ctx, path, value, _CB_KEYS, "circuit_breakers settings")
+    items = m.section("thresholds", lambda c, p, v: _list(
+        c, p, v, _parse_thresholds, min_items=0, what="thresholds"), ()) or ()
+    seen: dict[str, int] = {}
+    for i, t in enumerate(items):
+        if t.priority in seen:
+            ctx.error(path + ("thresholds", i, "priority"),
+                      f"priority {t.priority!r} is given twice (also thresholds[{seen[t.priority]}]);"
+                      " give each priority one entry", key=True)
+        seen.setdefault(t.priority, i)
+    return items
+
+
+def _parse_thresholds(ctx: _Ctx, path: Path, value: Any) -> ThresholdsConfig:
+    m = _Map(ctx, path, value, _THRESHOLD_KEYS, "circuit-breaker thresholds")
+    return ThresholdsConfig(
+        priority=m.get("priority", _enum(ROUTING_PRIORITIES), "default"),
+        max_connections=m.get("max_connections", _int(0, _UINT32), DEFAULT_CB_MAX_CONNECTIONS),
+        max_pending_requests=m.get("max_pending_requests", _int(0, _UINT32),
+                                   DEFAULT_CB_MAX_PENDING_REQUESTS),
+        max_requests=m.get("max_requests", _int(0, _UINT32), DEFAULT_CB_MAX_REQUESTS),
+        max_retries=m.get("max_retries", _int(0, _UINT32), DEFAULT_CB_MAX_RETRIES),
+        max_connection_pools=m.get("max_connection_pools", _int(0, _UINT32), None),
+        track_remaining=m.get("track_remaining", _bool, False),
+        retry_budget=m.section("retry_budget", _parse_retry_budget, None),
+    )
+
+
+def _parse_retry_budget(ctx: _Ctx, path: Path, value: Any) -> RetryBudgetConfig:
+    # Envoy's RetryBudget: budget_percent is a type.v3.Percent ({value: N}).
+    m = _Map(ctx, path, value, _RETRY_BUDGET_KEYS, "a retry budget")
+    return RetryBudgetConfig(
+        budget_percent=m.section("budget_percent", _parse_percent, DEFAULT_RETRY_BUDGET_PERCENT),
+        min_retry_concurrency=m.get("min_retry_concurrency", _int(0, _UINT32),
+                                    DEFAULT_MIN_RETRY_CONCURRENCY),
     )
 
 
