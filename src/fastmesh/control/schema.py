@@ -291,11 +291,11 @@ class ListenerConfig:
     http_filters: tuple[HttpFilterConfig, ...] = ()  # http only, in chain order
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
+    max_stream_duration: float = 0.0              # http only; 0 = none
     tls: DownstreamTlsConfig | None = None         # control/tls.py; None = plaintext
     tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
-    max_stream_duration: float = 0.0              # http only; 0 = none
 
 
 
@@ -428,9 +428,9 @@ class ClusterConfig:
     protocol: str = "http1"            # "http1" | "http2" (h2c) | "auto" (the client's)
     health_checks: tuple[HealthCheckConfig, ...] = ()   # at most one (as Envoy)
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
-    tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
     circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
                                                           # rest have Envoy's defaults
+    tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
 
 
 @dataclass(frozen=True, slots=True)
