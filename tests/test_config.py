@@ -817,17 +817,17 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
         "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout",
-        "max_stream_duration", "tls", "tls_mode", "forward_client_cert_details",
-        "set_current_client_cert_details"]
+        "max_stream_duration", "trust_retry_headers", "tls", "tls_mode",
+        "forward_client_cert_details", "set_current_client_cert_details"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol", "health_checks",
-        "healthy_panic_threshold", "circuit_breakers", "tls"]
+        "healthy_panic_threshold", "circuit_breakers", "outlier_detection", "tls"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
         "retry_policy", "priority", "idle_timeout", "max_stream_duration",
-        "typed_per_filter_config"]
+        "typed_per_filter_config", "per_request_buffer_limit_bytes"]
 
 
 # ------------------------------------------------------------------ HTTP/2 keys
@@ -956,3 +956,75 @@ clusters:
 """
     err = parse_error(text)
     assert err.path == "listeners[0].first_byte_timeout" and "only allowed on http" in err.reason
+
+
+# ------------------------------------------------------------------ retry policy keys
+
+RETRY_ROUTE = """\
+            per_request_buffer_limit_bytes: 64KiB
+            retry_policy:
+              retry_on: "reset,retriable-status-codes,unavailable"
+              num_retries: 3
+              per_try_timeout: 250ms
+              retry_back_off: {base_interval: 10ms, max_interval: 1s}
+              retriable_status_codes: [418, 409]
+"""
+
+
+def test_retry_policy_keys_parse_and_round_trip() -> None:
+    cfg = parse_config(edit(BASE, "            cluster: backend\n",
+                            "            cluster: backend\n" + RETRY_ROUTE))
+    route = cfg.listeners[0].virtual_hosts[0].routes[0]
+    rp = route.retry_policy
+    assert rp.retry_on == ("reset", "retriable-status-codes", "unavailable")
+    assert (rp.num_retries, rp.per_try_timeout, rp.base_interval, rp.max_interval) == \
+        (3, 0.25, 0.01, 1.0)
+    assert rp.retriable_status_codes == (409, 418)
+    assert route.per_request_buffer_limit_bytes == 65536
+    assert cfg.listeners[0].trust_retry_headers is False
+    assert parse_config(config_to_dict(cfg)) == cfg
+
+
+def test_retry_policy_defaults_are_envoys() -> None:
+    cfg = parse_config(edit(BASE, "            cluster: backend\n",
+                            "            cluster: backend\n            retry_policy: "
+                            "{retry_on: 5xx}\n"))
+    rp = cfg.listeners[0].virtual_hosts[0].routes[0].retry_policy
+    assert (rp.num_retries, rp.per_try_timeout, rp.base_interval, rp.max_interval) == \
+        (1, 0.0, 0.025, 0.0)       # max_interval 0: 10 x base_interval, as Envoy
+    assert parse_config(config_to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("line, text, where, reason", [
+    (12, "              retry_back_off: {base_interval: 1s, max_interval: 10ms}\n",
+     "retry_back_off.max_interval", "must be at least base_interval"),
+    (12, "              retry_back_off: {max_interval: 10ms}\n",
+     "retry_back_off.base_interval", "missing required key"),
+    (12, "              retriable_status_codes: [700]\n",
+     "retriable_status_codes[0]", "out of range"),
+    (12, "              per_try_timeout: soon\n", "per_try_timeout", ""),
+    (11, "              retry_on: \"5xx,reset-before-request\"\n", "retry_on",
+     "not supported yet"),
+])
+def test_retry_policy_errors_name_file_line_and_key(line, text, where, reason) -> None:
+    body = ("            retry_policy:\n              retry_on: 5xx\n"
+            if "retry_on" not in text else "            retry_policy:\n")
+    err = parse_error(edit(BASE, "            cluster: backend\n",
+                           "            cluster: backend\n" + body + text))
+    assert f"retry_policy.{where}" in err.path and reason in err.reason, str(err)
+    assert err.file == "test.yaml" and err.line == line, str(err)
+
+
+def test_trust_retry_headers_is_an_http_listener_bool() -> None:
+    cfg = parse_config(edit(BASE, "    port: 10000\n", "    port: 10000\n    trust_retry_headers: true\n"))
+    assert cfg.listeners[0].trust_retry_headers is True
+    assert parse_config(config_to_dict(cfg)) == cfg
+    err = parse_error(edit(BASE, "    port: 10000\n", "    port: 10000\n    trust_retry_headers: yes please\n"))
+    assert "trust_retry_headers" in err.path and err.line == 4
+
+
+def test_per_request_buffer_limit_needs_an_upstream() -> None:
+    err = parse_error(edit(BASE, "            cluster: backend\n",
+                           "            direct_response: {status: 200}\n"
+                           "            per_request_buffer_limit_bytes: 1KiB\n"))
+    assert "not allowed with direct_response" in err.reason

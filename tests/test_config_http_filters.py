@@ -129,8 +129,8 @@ def test_field_is_last_with_a_default() -> None:
     i = names.index("http_filters")
     assert fields[i].default == ()
     assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration",
-                             "tls", "tls_mode", "forward_client_cert_details",
-                             "set_current_client_cert_details"]
+                             "trust_retry_headers", "tls", "tls_mode",
+                             "forward_client_cert_details", "set_current_client_cert_details"]
     assert all(f.default is not dataclasses.MISSING for f in fields[i:])
     assert [f.name for f in dataclasses.fields(HttpFilterConfig)] == ["name", "import_path", "config"]
 

@@ -112,10 +112,18 @@ def test_refused_stream_retries_follow_num_retries(policy, attempts, start_proxy
 
 
 @pytest.mark.parametrize("policy, message", [
-    ({"retry_on": "reset"}, "not supported yet"),
+    ({"retry_on": "envoy-ratelimited"}, "not supported yet"),
     ({"retry_on": "connect-failur"}, "unknown retry_on condition"),
     ({"retry_on": "connect-failure", "num_retries": -1}, "out of range"),
-    ({"retry_on": "connect-failure", "per_try_timeout": "1s"}, "per_try_timeout"),
+    ({"retry_on": "connect-failure", "per_try_timeout": "soon"}, "per_try_timeout"),
+    ({"retry_on": "5xx", "retry_back_off": {"max_interval": "1s"}}, "base_interval"),
+    ({"retry_on": "5xx", "retry_back_off": {"base_interval": "0s"}}, "greater than zero"),
+    ({"retry_on": "5xx", "retry_back_off": {"base_interval": "1s", "max_interval": "10ms"}},
+     "must be at least base_interval"),
+    ({"retry_on": "retriable-status-codes", "retriable_status_codes": [503, 99]},
+     "out of range"),
+    ({"retry_on": "retriable-status-codes", "retriable_status_codes": []}, "must not be empty"),
+    ({"retry_on": "5xx", "retry_back_off": {"base_interval": "25ms", "jitter": 1}}, "jitter"),
 ])
 def test_bad_retry_policies_are_config_errors(policy, message):
     cfg = http_config(("127.0.0.1", 1), routes=routes(policy))
@@ -174,11 +182,14 @@ def test_a_5xx_answer_is_retried_elsewhere(proto, retry_on, status, retried, sta
         assert status in got and st["upstream_rq_retry"] == 0
 
 
-def test_a_request_with_a_body_is_not_retried_on_a_5xx_answer(start_proxy, failing_endpoint):
-    # Its body went upstream as it arrived; without a replay buffer the
-    # answer stands.
+def test_a_request_with_a_body_over_the_buffer_limit_is_not_retried(start_proxy,
+                                                                    failing_endpoint):
+    # Its body went upstream as it arrived and outgrew the replay buffer
+    # (per_request_buffer_limit_bytes): the answer stands.
     bad = failing_endpoint(503)
-    p = start_proxy(http_config(bad, routes=routes({"retry_on": "5xx", "num_retries": 3})))
+    r = routes({"retry_on": "5xx", "num_retries": 3})
+    r[0]["per_request_buffer_limit_bytes"] = 500
+    p = start_proxy(http_config(bad, routes=r))
     assert statuses(p, "h1", 2, path="/echo", method="POST", body=b"x" * 1000) == [503, 503]
     assert p.cluster_stats()["upstream_rq_retry"] == 0
 

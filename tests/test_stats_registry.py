@@ -77,6 +77,10 @@ def test_block_with_other_slots_under_an_existing_key_is_refused():
     ("cluster", ("a",), ("meter",), None),                   # unknown kind
     ("cluster", ("a..b",), ("counter",), None),              # not a name (empty part)
     ("cluster", ("a.1b",), ("counter",), None),              # a part not a name
+    ("cluster", ("a.",), ("counter",), None),                # not a name
+    ("cluster", (".a",), ("counter",), None),                # not a name
+    ("cluster", ("a-b",), ("counter",), None),               # not a name
+    ("cluster", ("a.b", "a_b"), ("counter", "counter"), None),  # one Prometheus name
     ("clus ter", ("a",), ("counter",), None),                # prefix not a name
     ("cluster", ("a",), ("counter",), {"le": "1"}),          # reserved label
     ("cluster", ("a",), ("counter",), {"__x": "1"}),         # reserved label
@@ -489,3 +493,21 @@ def test_select_keeps_what_the_regex_finds_in_envoy_names():
     assert select(merged, "nothing") == {"blocks": [], "histograms": []}
     with pytest.raises(re.error):
         select(merged, "(")
+
+
+def test_dotted_stat_names_are_envoy_scopes():
+    # Envoy's sub-scopes (outlier_detection.*, circuit_breakers.default.*) are
+    # slot names with dots: the text output keeps them, Prometheus writes "_",
+    # and a 5xx at the end of one is not a response-code class.
+    reg = StatsRegistry()
+    blk = reg.block("cluster", ("outlier_detection.ejections_enforced_consecutive_5xx",
+                                "outlier_detection.ejections_active"),
+                    ("counter", "gauge"), {"cluster": "a"})
+    blk.add_py(0, 2)
+    merged = merge([reg.snapshot()])
+    assert "cluster.a.outlier_detection.ejections_enforced_consecutive_5xx: 2" in \
+        render_text(merged)
+    prom = render_prometheus(merged)
+    assert ('fastmesh_cluster_outlier_detection_ejections_enforced_consecutive_5xx_total'
+            '{cluster="a"} 2') in prom
+    assert "response_code_class" not in prom

@@ -49,7 +49,8 @@ def test_slot_enums_follow_the_stat_tables():
         "downstream_cx_active", "downstream_rq_active"}
     assert {n for n, k in zip(_core.CLUSTER_NAMES, _core.CLUSTER_KINDS) if k == "gauge"
             and not n.startswith("circuit_breakers.")} == {
-        "upstream_rq_active", "upstream_cx_active", "upstream_rq_pending_active"}
+        "upstream_rq_active", "upstream_cx_active", "upstream_rq_pending_active",
+        "outlier_detection.ejections_active"}
 
 
 def test_listeners_and_clusters_count_apart_with_their_labels(start_proxy, make_origin, clients,

@@ -45,12 +45,16 @@ cdef class Endpoint
 cdef class ClusterConf
 cdef class ClusterState
 cdef class BreakerLimits
+cdef class OutlierConf
+cdef class OutlierHost
+cdef class OutlierDetector
 cdef class HeaderList
 cdef class HttpFilter
 cdef class Request
 cdef class ProxyStream
 cdef class UpstreamRequest
 cdef class RetryPolicy
+cdef class RetryTimer
 cdef class RouteTimeouts
 cdef class StreamTimer
 cdef class LocalRateLimitFilter
@@ -75,6 +79,7 @@ include "core_worker.pxd"
 include "core_overload.pxd"
 include "core_endpoint.pxd"
 include "core_cluster.pxd"
+include "cluster_outlier.pxd"
 include "core_head.pxd"
 include "core_filter.pxd"
 include "core_stream.pxd"

@@ -22,6 +22,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_worker.pxi         Worker: applies snapshots, keeps live state by name
   core_endpoint.pxi       Endpoint and its connection pool
   core_cluster.pxi        ClusterConf (snapshot) and ClusterState (live, per worker)
+  cluster_outlier.pxi     outlier detection: ejects endpoints by their attempts' outcomes
   core_head.pxi           the one upstream request-head builder (all translations)
   core_filter.pxi         HttpFilter, the chain's results, the Python Request view
   core_stream.pxi         ProxyStream: one request through the pipeline, any protocol
@@ -59,6 +60,7 @@ include "core_worker.pxi"
 include "core_overload.pxi"
 include "core_endpoint.pxi"
 include "core_cluster.pxi"
+include "cluster_outlier.pxi"
 include "core_head.pxi"
 include "core_filter.pxi"
 include "core_stream.pxi"

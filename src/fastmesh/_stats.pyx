@@ -95,6 +95,9 @@ cdef class StatsBlock:
             raise ValueError(f"stats: {prefix}: {n} names but {len(kinds)} kinds")
         if len(set(names)) != n:
             raise ValueError(f"stats: {prefix}: a slot name is given twice")
+        if len({str(x).replace(".", "_") for x in names}) != n:
+            # Prometheus writes a dot as "_": a.b and a_b would be one family.
+            raise ValueError(f"stats: {prefix}: two slot names differ only in '.' and '_'")
         for name, kind in zip(names, kinds):
             _check_stat_name(name)
             if kind not in KINDS:

@@ -25,6 +25,7 @@ cdef class ClusterConf:
     cdef readonly double healthy_panic_threshold  # percent (Envoy common_lb_config)
     cdef readonly TlsClientConf tls       # None: plaintext upstream (core_tls.pxi)
     cdef readonly BreakerLimits breakers  # circuit_breakers thresholds (cluster_breaker.pxi)
+    cdef readonly OutlierConf outlier     # outlier_detection, None: off
 
     cdef bint same_balancing(self, ClusterConf o)
 
@@ -55,6 +56,7 @@ cdef class ClusterState:
     cdef bint cb_kicked                   # a cb_serve is scheduled
     cdef bint cb_serving                  # cb_serve is starting the queue's head
     cdef list cb_queue                    # UpstreamRequests waiting, FIFO
+    cdef readonly OutlierDetector outlier # None unless configured: end() tests only this
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
     cdef void _recount(self)

@@ -32,7 +32,7 @@ cdef class ClusterConf:
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
                  str protocol="http1", double healthy_panic_threshold=50.0,
-                 circuit_breakers=None, TlsClientConf tls=None):
+                 circuit_breakers=None, OutlierConf outlier=None, TlsClientConf tls=None):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -52,6 +52,7 @@ cdef class ClusterConf:
         self.tls = tls
         # {priority: thresholds}; Envoy's defaults for what is not given
         self.breakers = BreakerLimits(circuit_breakers)
+        self.outlier = outlier
         if protocol == "http1":
             self.protocol = PROTO_HTTP1
         elif protocol == "http2":
@@ -105,6 +106,16 @@ cdef class ClusterState:
             self._set_endpoints(conf.endpoints, old is None or not conf.same_balancing(old))
         else:
             self._recount()         # the panic threshold may have changed
+        # Outlier detection: kept with its endpoints' state across reloads,
+        # made when configured, gone (every ejection ended) when not.
+        if conf.outlier is None:
+            if self.outlier is not None:
+                self.outlier.clear()
+                self.outlier = None
+        elif self.outlier is None:
+            self.outlier = OutlierDetector(self, conf.outlier)
+        else:
+            self.outlier.set_conf(conf.outlier)
 
     def set_endpoints(self, endpoints):
         """Swap the endpoint set ((host, port, weight) tuples) without a new
@@ -148,6 +159,8 @@ cdef class ClusterState:
         # the endpoint, so it survives any change of the set.
         self.mask = bytearray([ep.health_flags != 0 for ep in new])
         self._recount()
+        if self.outlier is not None:
+            self.outlier.recount()
 
     cdef void _recount(self):
         # The panic decision follows every change of the set or of a flag
@@ -199,6 +212,8 @@ cdef class ClusterState:
         # the last request lets go); if it comes back it counts from zero.
         cdef Endpoint ep
         self.removed = True
+        if self.outlier is not None:
+            self.outlier.stop()
         self.worker.registry.forget("cluster", self.stats.labels)
         cb_fail_queue(self)                 # nothing will free a connection for them
         for ep in self.endpoints:

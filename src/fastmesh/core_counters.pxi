@@ -57,6 +57,7 @@ cdef enum:  # LISTENER_STATS
     SSL_FAIL_VERIFY_ERROR
     SSL_FAIL_VERIFY_SAN
     SSL_SESSION_REUSED
+    RETRY_OR_SHADOW_ABANDONED             # core_retry.pxi
     DOWNSTREAM_RQ_IDLE_TIMEOUT
     DOWNSTREAM_RQ_MAX_DURATION_REACHED
     LISTENER_NSTATS
@@ -90,10 +91,13 @@ LISTENER_STATS = (
     ("ssl.fail_verify_error", "counter"),     # certificate not trusted (expired, unknown CA...)
     ("ssl.fail_verify_san", "counter"),       # trusted, but no SAN matcher matched
     ("ssl.session_reused", "counter"),        # resumed handshakes (tickets)
+    ("retry_or_shadow_abandoned", "counter"),  # a request body outgrew its replay buffer
     ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
     ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
 )
 
+# The outlier_detection.* slots (cluster_outlier.pxi): ENFORCED_* and
+# DETECTED_* follow the order of the OD_* ejection types (slot = first + type).
 cdef enum:  # CLUSTER_STATS
     UPSTREAM_RQ_TOTAL
     UPSTREAM_RQ_ACTIVE
@@ -117,6 +121,11 @@ cdef enum:  # CLUSTER_STATS
     SSL_FAIL_VERIFY_ERROR_UP
     SSL_FAIL_VERIFY_SAN_UP
     SSL_SESSION_REUSED_UP
+    UPSTREAM_RQ_RETRY_SUCCESS             # retries (core_retry.pxi)
+    UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED
+    UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL
+    UPSTREAM_RQ_RETRY_BACKOFF_RATELIMITED
+    UPSTREAM_RQ_PER_TRY_TIMEOUT
     UPSTREAM_RQ_PENDING_TOTAL             # circuit breakers (cluster_breaker.pxi) from here
     UPSTREAM_RQ_PENDING_ACTIVE
     UPSTREAM_RQ_PENDING_OVERFLOW
@@ -143,6 +152,24 @@ cdef enum:  # CLUSTER_STATS
     CIRCUIT_BREAKERS_HIGH_REMAINING_RQ
     CIRCUIT_BREAKERS_HIGH_REMAINING_RETRIES
     CIRCUIT_BREAKERS_HIGH_REMAINING_CX_POOLS
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL
+    OUTLIER_DETECTION_EJECTIONS_ACTIVE
+    OUTLIER_DETECTION_EJECTIONS_OVERFLOW
+    OUTLIER_DETECTION_EJECTIONS_TOTAL
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_GATEWAY_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_LOCAL_ORIGIN_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_LOCAL_ORIGIN_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_ENFORCED_LOCAL_ORIGIN_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_5XX
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_GATEWAY_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_CONSECUTIVE_LOCAL_ORIGIN_FAILURE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_LOCAL_ORIGIN_SUCCESS_RATE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_FAILURE_PERCENTAGE
+    OUTLIER_DETECTION_EJECTIONS_DETECTED_LOCAL_ORIGIN_FAILURE_PERCENTAGE
     CLUSTER_NSTATS
 
 CLUSTER_STATS = (
@@ -168,6 +195,11 @@ CLUSTER_STATS = (
     ("ssl.fail_verify_error", "counter"),
     ("ssl.fail_verify_san", "counter"),
     ("ssl.session_reused", "counter"),
+    ("upstream_rq_retry_success", "counter"),
+    ("upstream_rq_retry_limit_exceeded", "counter"),
+    ("upstream_rq_retry_backoff_exponential", "counter"),
+    ("upstream_rq_retry_backoff_ratelimited", "counter"),   # delayed by grpc-retry-pushback-ms
+    ("upstream_rq_per_try_timeout", "counter"),
     # circuit breakers (cluster_breaker.pxi); the circuit_breakers.* gauges
     # are written when the stats are read (cb_refresh), remaining_* shown
     # only with track_remaining
@@ -197,6 +229,25 @@ CLUSTER_STATS = (
     ("circuit_breakers.high.remaining_rq", "gauge"),
     ("circuit_breakers.high.remaining_retries", "gauge"),
     ("circuit_breakers.high.remaining_cx_pools", "gauge"),
+    # Envoy's cluster.<name>.outlier_detection.* (cluster_outlier.pxi)
+    ("outlier_detection.ejections_enforced_total", "counter"),
+    ("outlier_detection.ejections_active", "gauge"),
+    ("outlier_detection.ejections_overflow", "counter"),   # not ejected: max_ejection_percent
+    ("outlier_detection.ejections_total", "counter"),      # detected, enforced or not
+    ("outlier_detection.ejections_enforced_consecutive_5xx", "counter"),
+    ("outlier_detection.ejections_enforced_consecutive_gateway_failure", "counter"),
+    ("outlier_detection.ejections_enforced_consecutive_local_origin_failure", "counter"),
+    ("outlier_detection.ejections_enforced_success_rate", "counter"),
+    ("outlier_detection.ejections_enforced_local_origin_success_rate", "counter"),
+    ("outlier_detection.ejections_enforced_failure_percentage", "counter"),
+    ("outlier_detection.ejections_enforced_local_origin_failure_percentage", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_5xx", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_gateway_failure", "counter"),
+    ("outlier_detection.ejections_detected_consecutive_local_origin_failure", "counter"),
+    ("outlier_detection.ejections_detected_success_rate", "counter"),
+    ("outlier_detection.ejections_detected_local_origin_success_rate", "counter"),
+    ("outlier_detection.ejections_detected_failure_percentage", "counter"),
+    ("outlier_detection.ejections_detected_local_origin_failure_percentage", "counter"),
 )
 
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).

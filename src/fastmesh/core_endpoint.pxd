@@ -27,3 +27,4 @@ cdef class Endpoint:
     cdef readonly unsigned int health_flags  # EP_* bits; 0 = healthy
     cdef EndpointPool pool
     cdef int ncx                  # its connections open or opening (cluster_breaker.pxi)
+    cdef readonly OutlierHost outlier   # its outlier monitor (cluster_outlier.pxi), None: none yet

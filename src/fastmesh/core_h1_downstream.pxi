@@ -273,6 +273,8 @@ cdef class HttpDownstream(ProxyStream):
             self.set_deadline(DL_RESPONSE, self.route.timeout)
         else:
             self.set_deadline(DL_STREAM_IDLE, self.idle_t)
+        if self.rpol is not None:
+            per_try_arm(self)       # the request is complete: the per-try timeout runs
 
     cdef void upstream_ready(self, UpstreamRequest ur):
         # The attempt has a connection: the head, then whatever body we have.
@@ -282,6 +284,8 @@ cdef class HttpDownstream(ProxyStream):
                 and self.rbuf.end > self.rbuf.start and not self.body_bytes_ok()):
             return
         ur.h1.send(PyBytes_AS_STRING(self.req_head), PyBytes_GET_SIZE(self.req_head))
+        if self.replay_h1:
+            send_replay_h1(self, ur.h1)     # a retry: the body so far (core_retry.pxi)
         self.resume_read(PAUSE_BUFFER)
         self.process()
         self.flush()
@@ -330,6 +334,8 @@ cdef class HttpDownstream(ProxyStream):
                     self.body_stopped()
                     return False
                 self.set_deadline(DL_STREAM_IDLE, self.idle_t)   # progress
+                if self.replay is not None:
+                    keep_body(self, data + off, seg)
                 if self.req_body == BODY_CHUNKED:
                     o.add_hex(seg)
                     o.add("\r\n", 2)
@@ -342,6 +348,7 @@ cdef class HttpDownstream(ProxyStream):
                 if self.req_body == BODY_CHUNKED:
                     o.add("0\r\n", 3)
                     if p.trailer_len:
+                        drop_replay(self)   # (a replay does not carry trailers)
                         o.add(data + p.trailer_off, p.trailer_len)
                     o.add("\r\n", 2)
                 self.req_done = True
@@ -543,6 +550,8 @@ cdef class HttpDownstream(ProxyStream):
                     self.body_stopped()
                     return False
                 self.set_deadline(DL_STREAM_IDLE, self.idle_t)
+                if self.replay is not None:
+                    keep_body(self, data + off, seg)
                 self.up_pending.add(data + off, seg)
             b.start += r
             if p.message_done:
@@ -774,7 +783,7 @@ cdef class HttpDownstream(ProxyStream):
             self.close()
         elif kind == DL_RESPONSE or kind == DL_STREAM_IDLE or kind == DL_MAX_DURATION:
             count_timeout(self, kind)
-            self.cancel_upstream()
+            self.timeout_upstream()
             if self.resp_started:
                 self.abort()
             else:

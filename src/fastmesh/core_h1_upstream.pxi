@@ -38,6 +38,7 @@ cdef class UpstreamHttp(UpstreamBase):
         if ur is None:
             return
         d = ur.down
+        ur.outcome = OUT_TIMEOUT if timeout else OUT_CONNECT_FAILED
         self.detach()
         if not timeout and retry_allowed(d, ur, FAILED_CONNECT):
             # Nothing was sent: the request goes to another endpoint, on a
@@ -124,7 +125,9 @@ cdef class UpstreamHttp(UpstreamBase):
                     p.reset()
                     p.expect_response_to(d.req_method)
                     continue
-                if status >= 500 and retry_on_status(d, ur, status):
+                ur.outcome = status
+                if d.rpol is not None and retry_on_response(d, ur, status, data, p.headers,
+                                                            p.nheaders):
                     # The route retries this answer: the connection goes (the
                     # rest of this response is not wanted), the request goes
                     # to another endpoint, pooled connection or new.
@@ -194,6 +197,8 @@ cdef class UpstreamHttp(UpstreamBase):
 
     cdef void fail(self, int status, bytes body):
         cdef ProxyStream d = self.ur.down if self.ur is not None else None
+        if d is not None:
+            self.ur.outcome = OUT_RESET       # the upstream broke the protocol
         self.detach()
         self.abort()
         if d is not None:
@@ -250,11 +255,19 @@ cdef class UpstreamHttp(UpstreamBase):
                     and ur.attempt == 1):
                 self.detach()
                 d.retry(ur, True, False)    # the connection was stale, not the endpoint
+            elif retry_allowed(d, ur, FAILED_RESET):
+                # Closed before a whole response head (retry_on reset, 5xx,
+                # gateway-error): another endpoint.
+                ur.outcome = OUT_RESET
+                self.detach()
+                d.retry(ur, False, True)
             else:
+                ur.outcome = OUT_RESET
                 self.detach()
                 d.upstream_failed(502, b"upstream connect error or disconnect/reset before headers\n")
         else:
             # Mid-body: the client must not mistake a cut response for a whole one.
+            ur.outcome = OUT_RESET
             self.detach()
             d.abort()
 

@@ -121,6 +121,8 @@ cdef class H2ServerStream(ProxyStream):
             self.set_deadline(DL_STREAM_IDLE, self.idle_t)
         else:
             self.set_deadline(DL_RESPONSE, t)
+        if self.rpol is not None:
+            per_try_arm(self)       # the request is complete: the per-try timeout runs
 
     cdef void upstream_ready(self, UpstreamRequest ur):
         cdef int64_t n
@@ -156,6 +158,8 @@ cdef class H2ServerStream(ProxyStream):
             self.conn.h2.consumed(self.sid, n)
             self.body_stopped()
             return
+        if self.replay is not None:
+            keep_body(self, p, n)       # for a retry (core_retry.pxi)
         if self.up_hdrs is not None:
             # HTTP/2 upstream: its flow control takes it from up_pending.
             self.up_pending.add(p, n)
@@ -163,6 +167,11 @@ cdef class H2ServerStream(ProxyStream):
                 self.ur.h2.pump_later(self.ur)
             return
         if self.ur is None or self.ur.h1 is None:
+            if self.retry_wait:
+                # Between attempts: the replay holds it, acknowledged when
+                # the next attempt takes the replay (rewind_body).
+                self.h1buf_raw += n
+                return
             # Answered already (no upstream): the rest of the body is dropped.
             self.conn.h2.consumed(self.sid, n)
             return
@@ -211,6 +220,10 @@ cdef class H2ServerStream(ProxyStream):
         cdef UpstreamHttp up = self.ur.h1 if self.ur is not None else None
         if self.up_hdrs is not None:
             self.up_trl = t if t.n else None
+        elif t.n:
+            drop_replay(self)       # (a replay toward HTTP/1.1 does not carry trailers)
+        if self.up_hdrs is not None:
+            pass
         elif self.chunked_up and up is not None:
             o = self.h1buf if up.transport is None else OutBuf(256)
             if o is None:
@@ -572,7 +585,7 @@ cdef class H2ServerStream(ProxyStream):
                 or self.finished:
             return
         count_timeout(self, kind)
-        self.cancel_upstream()
+        self.timeout_upstream()
         if self.resp_started:
             if self.grpc and not self.resp_end_sent and self.pending is not None \
                     and self.pending.len == 0:

@@ -26,7 +26,7 @@ cdef class UpstreamH2(UpstreamBase):
     cdef void release(self, UpstreamRequest u)
     cdef void cancel(self, UpstreamRequest u)
     cdef void fail_stream(self, UpstreamRequest u, int status, bytes body)
-    cdef void fail_all(self, int status, bytes body, int retry)
+    cdef void fail_all(self, int status, bytes body, int retry, int outcome)
     cdef void leave_pool(self)
     cdef void connect_failed(self, bint timeout)
     cdef void on_deadline(self, int kind)

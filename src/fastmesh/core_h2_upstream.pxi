@@ -184,7 +184,7 @@ cdef class UpstreamH2(UpstreamBase):
             b.start += r
             self.flush()
             if h2.state == H2_CS_CLOSED:
-                self.fail_all(502, b"upstream connection error\n", 0)
+                self.fail_all(502, b"upstream connection error\n", FAILED_RESET, OUT_RESET)
                 self.close()
         if self.rbuf is not None:
             self.rbuf.compact()
@@ -215,8 +215,10 @@ cdef class UpstreamH2(UpstreamBase):
                 u = self.streams.get(ev.stream_id)
                 if u is not None:
                     d = u.down
+                    u.outcome = ev.code
                     count_upstream_status(u.cluster.st, ev.code)
-                    if ev.code >= 500 and retry_on_status(d, u, ev.code):
+                    if d.rpol is not None and retry_on_response(
+                            d, u, ev.code, h2.dec.out, &h2.dec.headers[ev.off], <int>ev.len):
                         # The route retries this answer: the stream is
                         # reset, the request goes to another endpoint.
                         self.cancel(u)
@@ -261,7 +263,13 @@ cdef class UpstreamH2(UpstreamBase):
                         # Not processed by the upstream (RFC 9113 8.7): safe to retry.
                         self.release(u)
                         d.retry(u, False, True)   # that endpoint refused: another one
+                    elif u.resp_state == 0 and retry_allowed(d, u, FAILED_RESET):
+                        # Reset before the response head (retry_on reset).
+                        u.outcome = OUT_RESET
+                        self.release(u)
+                        d.retry(u, False, True)
                     else:
+                        u.outcome = OUT_RESET
                         self.fail_stream(u, 502, b"upstream reset the stream\n")
             elif ev.type == EV_WINDOW_UPDATED:
                 if ev.stream_id == 0:
@@ -324,13 +332,15 @@ cdef class UpstreamH2(UpstreamBase):
         else:
             d.upstream_failed(status, body)
 
-    cdef void fail_all(self, int status, bytes body, int retry):
+    cdef void fail_all(self, int status, bytes body, int retry, int outcome):
         # The connection is gone: each attempt on it fails, or goes again
         # elsewhere when `retry` (FAILED_*, 0: none) is one its route retries.
+        # `outcome` is what each attempt reports to outlier detection.
         cdef UpstreamRequest u
         self.dead = True
         self.leave_pool()
         for u in list(self.streams.values()) + list(self.waiting):
+            u.outcome = outcome
             if retry and retry_allowed(u.down, u, retry):
                 self.release(u)
                 u.down.retry(u, False, True)
@@ -347,12 +357,12 @@ cdef class UpstreamH2(UpstreamBase):
 
     cdef void connect_failed(self, bint timeout):
         if timeout:
-            self.fail_all(504, b"upstream connect timeout\n", 0)
+            self.fail_all(504, b"upstream connect timeout\n", 0, OUT_TIMEOUT)
         else:
             # Nothing was sent: streams whose route retries connect failures
             # go to another endpoint.
             self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
-                          FAILED_CONNECT)
+                          FAILED_CONNECT, OUT_CONNECT_FAILED)
 
     def pause_writing(self):
         cdef UpstreamRequest u
@@ -381,7 +391,8 @@ cdef class UpstreamH2(UpstreamBase):
         if self.rbuf is not None:
             self.rbuf.start = self.rbuf.end = 0
             self.release_rbuf()
-        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n", 0)
+        self.fail_all(503, b"upstream connect error or disconnect/reset before headers\n",
+                      FAILED_RESET, OUT_RESET)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:

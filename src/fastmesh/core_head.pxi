@@ -208,6 +208,9 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             continue
         if removed is not None and _removed(removed, base + h.name_off, h.name_len):
             continue
+        if (h.name_len >= 16 and (base[h.name_off] | 32) == b'x' and not conf.trust_retry_headers
+                and is_retry_header(base + h.name_off, h.name_len)):
+            continue    # x-envoy-retry-on & co. steer only a trusting listener (core_retry.pxi)
         if join_cookies and name_is(base, h, "cookie", 6):
             ncookie += 1
             continue

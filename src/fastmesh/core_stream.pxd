@@ -69,6 +69,17 @@ cdef class ProxyStream(Conn):
     cdef OutBuf up_pending
     cdef bint up_end             # END_STREAM goes after up_pending
     cdef HeaderList up_trl       # ... with these trailers (when not None)
+    # retries (core_retry.pxi): all None/0 for a route without a policy
+    cdef RetryPolicy rpol        # this request's policy (the route's, or with trusted headers)
+    cdef RetryTimer rtimer       # per-try timeout, back-off between attempts (made on first use)
+    cdef OutBuf replay           # the request body as forwarded, kept for a retry (None:
+                                 # no policy, no body, or over replay_limit)
+    cdef Py_ssize_t replay_limit
+    cdef bint replay_h1          # the next HTTP/1.1 attempt sends `replay` after its head
+    cdef bint retry_wait         # between attempts (back-off armed)
+    cdef bint retry_backoff      # retry_allowed() said yes: the next retry() backs off
+    cdef int backoff_n           # back-offs so far (Envoy's exponent)
+    cdef int64_t pushback_ms     # grpc-retry-pushback-ms of the retried response (-1: none)
 
     cdef void reset_request(self)
     cdef int run_request(self, int start) except -1
@@ -76,6 +87,7 @@ cdef class ProxyStream(Conn):
     cdef void routed(self)
     cdef void start_attempt(self, bint fresh)
     cdef void retry(self, UpstreamRequest failed, bint fresh, bint elsewhere)
+    cdef void launch_attempt(self, bint fresh)
     cdef bint upstream_is_h2(self)
     cdef void freeze_head(self)
     cdef Route matched_route(self)
@@ -91,6 +103,7 @@ cdef class ProxyStream(Conn):
     cdef void body_stopped(self)
     cdef void request_over(self)
     cdef void cancel_upstream(self)
+    cdef void timeout_upstream(self)
     cdef void upstream_ready(self, UpstreamRequest ur)
     cdef void write_interim(self, Http1Parser rp, const char* base)
     cdef void write_interim_h2(self, int status, const char* base, HeaderSlice* hs, int n)

@@ -61,6 +61,10 @@ cdef class ProxyStream(Conn):
         self.up_trl = None
         if self.up_pending is not None:
             self.up_pending.len = 0
+        self.rpol = None
+        self.replay = None
+        self.replay_h1 = False
+        self.retry_backoff = False
 
     cdef int run_request(self, int start) except -1:
         # The request-headers hooks from `start`; the router is last.
@@ -119,11 +123,16 @@ cdef class ProxyStream(Conn):
         cdef ClusterState c = self.cluster
         cdef bint to_h2 = c.conf.protocol == PROTO_HTTP2 or (c.conf.protocol == PROTO_AUTO
                                                             and self.from_h2)
+        if self.attempts == 0 and (self.route.extra is not None
+                                   or self.conf.trust_retry_headers):
+            retry_setup(self)       # core_retry.pxi (no policy: not even called)
         if not cb_admit(self, c):         # max_requests (cluster_breaker.pxi)
             return
         self.attempts += 1
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
+        if self.rpol is not None:
+            per_try_arm(self)
         if to_h2:
             if self.up_hdrs is None:
                 self.up_hdrs = <HeaderList>build_upstream_head(self, True, ur.ep)
@@ -149,6 +158,18 @@ cdef class ProxyStream(Conn):
             idx = self.cluster.pick(self.pick_hash, failed.lb_idx)
             if idx >= 0:
                 self.pick_idx = idx
+        if self.retry_backoff:
+            # The route's policy allowed it (retry_allowed): back off first,
+            # on the worker's timer wheel (core_retry.pxi).
+            self.retry_backoff = False
+            if retry_later(self, fresh):
+                return
+        self.launch_attempt(fresh)
+
+    cdef void launch_attempt(self, bint fresh):
+        # The next attempt: the body kept so far goes again first.
+        if self.replay is not None:
+            rewind_body(self)
         self.start_attempt(fresh)
 
     cdef bint upstream_is_h2(self):
@@ -305,12 +326,21 @@ cdef class ProxyStream(Conn):
         if self.fault_timer is not None:
             fault_over(self)
         self.paused = False
+        if self.rtimer is not None:
+            retry_done(self)        # a per-try or back-off timer still armed
 
     cdef void cancel_upstream(self):
         # The client side gave up on this request.
         if self.ur is not None:
             self.ur.cancel()
             self.ur = None
+
+    cdef void timeout_upstream(self):
+        # The request timed out waiting for the upstream: for outlier
+        # detection a local-origin timeout unless the answer had begun.
+        if self.ur is not None and self.ur.outcome == OUT_NONE:
+            self.ur.outcome = OUT_TIMEOUT
+        self.cancel_upstream()
 
     # --- called by the upstream side (overridden) ---
     cdef void upstream_ready(self, UpstreamRequest ur):

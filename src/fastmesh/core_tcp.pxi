@@ -16,6 +16,8 @@ cdef class TcpUpstream(UpstreamBase):
         self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
+        if self.cluster.outlier is not None:
+            self.cluster.outlier.report(self.ep, OUT_CONNECT_OK)
         if self.closed or self.down is None or self.down.closed:
             self.closed = True
             transport.close()
@@ -68,6 +70,8 @@ cdef class TcpUpstream(UpstreamBase):
         self.down = None
 
     cdef void connect_failed(self, bint timeout):
+        if self.cluster.outlier is not None:
+            self.cluster.outlier.report(self.ep, OUT_TIMEOUT if timeout else OUT_CONNECT_FAILED)
         if self.down is not None:
             self.down.close()
             self.down = None

@@ -18,6 +18,7 @@ cdef class UpstreamRequest:
     cdef double started           # for upstream_rq_time
     cdef int prio                 # the route's priority (cluster_breaker.pxi)
     cdef bint cb_pending          # in its cluster's pending queue
+    cdef int outcome              # for outlier detection: status or OUT_* (cluster_outlier.pxd)
 
     cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt)
     cdef void end(self)

@@ -25,6 +25,7 @@ cdef class UpstreamRequest:
         self.active = True
         self.prio = d.route.priority
         c.cb_rq[self.prio] += 1
+        self.outcome = OUT_NONE
         self.lb.request_started(idx)
         c.st[UPSTREAM_RQ_TOTAL] += 1
         c.st[UPSTREAM_RQ_ACTIVE] += 1
@@ -43,6 +44,10 @@ cdef class UpstreamRequest:
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
             self.cluster.cb_rq[self.prio] -= 1
+            # The only cost without outlier_detection: a pointer test (no
+            # local variable: that would take and drop a reference to None).
+            if self.cluster.outlier is not None:
+                self.cluster.outlier.report(self.ep, self.outcome)
 
     cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time

@@ -11,6 +11,7 @@ body, trailers) and answers by path:
   /status/NNN    that status, empty body
   /sleep/S       answers after S seconds
   anything else  "hello <path>\\n"
+With `fixed_status` set, every request gets that status, empty body.
 """
 from __future__ import annotations
 
@@ -203,6 +204,7 @@ class H2Origin:
         # Every request stream is reset with REFUSED_STREAM (not processed,
         # RFC 9113 8.7), as an overloaded server does; it is still recorded.
         self.refuse_streams = refuse_streams
+        self.fixed_status: int | None = None   # every request's status, when set
         self.max_concurrent_streams = max_concurrent_streams
         # The first connection gets SETTINGS (100 streams, as h2 announces on
         # the others) and GOAWAY (last stream 0) in one write, as a server
@@ -317,7 +319,9 @@ class H2Origin:
                 path = path[3:]
             status, body, trailers, extra = 200, None, None, []
             full = (req.header(b":path") or b"/").decode()
-            if path.startswith("/echo"):
+            if self.fixed_status is not None:
+                status, body = self.fixed_status, b""
+            elif path.startswith("/echo"):
                 body = bytes(req.body)
                 trailers = [(b"x-echo-" + k, v) for k, v in req.trailers] or None
                 extra = [(b"x-body-len", str(len(req.body)).encode())]

@@ -36,6 +36,9 @@ reached the upstream. The response is chosen by path:
                         switches it), body "ok" (health check tests)
   anything else         200 "hello <target>\n"
 
+With `fixed_status` set (outlier detection tests), every request but
+/healthz gets that status instead, whatever its path.
+
 Every response carries x-origin: <name> (to tell origins apart).
 With idle_close_ms set, a keep-alive connection that stays idle that long
 after a response is closed by the origin (stale pooled connection tests).
@@ -144,6 +147,7 @@ class Origin(_ServerThread):
         self.idle_closed = 0              # connections closed by the idle_close_ms rule
         self.ws_client_eof = 0            # /ws?server_eof=1 tunnels that saw the client's EOF
         self.health_status = 200          # what /healthz answers
+        self.fixed_status: int | None = None  # every other request's status, when set
         self._next_id = 0
 
     async def _serve(self):
@@ -278,6 +282,8 @@ class Origin(_ServerThread):
 
         if kind == "healthz":
             simple(self.health_status, b"ok")
+        elif self.fixed_status is not None:
+            simple(self.fixed_status, f"fixed {self.fixed_status}\n".encode())
         elif kind == "echo":
             seen = json.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in rec.headers])
             simple(200, rec.body, [("content-type", "application/octet-stream"),

@@ -22,7 +22,7 @@ _BAD_NAME_CHAR = re.compile(r"[^A-Za-z0-9_:]")
 
 # upstream_rq_2xx ... : in Prometheus one family with the class as a label,
 # as Envoy's tag extraction makes envoy_cluster_upstream_rq_xx.
-_CODE_CLASS = re.compile(r"(.+_)([1-5]xx)\Z")
+_CODE_CLASS = re.compile(r"([a-z_]+_rq_)([1-5]xx)\Z")   # not outlier_detection.*_5xx
 CODE_CLASS_LABEL = "response_code_class"
 
 

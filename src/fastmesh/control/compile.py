@@ -10,6 +10,7 @@ objects are per process; it hands it to ``Worker.apply``.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 import socket
@@ -76,6 +77,8 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         healthy_panic_threshold=cfg.healthy_panic_threshold,
         tls=build_client_tls(cfg),
         circuit_breakers=_breakers(cfg),
+        outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
+                 if cfg.outlier_detection is not None else None),
     )
 
 
@@ -177,9 +180,20 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
     match = _router.RouteMatch(prefix=m.prefix, path=m.path, regex=m.regex,
                                headers=headers, case_sensitive=m.case_sensitive)
     name = r.name or ""
-    # Per-route policy the data plane reads from Route.extra.
-    retry = (_core.RetryPolicy(r.retry_policy.retry_on, r.retry_policy.num_retries)
-             if r.retry_policy is not None else None)
+    # Per-route policy the data plane reads from Route.extra. A route with
+    # only per_request_buffer_limit_bytes gets a policy that retries nothing
+    # (trusted x-envoy-retry-on headers may add conditions).
+    rp = r.retry_policy
+    if rp is not None:
+        retry = _core.RetryPolicy(
+            rp.retry_on, rp.num_retries, per_try_timeout=rp.per_try_timeout,
+            base_interval=rp.base_interval, max_interval=rp.max_interval,
+            retriable_status_codes=rp.retriable_status_codes,
+            buffer_limit=r.per_request_buffer_limit_bytes or 0)
+    elif r.per_request_buffer_limit_bytes is not None:
+        retry = _core.RetryPolicy((), 0, buffer_limit=r.per_request_buffer_limit_bytes)
+    else:
+        retry = None
     timeouts = _route_timeouts(r)
     per_filter = _per_filter(vh, r) if vh is not None else None
     if r.action == "cluster":
@@ -256,6 +270,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         filters=[load_filter(f, cfg.name) for f in cfg.http_filters] + list(extra_filters),
         max_connections=cfg.max_connections,
         first_byte_timeout=cfg.first_byte_timeout,
+        trust_retry_headers=cfg.trust_retry_headers,
         max_stream_duration=cfg.max_stream_duration,
         tls=build_server_tls(cfg),
     )

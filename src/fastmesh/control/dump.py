@@ -6,6 +6,7 @@ valid config: ``parse_config(config_to_dict(c)) == c``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastmesh.control.schema import (
@@ -70,6 +71,7 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         max_headers_count=lst.max_headers_count,
         xff_append=lst.xff_append,
         generate_request_id=lst.generate_request_id,
+        trust_retry_headers=lst.trust_retry_headers,
         http2={"max_concurrent_streams": lst.http2.max_concurrent_streams,
                "initial_stream_window_size": lst.http2.initial_stream_window_size,
                "initial_connection_window_size": lst.http2.initial_connection_window_size},
@@ -129,9 +131,21 @@ def _route_to_dict(route: RouteConfig) -> dict[str, Any]:
                                   "body": route.direct_response.body}
     if route.action != "direct_response":
         out["timeout"] = route.timeout
-    if route.retry_policy is not None:
-        out["retry_policy"] = {"retry_on": ",".join(route.retry_policy.retry_on),
-                               "num_retries": route.retry_policy.num_retries}
+    rp = route.retry_policy
+    if rp is not None:
+        policy: dict[str, Any] = {"retry_on": ",".join(rp.retry_on),
+                                  "num_retries": rp.num_retries}
+        if rp.per_try_timeout:
+            policy["per_try_timeout"] = rp.per_try_timeout
+        back_off: dict[str, Any] = {"base_interval": rp.base_interval}
+        if rp.max_interval:
+            back_off["max_interval"] = rp.max_interval
+        policy["retry_back_off"] = back_off
+        if rp.retriable_status_codes:
+            policy["retriable_status_codes"] = list(rp.retriable_status_codes)
+        out["retry_policy"] = policy
+    if route.per_request_buffer_limit_bytes is not None:
+        out["per_request_buffer_limit_bytes"] = route.per_request_buffer_limit_bytes
     if route.action != "direct_response":
         out["priority"] = route.priority
     if route.idle_timeout is not None:
@@ -169,6 +183,8 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
     if c.tls is not None:
         out["tls"] = upstream_to_dict(c.tls)
+    if c.outlier_detection is not None:
+        out["outlier_detection"] = dataclasses.asdict(c.outlier_detection)
     if c.circuit_breakers:
         out["circuit_breakers"] = {"thresholds": [_thresholds_to_dict(t)
                                                   for t in c.circuit_breakers]}

@@ -204,6 +204,10 @@ class RouteConfig:
     max_stream_duration: MaxStreamDurationConfig | None = None
     # filter name -> that built-in filter's settings for this route (raw, validated)
     typed_per_filter_config: FrozenMap = FrozenMap()
+    # Envoy's route per_request_buffer_limit_bytes: how much of a request
+    # body is kept for a retry (None: the listener's
+    # per_connection_buffer_limit).
+    per_request_buffer_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +220,14 @@ class MaxStreamDurationConfig:
     grpc_timeout_header_offset: float | None = None
 
 
-# Envoy's retry_on conditions fastmesh honours so far (the rest of Envoy's
-# list is refused by name, not ignored).
-RETRY_ON = ("connect-failure", "refused-stream", "5xx", "gateway-error")
+# Envoy's retry_on conditions fastmesh honours (the rest of Envoy's list is
+# refused by name, not ignored). The last five are Envoy's gRPC conditions
+# (retry_on takes them too), read from grpc-status in a response's headers.
+RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error",
+            "retriable-4xx", "retriable-status-codes", "cancelled", "deadline-exceeded",
+            "resource-exhausted", "unavailable", "internal")
+# Envoy's retry_back_off default: base_interval 25ms, max_interval 10 x base.
+DEFAULT_RETRY_BASE_INTERVAL = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +237,10 @@ class RetryPolicyConfig:
 
     retry_on: tuple[str, ...]
     num_retries: int = 1
+    per_try_timeout: float = 0.0            # seconds, 0 = none (the route timeout only)
+    base_interval: float = DEFAULT_RETRY_BASE_INTERVAL   # retry_back_off, seconds
+    max_interval: float = 0.0               # 0 = 10 x base_interval (Envoy's default)
+    retriable_status_codes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +305,9 @@ class ListenerConfig:
     max_connections: int = 0                       # 0 = no limit
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT   # http only; 0 = off
     max_stream_duration: float = 0.0              # http only; 0 = none
+    # http only: honour x-envoy-retry-on & co. from clients (Envoy honours
+    # them only from internal callers); untrusted, they are stripped.
+    trust_retry_headers: bool = False
     tls: DownstreamTlsConfig | None = None         # control/tls.py; None = plaintext
     tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
@@ -406,6 +422,37 @@ class ThresholdsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetectionConfig:
+    """Passive outlier detection of a cluster's endpoints: Envoy's
+    config.cluster.v3.OutlierDetection, names and defaults (durations in
+    seconds, percentages 0-100; stdev factor in thousandths)."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 5
+    consecutive_local_origin_failure: int = 5
+    split_external_local_origin_errors: bool = False
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_time_jitter: float = 0.0
+    max_ejection_percent: int = 10
+    enforcing_consecutive_5xx: int = 100
+    enforcing_consecutive_gateway_failure: int = 0
+    enforcing_consecutive_local_origin_failure: int = 100
+    enforcing_success_rate: int = 100
+    enforcing_local_origin_success_rate: int = 100
+    enforcing_failure_percentage: int = 0
+    enforcing_failure_percentage_local_origin: int = 0
+    success_rate_minimum_hosts: int = 5
+    success_rate_request_volume: int = 100
+    success_rate_stdev_factor: int = 1900
+    failure_percentage_threshold: int = 85
+    failure_percentage_minimum_hosts: int = 5
+    failure_percentage_request_volume: int = 50
+    always_eject_one_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """An upstream service: endpoints plus how to balance and pool connections to them.
 
@@ -430,6 +477,7 @@ class ClusterConfig:
     healthy_panic_threshold: float = DEFAULT_HEALTHY_PANIC_THRESHOLD   # percent
     circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
                                                           # rest have Envoy's defaults
+    outlier_detection: OutlierDetectionConfig | None = None   # None: off
     tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
 
 

@@ -43,6 +43,7 @@ from fastmesh.control.schema import (
     DEFAULT_RING_MAX,
     DEFAULT_RING_MIN,
     DEFAULT_ROUTE_TIMEOUT,
+    DEFAULT_RETRY_BASE_INTERVAL,
     DEFAULT_STREAM_IDLE_TIMEOUT,
     H2_MAX_WINDOW,
     LB_POLICIES,
@@ -70,6 +71,7 @@ from fastmesh.control.schema import (
     HeaderMatchConfig,
     HealthCheckConfig,
     HttpHealthCheckConfig,
+    OutlierDetectionConfig,
     TcpHealthCheckConfig,
     Http2Config,
     HttpFilterConfig,
@@ -394,28 +396,29 @@ _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_time
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
-                  "forward_client_cert_details", "set_current_client_cert_details")
+                  "trust_retry_headers", "forward_client_cert_details",
+                  "set_current_client_cert_details")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config")
 _ROUTE_KEYS = ("name", "match") + ROUTE_ACTIONS + ("timeout", "retry_policy", "idle_timeout",
                                                    "max_stream_duration", "typed_per_filter_config",
-                                                   "priority")
+                                                   "priority", "per_request_buffer_limit_bytes")
 _MAX_STREAM_DURATION_KEYS = ("max_stream_duration", "grpc_timeout_header_max",
                              "grpc_timeout_header_offset")
-_RETRY_KEYS = ("retry_on", "num_retries")
+_RETRY_KEYS = ("retry_on", "num_retries", "per_try_timeout", "retry_back_off",
+               "retriable_status_codes")
+_BACK_OFF_KEYS = ("base_interval", "max_interval")
 # Envoy's other retry_on conditions: named so that a config using them gets
 # "not supported yet" rather than "unknown".
-_RETRY_ON_ENVOY = ("reset", "reset-before-request", "retriable-4xx",
-                   "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
-                   "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
-                   "resource-exhausted", "unavailable")
+_RETRY_ON_ENVOY = ("reset-before-request", "retriable-headers", "envoy-ratelimited",
+                   "http3-post-connect-failure")
 _MATCH_KEYS = ("prefix", "path", "regex", "case_sensitive", "headers")
 _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
                  "endpoints", "protocol", "health_checks", "common_lb_config",
-                 "circuit_breakers", "tls")
+                 "circuit_breakers", "outlier_detection", "tls")
 _CB_KEYS = ("thresholds",)
 _THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
                    "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
@@ -430,6 +433,21 @@ _HEALTH_CHECK_ENVOY = ("initial_jitter", "interval_jitter_percent", "reuse_conne
                        "event_log_path", "event_logger", "always_log_health_check_failures",
                        "always_log_health_check_success", "tls_options",
                        "transport_socket_match_criteria")
+# Envoy's OutlierDetection fields, each with its kind of value.
+_OD_COUNTS = ("consecutive_5xx", "consecutive_gateway_failure",
+              "consecutive_local_origin_failure", "success_rate_minimum_hosts",
+              "success_rate_request_volume", "success_rate_stdev_factor",
+              "failure_percentage_minimum_hosts", "failure_percentage_request_volume")
+_OD_PERCENTS = ("max_ejection_percent", "enforcing_consecutive_5xx",
+                "enforcing_consecutive_gateway_failure",
+                "enforcing_consecutive_local_origin_failure", "enforcing_success_rate",
+                "enforcing_local_origin_success_rate", "enforcing_failure_percentage",
+                "enforcing_failure_percentage_local_origin", "failure_percentage_threshold")
+_OD_DURATIONS = ("interval", "base_ejection_time", "max_ejection_time")
+_OD_BOOLS = ("split_external_local_origin_errors", "always_eject_one_host")
+_OD_KEYS = _OD_COUNTS + _OD_PERCENTS + _OD_DURATIONS + _OD_BOOLS + ("max_ejection_time_jitter",)
+# Envoy's other fields: "not supported yet" rather than "unknown".
+_OD_ENVOY = ("successful_active_health_check_uneject_host", "monitor_type")
 _HTTP_HC_KEYS = ("path", "host", "expected_statuses", "request_headers_to_add")
 _TCP_HC_KEYS = ("send", "receive")
 _GRPC_HC_KEYS = ("service_name", "authority")
@@ -561,6 +579,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         first_byte_timeout=(m.get("first_byte_timeout", _duration(), DEFAULT_FIRST_BYTE_TIMEOUT)
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
+        trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
         **_listener_tls(ctx, path, m, http),
     )
 
@@ -732,6 +751,7 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
     elif action == "direct_response":
         direct = m.section("direct_response", _parse_direct)
     retry = None
+    buffer_limit = None
     priority = "default"
     idle = None
     max_duration = None
@@ -745,15 +765,20 @@ def _parse_route(ctx: _Ctx, path: Path, value: Any) -> RouteConfig:
                  "(no upstream request is made)")
         m.forbid("retry_policy", "'retry_policy' is not allowed with direct_response "
                  "(no upstream request is made)")
+        m.forbid("per_request_buffer_limit_bytes", "'per_request_buffer_limit_bytes' is not "
+                 "allowed with direct_response (no upstream request is made)")
     else:
         timeout = m.get("timeout", _duration(), DEFAULT_ROUTE_TIMEOUT)
         retry = m.section("retry_policy", _parse_retry_policy, None)
+        buffer_limit = m.get("per_request_buffer_limit_bytes", _buffer_size, None)
         priority = m.get("priority", _enum(ROUTING_PRIORITIES), "default")
         idle = m.get("idle_timeout", _duration(), None)
         max_duration = m.section("max_stream_duration", _parse_max_stream_duration, None)
     return RouteConfig(name=name, match=match, action=action, cluster=cluster,
                        weighted_clusters=weighted, direct_response=direct, timeout=timeout,
-                       retry_policy=retry, priority=priority, idle_timeout=idle, max_stream_duration=max_duration,
+                       retry_policy=retry, priority=priority, idle_timeout=idle,
+                       max_stream_duration=max_duration,
+                       per_request_buffer_limit_bytes=buffer_limit,
                        typed_per_filter_config=m.section("typed_per_filter_config",
                                                          _parse_per_filter, FrozenMap()))
 
@@ -782,8 +807,39 @@ def _retry_on(value: Any) -> tuple[str, ...]:
 
 def _parse_retry_policy(ctx: _Ctx, path: Path, value: Any) -> RetryPolicyConfig:
     m = _Map(ctx, path, value, _RETRY_KEYS, "a retry policy")
-    return RetryPolicyConfig(retry_on=m.get("retry_on", _retry_on),
-                             num_retries=m.get("num_retries", _int(0, 100), 1))
+    base, cap = m.section("retry_back_off", _parse_back_off, (DEFAULT_RETRY_BASE_INTERVAL, 0.0))
+    return RetryPolicyConfig(
+        retry_on=m.get("retry_on", _retry_on),
+        num_retries=m.get("num_retries", _int(0, 100), 1),
+        per_try_timeout=m.get("per_try_timeout", _duration(), 0.0),
+        base_interval=base, max_interval=cap,
+        retriable_status_codes=m.section("retriable_status_codes", _parse_status_codes, ()))
+
+
+def _parse_back_off(ctx: _Ctx, path: Path, value: Any) -> tuple[float, float]:
+    # Envoy's retry_back_off: base_interval required and > 0, max_interval
+    # >= base_interval (default 10 x base_interval, written as 0).
+    m = _Map(ctx, path, value, _BACK_OFF_KEYS, "a retry back-off")
+    base = m.get("base_interval", _duration(positive=True))
+    cap = m.get("max_interval", _duration(positive=True), 0.0)
+    if base is None:
+        return (DEFAULT_RETRY_BASE_INTERVAL, 0.0)
+    if cap and cap < base:
+        ctx.error(path + ("max_interval",), f"max_interval ({cap:g}s) must be at least "
+                  f"base_interval ({base:g}s)", key=True)
+    return (base, cap or 0.0)
+
+
+def _parse_status_codes(ctx: _Ctx, path: Path, value: Any) -> tuple[int, ...]:
+    # Envoy's retriable_status_codes: HTTP statuses retried under
+    # retry_on: retriable-status-codes.
+    def item(c: _Ctx, p: Path, v: Any) -> int:
+        try:
+            return _int(100, 599)(v)
+        except _Bad as exc:
+            c.error(p, exc.reason)
+            return 0
+    return tuple(sorted(set(_list(ctx, path, value, item, min_items=1, what="HTTP status codes"))))
 
 
 def _parse_match(ctx: _Ctx, path: Path, value: Any) -> RouteMatchConfig:
@@ -897,6 +953,7 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         health_checks=m.section("health_checks", _parse_health_checks, ()) or (),
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
+        outlier_detection=m.section("outlier_detection", _parse_outlier_detection, None),
         tls=_cluster_tls(ctx, path, m),
         circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
     )
@@ -943,6 +1000,40 @@ def _parse_retry_budget(ctx: _Ctx, path: Path, value: Any) -> RetryBudgetConfig:
     )
 
 
+def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetectionConfig | None:
+    """Envoy's Cluster.outlier_detection: every field optional, Envoy's
+    defaults (OutlierDetectionConfig); ``{}`` turns detection on with them."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        for key in value:
+            if key in _OD_ENVOY:
+                ctx.error(path + (key,), f"{key!r} is not supported yet", key=True)
+        value = {k: v for k, v in value.items() if k not in _OD_ENVOY}
+    m = _Map(ctx, path, value, _OD_KEYS, "outlier_detection")
+    defaults = OutlierDetectionConfig()
+    kw: dict[str, Any] = {}
+    for key in _OD_COUNTS:
+        kw[key] = m.get(key, _int(0, (1 << 32) - 1), getattr(defaults, key))
+    for key in _OD_PERCENTS:
+        kw[key] = m.get(key, _int(0, 100), getattr(defaults, key))
+    for key in _OD_DURATIONS:
+        kw[key] = m.get(key, _duration(positive=True), getattr(defaults, key))
+    for key in _OD_BOOLS:
+        kw[key] = m.get(key, _bool, getattr(defaults, key))
+    kw["max_ejection_time_jitter"] = m.get("max_ejection_time_jitter", _duration(), 0.0)
+    if any(v is None for v in kw.values()):
+        return None
+    base, top = kw["base_ejection_time"], kw["max_ejection_time"]
+    if base > top:
+        if "max_ejection_time" in m:
+            ctx.error(path + ("max_ejection_time",),
+                      f"max_ejection_time ({top:g}s) is shorter than base_ejection_time "
+                      f"({base:g}s)")
+            return None
+        # Envoy: without max_ejection_time, the larger of 300s and the base.
+        kw["max_ejection_time"] = base
+    return OutlierDetectionConfig(**kw)
 def _cluster_tls(ctx: _Ctx, path: Path, m: _Map) -> Any:
     from fastmesh.control import tls
     http2 = m.data.get("protocol") == "http2"
