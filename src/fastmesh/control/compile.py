@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
@@ -26,6 +27,8 @@ from fastmesh.control.config import (
     VirtualHostConfig,
 )
 from fastmesh.control.schema import thaw
+from fastmesh.control import tls as _tls
+from fastmesh.security.peer import peer_identity
 
 
 def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
@@ -56,10 +59,45 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         max_requests_per_connection=cfg.max_requests_per_connection,
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
+        tls=build_client_tls(cfg),
         circuit_breakers=_breakers(cfg),
         outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
                  if cfg.outlier_detection is not None else None),
     )
+
+
+def build_client_tls(cfg: ClusterConfig) -> _core.TlsClientConf | None:
+    """The cluster's TLS origination: a ready client SSLContext (files read here)."""
+    if cfg.tls is None:
+        return None
+    return _core.TlsClientConf(_tls.build_client_context(cfg.tls), cfg.tls.sni,
+                               _tls.san_matchers(cfg.tls.common_tls_context))
+
+
+def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
+    """The listener's TLS: one SSLContext per certificate (files read here,
+    never on the data side); contexts are made anew by each compile, so a
+    reload also brings new session-ticket keys."""
+    if cfg.tls is None:
+        return None
+    try:
+        contexts = _tls.build_server_contexts(cfg.tls)
+    except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+        raise ConfigError(None, None, f"listener {cfg.name!r}: tls",
+                          f"cannot load the certificates: {exc}") from exc
+    by = ""
+    # XFCC By=: our own identity, the URI SAN of the default certificate.
+    pem = cfg.tls.common_tls_context.tls_certificates[0].certificate_chain.read()
+    ident = peer_identity(ssl.PEM_cert_to_DER_cert(pem.decode()))
+    if ident is not None:
+        by = ident.uri
+    return _core.TlsServerConf(
+        contexts, _tls.san_matchers(cfg.tls.common_tls_context),
+        permissive=cfg.tls_mode == "permissive",
+        handshake_timeout=(cfg.first_byte_timeout if cfg.first_byte_timeout > 0
+                           else _tls.DEFAULT_HANDSHAKE_TIMEOUT),
+        forward_client_cert=cfg.forward_client_cert_details,
+        ccd=cfg.set_current_client_cert_details, by=by)
 
 
 def _breakers(cfg: ClusterConfig) -> dict | None:
@@ -218,6 +256,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         first_byte_timeout=cfg.first_byte_timeout,
         trust_retry_headers=cfg.trust_retry_headers,
         max_stream_duration=cfg.max_stream_duration,
+        tls=build_server_tls(cfg),
     )
 
 

@@ -18,6 +18,7 @@ from fastmesh.control.schema import (
     ThresholdsConfig,
     thaw,
 )
+from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -56,6 +57,9 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
     }
     if lst.max_connections:
         out["max_connections"] = lst.max_connections
+    if lst.tls is not None:
+        out["tls"] = downstream_to_dict(lst.tls)
+        out["tls_mode"] = lst.tls_mode
     if lst.protocol == "tcp":
         out["cluster"] = lst.cluster
         return out
@@ -86,6 +90,10 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
                       {"name": f.name, "typed_config": thaw(f.config)}
                       for f in lst.http_filters],
     )
+    out["forward_client_cert_details"] = lst.forward_client_cert_details
+    ccd = lst.set_current_client_cert_details
+    if ccd is not None:
+        out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
     if lst.max_stream_duration:
         out["max_stream_duration"] = lst.max_stream_duration
     return out
@@ -173,6 +181,8 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     )
     if c.health_checks:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    if c.tls is not None:
+        out["tls"] = upstream_to_dict(c.tls)
     if c.outlier_detection is not None:
         out["outlier_detection"] = dataclasses.asdict(c.outlier_detection)
     if c.circuit_breakers:

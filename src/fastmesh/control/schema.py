@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:   # the TLS dataclasses live with their parser (control/tls.py)
+    from fastmesh.control.tls import ClientCertDetails, DownstreamTlsConfig, UpstreamTlsConfig
 
 PROTOCOLS: tuple[str, ...] = ("http", "tcp")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
@@ -305,6 +308,10 @@ class ListenerConfig:
     # http only: honour x-envoy-retry-on & co. from clients (Envoy honours
     # them only from internal callers); untrusted, they are stripped.
     trust_retry_headers: bool = False
+    tls: DownstreamTlsConfig | None = None         # control/tls.py; None = plaintext
+    tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
+    forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
+    set_current_client_cert_details: ClientCertDetails | None = None   # http only
 
 
 
@@ -512,6 +519,7 @@ class ClusterConfig:
     circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
                                                           # rest have Envoy's defaults
     outlier_detection: OutlierDetectionConfig | None = None   # None: off
+    tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
     discovery: DiscoveryConfig = DiscoveryConfig()
 
 

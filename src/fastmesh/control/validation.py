@@ -401,11 +401,12 @@ _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port", "allow_remote")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
-                    "per_connection_buffer_limit", "max_connections")
+                    "per_connection_buffer_limit", "max_connections", "tls", "tls_mode")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
-                  "trust_retry_headers")
+                  "trust_retry_headers", "forward_client_cert_details",
+                  "set_current_client_cert_details")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config")
@@ -426,7 +427,7 @@ _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
                  "endpoints", "protocol", "health_checks", "common_lb_config",
-                 "circuit_breakers", "outlier_detection")
+                 "circuit_breakers", "outlier_detection", "tls")
 _CB_KEYS = ("thresholds",)
 _THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
                    "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
@@ -594,7 +595,25 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
+        **_listener_tls(ctx, path, m, http),
     )
+
+
+def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
+    # TLS keys (control/tls.py parses them; imported here, as it uses this module).
+    from fastmesh.control import tls
+    tls_cfg = m.section("tls", lambda c, p, v: tls.parse_downstream(c, p, v, http=http), None)
+    mode = m.get("tls_mode", _enum(tls.TLS_MODES), "strict")
+    if mode == "permissive" and "tls" not in m:
+        ctx.error(path + ("tls_mode",), "tls_mode: permissive needs tls (the certificates "
+                  "TLS clients are served with)", key=True)
+    out: dict[str, Any] = {"tls": tls_cfg, "tls_mode": mode or "strict"}
+    if http:
+        out["forward_client_cert_details"] = m.section(
+            "forward_client_cert_details", tls.parse_fcc, "SANITIZE") or "SANITIZE"
+        out["set_current_client_cert_details"] = m.section(
+            "set_current_client_cert_details", tls.parse_ccd, None)
+    return out
 
 
 def _check_per_filter_names(ctx: _Ctx, path: Path, vhosts: Sequence[VirtualHostConfig],
@@ -957,6 +976,7 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
         outlier_detection=m.section("outlier_detection", _parse_outlier_detection, None),
+        tls=_cluster_tls(ctx, path, m),
         circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
         discovery=discovery,
     )
@@ -1136,6 +1156,10 @@ def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetect
         # Envoy: without max_ejection_time, the larger of 300s and the base.
         kw["max_ejection_time"] = base
     return OutlierDetectionConfig(**kw)
+def _cluster_tls(ctx: _Ctx, path: Path, m: _Map) -> Any:
+    from fastmesh.control import tls
+    http2 = m.data.get("protocol") == "http2"
+    return m.section("tls", lambda c, p, v: tls.parse_upstream(c, p, v, http2=http2), None)
 
 
 def _parse_common_lb(ctx: _Ctx, path: Path, value: Any) -> float:
