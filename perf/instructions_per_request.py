@@ -14,6 +14,7 @@ is slow).
 
     python perf/instructions_per_request.py --baseline /path/to/old/src [--reps 2]
     python perf/instructions_per_request.py --filter fastmesh.bench.noop_filters:NoopPythonFilter
+    python perf/instructions_per_request.py --baseline DIR --beside tls_listener.yaml
 
 DIR and this checkout's src/ each hold a built fastmesh package. With
 --filter, this build is compared with itself plus that filter on the
@@ -60,10 +61,15 @@ def listener(name: str, port: int, action: str) -> str:
             f"        routes:\n          - match: {{prefix: /}}\n            {action}\n")
 
 
-def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None) -> int:
+def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None,
+                 beside: str | None = None) -> int:
     port = free_port()
     cfg = tmp / f"proxy-{port}.yaml"
     text = listener("web", port, "cluster: origin")
+    if beside:
+        # Another listener next to the measured one (e.g. a TLS one): the
+        # plaintext requests must not pay for it.
+        text += beside.replace("PORT", str(free_port()))
     if flt:
         text = text.replace("    virtual_hosts:",
                             f"    http_filters: [{{name: f, import: \"{flt}\"}}]\n    virtual_hosts:")
@@ -97,13 +103,22 @@ def main() -> None:
                     help="compare this build with itself plus this filter")
     ap.add_argument("-n", nargs=2, type=int, default=(300, 4300), metavar=("N1", "N2"))
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--beside", metavar="FILE",
+                    help="a listener (a YAML list item, PORT for its port) added beside the "
+                         "measured one in this build (with --baseline) or compared with "
+                         "this build without it")
     args = ap.parse_args()
-    if (args.baseline is None) == (args.filter is None):
-        ap.error("give --baseline DIR or --filter MODULE:NAME")
+    beside = Path(args.beside).read_text() if args.beside else None
+    if args.baseline is None and args.filter is None and beside is None:
+        ap.error("give --baseline DIR, --filter MODULE:NAME or --beside FILE")
     if args.filter:
-        builds = {"fastmesh+filter": (str(HERE), args.filter), "fastmesh": (str(HERE), None)}
+        builds = {"fastmesh+filter": (str(HERE), args.filter, None),
+                  "fastmesh": (str(HERE), None, None)}
+    elif args.baseline is None:
+        builds = {"fastmesh+beside": (str(HERE), None, beside),
+                  "fastmesh": (str(HERE), None, None)}
     else:
-        builds = {"fastmesh": (str(HERE), None), "baseline": (args.baseline, None)}
+        builds = {"fastmesh": (str(HERE), None, beside), "baseline": (args.baseline, None, None)}
     n1, n2 = args.n
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -118,9 +133,9 @@ def main() -> None:
         try:
             wait_port(oport, origin)
             for _ in range(args.reps):
-                for name, (src, flt) in builds.items():     # interleaved, as fastmesh bench does
-                    a = instructions(src, oport, n1, tmp, flt)
-                    b = instructions(src, oport, n2, tmp, flt)
+                for name, (src, flt, bes) in builds.items():   # interleaved, as fastmesh bench does
+                    a = instructions(src, oport, n1, tmp, flt, bes)
+                    b = instructions(src, oport, n2, tmp, flt, bes)
                     results[name].append((b - a) / (n2 - n1))
                     print(f"{name}: {results[name][-1]:,.0f} instructions/request", flush=True)
         finally:

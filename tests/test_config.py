@@ -803,7 +803,7 @@ def test_docs_mention_every_key() -> None:
     from fastmesh.control import config as mod
     keys = set(mod._ROOT_KEYS + mod._ADMIN_KEYS + mod._LISTENER_COMMON + mod._LISTENER_HTTP
                + mod._HTTP2_KEYS + mod._VHOST_KEYS + mod._ROUTE_KEYS + mod._MATCH_KEYS + mod._HEADER_KEYS
-               + mod._CLUSTER_KEYS + mod._ENDPOINT_KEYS
+               + mod._CLUSTER_KEYS + mod._ENDPOINT_KEYS + mod._DISCOVERY_KEYS
                + ("minimum_ring_size", "maximum_ring_size", "table_size", "status", "body",
                   "weight", "header", "source_ip"))
     missing = sorted(k for k in keys if f"`{k}" not in doc)
@@ -817,12 +817,13 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "per_connection_buffer_limit", "request_headers_timeout", "stream_idle_timeout",
         "max_request_headers_kb", "max_headers_count", "xff_append", "generate_request_id",
         "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout",
-        "max_stream_duration", "trust_retry_headers"]
+        "max_stream_duration", "trust_retry_headers", "tls", "tls_mode",
+        "forward_client_cert_details", "set_current_client_cert_details"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol", "health_checks",
-        "healthy_panic_threshold", "circuit_breakers", "outlier_detection"]
+        "healthy_panic_threshold", "circuit_breakers", "outlier_detection", "tls", "discovery"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
         "retry_policy", "priority", "idle_timeout", "max_stream_duration",

@@ -123,13 +123,14 @@ def test_constructor_freezes_a_plain_dict() -> None:
 
 def test_field_is_last_with_a_default() -> None:
     # Positional construction stays valid: http_filters and everything added
-    # after it (max_connections, first_byte_timeout) have defaults.
+    # after it (max_connections, first_byte_timeout, the TLS keys) have defaults.
     fields = dataclasses.fields(ListenerConfig)
     names = [f.name for f in fields]
     i = names.index("http_filters")
     assert fields[i].default == ()
     assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration",
-                             "trust_retry_headers"]
+                             "trust_retry_headers", "tls", "tls_mode",
+                             "forward_client_cert_details", "set_current_client_cert_details"]
     assert all(f.default is not dataclasses.MISSING for f in fields[i:])
     assert [f.name for f in dataclasses.fields(HttpFilterConfig)] == ["name", "import_path", "config"]
 

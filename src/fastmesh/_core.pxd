@@ -63,6 +63,8 @@ cdef class FaultTimer
 cdef class RouterFilter
 cdef class NoopFilter
 cdef class UpstreamBase
+cdef class TlsServerConf
+cdef class TlsClientConf
 cdef class TcpUpstream
 cdef class TcpDownstream
 cdef class UpstreamHttp
@@ -89,6 +91,7 @@ include "filter_noop.pxd"
 include "filter_local_ratelimit.pxd"
 include "filter_fault.pxd"
 include "core_connect.pxd"
+include "core_tls.pxd"
 include "core_tcp.pxd"
 include "core_http_common.pxd"
 include "core_h1_upstream.pxd"

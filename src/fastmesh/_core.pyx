@@ -34,6 +34,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   filter_local_ratelimit.pxi  envoy.filters.http.local_ratelimit: token buckets, 429
   filter_fault.pxi        envoy.filters.http.fault: injected delays and aborts
   core_connect.pxi        UpstreamBase: connecting upstream
+  core_tls.pxi            TLS: the handshake acceptor, SAN checks, protocol detection
   core_tcp.pxi            the TCP proxy (connection splicing)
   core_http_common.pxi    HTTP/1.1 states and reason phrases
   core_h1_upstream.pxi    UpstreamHttp: an HTTP/1.1 upstream connection
@@ -72,6 +73,7 @@ include "filter_noop.pxi"
 include "filter_local_ratelimit.pxi"
 include "filter_fault.pxi"
 include "core_connect.pxi"
+include "core_tls.pxi"
 include "core_tcp.pxi"
 include "core_http_common.pxi"
 include "core_h1_upstream.pxi"

@@ -25,7 +25,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"invalid: {extra}", file=sys.stderr)
         return 1
     print(f"{args.config}: valid ({len(cfg.listeners)} listener(s), {len(cfg.clusters)} cluster(s))")
+    _warn_unresolvable(cfg)
     return 0
+
+
+def _warn_unresolvable(cfg) -> None:
+    # Names are resolved when fastmesh runs, and retried: a name that does
+    # not resolve here is worth a warning, not an error.
+    import ipaddress
+    import socket
+
+    for c in cfg.clusters:
+        if c.discovery.type not in ("strict_dns", "logical_dns") or c.discovery.dns_resolvers:
+            continue
+        for ep in c.endpoints:
+            try:
+                ipaddress.ip_address(ep.address)
+                continue
+            except ValueError:
+                pass
+            try:
+                socket.getaddrinfo(ep.address, ep.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                print(f"warning: cluster {c.name!r}: cannot resolve {ep.address!r} now "
+                      f"({exc.strerror or exc}); fastmesh will keep trying when it runs "
+                      "(the cluster has no endpoints until it resolves)", file=sys.stderr)
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ cdef class ClusterConf:
     cdef readonly long max_requests_per_connection
     cdef readonly int protocol            # PROTO_HTTP1 | PROTO_HTTP2 | PROTO_AUTO
     cdef readonly double healthy_panic_threshold  # percent (Envoy common_lb_config)
+    cdef readonly TlsClientConf tls       # None: plaintext upstream (core_tls.pxi)
     cdef readonly BreakerLimits breakers  # circuit_breakers thresholds (cluster_breaker.pxi)
     cdef readonly OutlierConf outlier     # outlier_detection, None: off
 

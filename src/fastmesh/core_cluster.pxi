@@ -32,7 +32,7 @@ cdef class ClusterConf:
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
                  str protocol="http1", double healthy_panic_threshold=50.0,
-                 circuit_breakers=None, OutlierConf outlier=None):
+                 circuit_breakers=None, OutlierConf outlier=None, TlsClientConf tls=None):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -49,6 +49,7 @@ cdef class ClusterConf:
         self.buffer_limit = buffer_limit
         self.max_requests_per_connection = max_requests_per_connection
         self.healthy_panic_threshold = healthy_panic_threshold
+        self.tls = tls
         # {priority: thresholds}; Envoy's defaults for what is not given
         self.breakers = BreakerLimits(circuit_breakers)
         self.outlier = outlier

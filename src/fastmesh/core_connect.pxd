@@ -7,6 +7,7 @@ cdef class UpstreamBase(Conn):
     cdef bint connected
     cdef bint cb_counted          # counted in its cluster's cb_cx (cluster_breaker.pxi)
     cdef ReadBuffer rbuf
+    cdef bint tls_refused        # the server's certificate matched no SAN matcher
 
     cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep)
     cdef void connect_failed(self, bint timeout)

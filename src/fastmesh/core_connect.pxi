@@ -16,7 +16,10 @@ cdef class UpstreamBase(Conn):
         c.st[UPSTREAM_CX_TOTAL] += 1
         cb_cx_opened(self)
         self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
-        coro = w.loop.create_connection(self, ep.host, ep.port)
+        if c.conf.tls is None:
+            coro = w.loop.create_connection(self, ep.host, ep.port)
+        else:
+            coro = start_tls_connect(self, w, c.conf, ep)       # core_tls.pxi
         self.connect_task = w.loop.create_task(coro)
         self.connect_task.add_done_callback(self._connect_done)
 
@@ -42,7 +45,11 @@ cdef class UpstreamBase(Conn):
             self.connect_failed(True)
             return
         exc = fut.exception()
-        if exc is not None:
+        if exc is not None and self.cluster.conf.tls is not None and isinstance(
+                exc, (_ssl.SSLError, ConnectionAbortedError)):
+            count_upstream_tls_failure(self, exc)
+        if exc is not None or self.tls_refused:
+            # A refused server identity (TlsUpstreamGate) is a failed connect too.
             self.cluster.st[UPSTREAM_CX_CONNECT_FAIL] += 1
             self.closed = True
             self.unlink()

@@ -10,8 +10,9 @@
 # The owner keeps the block and its slot array `st`; the hot path writes
 # `lst.st[DOWNSTREAM_RQ_TOTAL] += 1`: a C array index, no lookup. Each enum
 # member is its stat's name in upper case, in the order of the table below it
-# (tests/test_stats_wiring.py checks both against each other). Names are
-# Envoy's where Envoy has one.
+# (tests/test_stats_wiring.py checks both against each other; a cluster slot
+# named like a listener slot is suffixed _UP in its enum). Names are Envoy's
+# where Envoy has one (dotted as Envoy's: ssl.handshake is SSL_HANDSHAKE).
 
 cdef enum:  # WORKER_STATS
     LOOP_BATCH_SLEEPS
@@ -50,6 +51,12 @@ cdef enum:  # LISTENER_STATS
     DOWNSTREAM_CX_OVERLOAD_REJECT
     DOWNSTREAM_CX_OVERLOAD_IDLE_CLOSE
     DOWNSTREAM_CX_FIRST_BYTE_TIMEOUT
+    SSL_HANDSHAKE                         # ssl.*: TLS listeners (core_tls.pxi); the
+    SSL_CONNECTION_ERROR                  # four failure reasons are consecutive, in
+    SSL_FAIL_VERIFY_NO_CERT               # security.peer's FAIL_* order
+    SSL_FAIL_VERIFY_ERROR
+    SSL_FAIL_VERIFY_SAN
+    SSL_SESSION_REUSED
     RETRY_OR_SHADOW_ABANDONED             # core_retry.pxi
     DOWNSTREAM_RQ_IDLE_TIMEOUT
     DOWNSTREAM_RQ_MAX_DURATION_REACHED
@@ -78,6 +85,12 @@ LISTENER_STATS = (
     ("downstream_cx_overload_reject", "counter"),  # refused near the descriptor limit
     ("downstream_cx_overload_idle_close", "counter"),  # idle ones closed near it (fastmesh's)
     ("downstream_cx_first_byte_timeout", "counter"),   # silent from accept (fastmesh's)
+    ("ssl.handshake", "counter"),         # handshakes completed
+    ("ssl.connection_error", "counter"),  # ssl.connection_error: failed, other reasons
+    ("ssl.fail_verify_no_cert", "counter"),   # no client certificate, one required
+    ("ssl.fail_verify_error", "counter"),     # certificate not trusted (expired, unknown CA...)
+    ("ssl.fail_verify_san", "counter"),       # trusted, but no SAN matcher matched
+    ("ssl.session_reused", "counter"),        # resumed handshakes (tickets)
     ("retry_or_shadow_abandoned", "counter"),  # a request body outgrew its replay buffer
     ("downstream_rq_idle_timeout", "counter"),         # stream idle timeout (core_timeouts.pxi)
     ("downstream_rq_max_duration_reached", "counter"), # max_stream_duration / grpc-timeout
@@ -102,6 +115,12 @@ cdef enum:  # CLUSTER_STATS
     UPSTREAM_CX_REUSED
     UPSTREAM_CX_NONE_HEALTHY
     LB_HEALTHY_PANIC
+    SSL_HANDSHAKE_UP                      # cluster ssl.*: TLS origination (core_tls.pxi),
+    SSL_CONNECTION_ERROR_UP               # same order as the listener's
+    SSL_FAIL_VERIFY_NO_CERT_UP
+    SSL_FAIL_VERIFY_ERROR_UP
+    SSL_FAIL_VERIFY_SAN_UP
+    SSL_SESSION_REUSED_UP
     UPSTREAM_RQ_RETRY_SUCCESS             # retries (core_retry.pxi)
     UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED
     UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL
@@ -170,6 +189,12 @@ CLUSTER_STATS = (
     ("upstream_cx_reused", "counter"),
     ("upstream_cx_none_healthy", "counter"),
     ("lb_healthy_panic", "counter"),      # picks made in panic (healthy share < threshold)
+    ("ssl.handshake", "counter"),
+    ("ssl.connection_error", "counter"),
+    ("ssl.fail_verify_no_cert", "counter"),
+    ("ssl.fail_verify_error", "counter"),
+    ("ssl.fail_verify_san", "counter"),
+    ("ssl.session_reused", "counter"),
     ("upstream_rq_retry_success", "counter"),
     ("upstream_rq_retry_limit_exceeded", "counter"),
     ("upstream_rq_retry_backoff_exponential", "counter"),

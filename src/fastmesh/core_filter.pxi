@@ -197,6 +197,13 @@ cdef class Request:
         return self.live().client_ip.decode("latin-1")
 
     @property
+    def peer(self):
+        """The client's verified TLS identity (fastmesh.security.peer.PeerIdentity:
+        ``peer.uri`` is its SPIFFE ID), or None: plaintext, or no client
+        certificate (core_tls.pxi)."""
+        return self.live().peer
+
+    @property
     def listener(self) -> str:
         return self.live().conf.name
 

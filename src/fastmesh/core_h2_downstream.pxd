@@ -7,6 +7,9 @@ cdef class H2Downstream(Conn):
     cdef ReadBuffer rbuf
     cdef dict streams            # sid -> H2ServerStream
     cdef bytes client_ip
+    cdef object peer              # TLS: as HttpDownstream's, for its streams
+    cdef int xfcc_mode
+    cdef bytes xfcc
     cdef bytes scheme             # "https" over TLS: x-forwarded-proto for its streams
     cdef bint write_blocked
     cdef bint draining

@@ -35,6 +35,9 @@ cdef class H2Downstream(Conn):
         self.rbuf = h1.rbuf
         self.client_ip = h1.client_ip
         self.scheme = h1.scheme
+        self.peer = h1.peer
+        self.xfcc_mode = h1.xfcc_mode
+        self.xfcc = h1.xfcc
         self.streams = {}
         self.hl = HeaderList()
         self.h2 = H2Connection(False)

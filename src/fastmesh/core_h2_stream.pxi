@@ -17,6 +17,9 @@ cdef class H2ServerStream(ProxyStream):
         self.conf = conn.lst.conf
         self.client_ip = conn.client_ip
         self.scheme = conn.scheme
+        self.peer = conn.peer
+        self.xfcc_mode = conn.xfcc_mode
+        self.xfcc = conn.xfcc
         self.from_h2 = True
         conn.streams[sid] = self
         self.link(w)

@@ -162,7 +162,8 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
     cdef HeaderList hl = None
     cdef HeaderList add = s.rq_add
     cdef list removed = s.rq_remove
-    cdef int k, f, last_xff = -1, ncookie = 0
+    cdef int k, f, last_xff = -1, ncookie = 0, xfcc_at = -1
+    cdef int xmode = s.xfcc_mode
     cdef bint have_host = False, have_rid = False
     cdef bint join_cookies = s.from_h2 and not to_h2
     cdef int skip = HF_HOP | HF_CONTENT_LENGTH | HF_TRANSFER_ENCODING | HF_XFP
@@ -220,6 +221,17 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             have_host = True
         if f & HF_REQUEST_ID:
             have_rid = True
+        if xmode and name_is(base, h, "x-forwarded-client-cert", 23):
+            # TLS listeners only (core_tls.pxi, set once per connection).
+            if xmode != XFCC_APPEND or xfcc_at >= 0:
+                continue
+            xfcc_at = k
+            tmp = OutBuf(h.value_len + len(s.xfcc) + 2)
+            tmp.add(base + h.value_off, h.value_len)
+            tmp.add(",", 1)
+            tmp.add_bytes(s.xfcc)
+            _field(o, hl, base + h.name_off, h.name_len, tmp.data, tmp.len, f)
+            continue
         if k == last_xff and conf.xff_append:
             tmp = OutBuf(h.value_len + 48)
             tmp.add(base + h.value_off, h.value_len)
@@ -245,6 +257,8 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             _field(o, hl, "host", 4, s.rq_host, s.rq_host_len, 0)
         else:
             _field(o, hl, "host", 4, auth, len(auth), 0)
+    if xfcc_at < 0 and (xmode == XFCC_SET or xmode == XFCC_APPEND):
+        _field(o, hl, "x-forwarded-client-cert", 23, s.xfcc, len(s.xfcc), 0)
     if last_xff < 0 and conf.xff_append:
         _field(o, hl, "x-forwarded-for", 15, s.client_ip, len(s.client_ip), 0)
     if o is not None and s.scheme is _HTTP:

@@ -21,6 +21,7 @@ cdef class ListenerConf:
     cdef readonly int h2_initial_connection_window
     cdef readonly Py_ssize_t max_connections    # 0: no limit (core_overload.pxi)
     cdef readonly double first_byte_timeout     # http: silent from accept, then closed (0: off)
+    cdef readonly TlsServerConf tls             # None: plaintext (core_tls.pxi)
     cdef readonly bint trust_retry_headers      # http: honour x-envoy-retry-on & co. (core_retry.pxi)
     cdef readonly double max_stream_duration    # http: per request, from its start (0: none)
 

@@ -14,7 +14,8 @@ cdef class ListenerConf:
                  int h2_max_concurrent_streams=100, int h2_initial_stream_window=65536,
                  int h2_initial_connection_window=1048576, filters=(),
                  Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
-                 bint trust_retry_headers=False, double max_stream_duration=0.0):
+                 bint trust_retry_headers=False, double max_stream_duration=0.0,
+                 TlsServerConf tls=None):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -50,6 +51,7 @@ cdef class ListenerConf:
         self.h2_initial_connection_window = h2_initial_connection_window
         self.max_connections = max_connections
         self.first_byte_timeout = first_byte_timeout
+        self.tls = tls
         self.trust_retry_headers = trust_retry_headers
         self.max_stream_duration = max_stream_duration
 
@@ -81,6 +83,8 @@ cdef class ListenerState:
 
     def __call__(self):
         # The protocol factory handed to loop.create_server().
+        if self.conf.tls is not None:
+            return TlsAcceptor.__new__(TlsAcceptor, self, self.conf.tls)   # core_tls.pxi
         if self.conf.is_http:
             return HttpDownstream.__new__(HttpDownstream, self)
         return TcpDownstream.__new__(TcpDownstream, self)

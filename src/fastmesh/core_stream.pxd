@@ -57,6 +57,9 @@ cdef class ProxyStream(Conn):
     cdef bint resp_started       # response head written to the client
     cdef bytes client_ip
     cdef bytes scheme            # x-forwarded-proto toward the upstream
+    cdef object peer             # TLS: the verified peer (security.peer.PeerIdentity) or None
+    cdef int xfcc_mode           # XFCC_*: what to do with x-forwarded-client-cert (core_tls.pxi)
+    cdef bytes xfcc              # XFCC_SET / XFCC_APPEND: our element, made once per connection
     cdef OutBuf headbuf          # scratch for HTTP/1.1 request heads
     cdef bytes req_head          # HTTP/1.1 upstream: the request head (kept for a retry)
     # HTTP/2 upstream: the request header list, request body bytes its flow

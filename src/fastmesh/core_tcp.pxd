@@ -12,6 +12,7 @@ cdef class TcpDownstream(Conn):
     cdef TcpUpstream up
     cdef ReadBuffer rbuf
     cdef bint eof_in
+    cdef object peer             # TLS: the verified peer (security.peer.PeerIdentity) or None
 
     cdef void upstream_ready(self)
     cdef inline void touch(self)

@@ -77,6 +77,15 @@ cdef class TcpUpstream(UpstreamBase):
             self.down = None
 
 
+cdef inline void half_close(object transport):
+    # TLS transports cannot send a lone EOF (close_notify ends the whole
+    # session): there the half-close becomes a close, after the data.
+    if transport.can_write_eof():
+        transport.write_eof()
+    else:
+        transport.close()
+
+
 @cython.final
 cdef class TcpDownstream(Conn):
 
@@ -126,7 +135,7 @@ cdef class TcpDownstream(Conn):
         self.forward()
         if self.eof_in:
             if not self.closed:
-                self.up.transport.write_eof()
+                half_close(self.up.transport)
             return
         self.resume_read(PAUSE_CONNECT)
 
@@ -175,10 +184,10 @@ cdef class TcpDownstream(Conn):
             return True    # still connecting: upstream_ready() passes the EOF on
         if self.up is not None and self.up.transport is not None and not self.up.closed:
             if self.up.eof_in:
-                self.up.transport.write_eof()
+                half_close(self.up.transport)
                 self.close()
                 return False
-            self.up.transport.write_eof()
+            half_close(self.up.transport)
             return True
         return False
 
@@ -188,7 +197,7 @@ cdef class TcpDownstream(Conn):
         if self.eof_in:
             self.close()
         else:
-            self.transport.write_eof()
+            half_close(self.transport)
 
     def pause_writing(self):
         if self.up is not None:

@@ -152,3 +152,13 @@ class BodyBoom(fastmesh.HttpFilter):
 
     def on_request_body(self, request, data):
         raise RuntimeError("body boom")
+
+
+class PeerHeader(fastmesh.HttpFilter):
+    """Tells the upstream who the TLS client is (request.peer), as a policy
+    or access-log filter would read it."""
+
+    def on_request_headers(self, request):
+        peer = request.peer
+        request.set_header("x-peer", peer.uri if peer is not None else "none")
+        return fastmesh.CONTINUE

@@ -151,7 +151,9 @@ class Origin(_ServerThread):
         self._next_id = 0
 
     async def _serve(self):
-        return await asyncio.start_server(self._handle, self.host, 0)
+        # host/port may be set before start() (e.g. two origins on one port
+        # at 127.0.0.1 and 127.0.0.2, for DNS discovery); port 0: ephemeral
+        return await asyncio.start_server(self._handle, self.host, self.port)
 
     # ---- inspection (thread-safe snapshots) ----
 

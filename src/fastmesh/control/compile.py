@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import ipaddress
-import socket
+import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
@@ -28,30 +27,18 @@ from fastmesh.control.config import (
     VirtualHostConfig,
 )
 from fastmesh.control.schema import thaw
-
-
-def _resolve(address: str, port: int, where: str) -> str:
-    """Endpoint hostnames are resolved once, here, never on the request path."""
-    try:
-        ipaddress.ip_address(address)
-        return address
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConfigError(None, None, where, f"cannot resolve {address!r}: {exc}") from exc
-    return infos[0][4][0]
+from fastmesh.control import tls as _tls
+from fastmesh.security.peer import peer_identity
 
 
 def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
     """The cluster's settings for the snapshot. Its balancer is built by each
     worker's live ClusterState, and only when the endpoints or the policy
     change, so balancer state survives reloads."""
-    endpoints = []
-    for i, ep in enumerate(cfg.endpoints):
-        host = _resolve(ep.address, ep.port, f"clusters[{index}].endpoints[{i}].address")
-        endpoints.append((host, ep.port, ep.weight))
+    # IP addresses only: a static cluster's are (validation), a dynamic
+    # cluster's come from discovery (DataPlane.effective); nothing here
+    # resolves a name.
+    endpoints = [(ep.address, ep.port, ep.weight) for ep in cfg.endpoints]
     options: dict = {}
     if cfg.lb == "ring_hash":
         options = {"minimum_ring_size": cfg.ring_min, "maximum_ring_size": cfg.ring_max}
@@ -72,10 +59,45 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         max_requests_per_connection=cfg.max_requests_per_connection,
         protocol=cfg.protocol,
         healthy_panic_threshold=cfg.healthy_panic_threshold,
+        tls=build_client_tls(cfg),
         circuit_breakers=_breakers(cfg),
         outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
                  if cfg.outlier_detection is not None else None),
     )
+
+
+def build_client_tls(cfg: ClusterConfig) -> _core.TlsClientConf | None:
+    """The cluster's TLS origination: a ready client SSLContext (files read here)."""
+    if cfg.tls is None:
+        return None
+    return _core.TlsClientConf(_tls.build_client_context(cfg.tls), cfg.tls.sni,
+                               _tls.san_matchers(cfg.tls.common_tls_context))
+
+
+def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
+    """The listener's TLS: one SSLContext per certificate (files read here,
+    never on the data side); contexts are made anew by each compile, so a
+    reload also brings new session-ticket keys."""
+    if cfg.tls is None:
+        return None
+    try:
+        contexts = _tls.build_server_contexts(cfg.tls)
+    except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+        raise ConfigError(None, None, f"listener {cfg.name!r}: tls",
+                          f"cannot load the certificates: {exc}") from exc
+    by = ""
+    # XFCC By=: our own identity, the URI SAN of the default certificate.
+    pem = cfg.tls.common_tls_context.tls_certificates[0].certificate_chain.read()
+    ident = peer_identity(ssl.PEM_cert_to_DER_cert(pem.decode()))
+    if ident is not None:
+        by = ident.uri
+    return _core.TlsServerConf(
+        contexts, _tls.san_matchers(cfg.tls.common_tls_context),
+        permissive=cfg.tls_mode == "permissive",
+        handshake_timeout=(cfg.first_byte_timeout if cfg.first_byte_timeout > 0
+                           else _tls.DEFAULT_HANDSHAKE_TIMEOUT),
+        forward_client_cert=cfg.forward_client_cert_details,
+        ccd=cfg.set_current_client_cert_details, by=by)
 
 
 def _breakers(cfg: ClusterConfig) -> dict | None:
@@ -237,6 +259,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         first_byte_timeout=cfg.first_byte_timeout,
         trust_retry_headers=cfg.trust_retry_headers,
         max_stream_duration=cfg.max_stream_duration,
+        tls=build_server_tls(cfg),
     )
 
 

@@ -57,6 +57,7 @@ from fastmesh.control.validation import (  # noqa: F401
     _ADMIN_KEYS,
     _CLUSTER_KEYS,
     _ENDPOINT_KEYS,
+    _DISCOVERY_KEYS,
     _HEADER_KEYS,
     _HTTP2_KEYS,
     _LISTENER_COMMON,

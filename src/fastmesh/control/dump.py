@@ -18,6 +18,7 @@ from fastmesh.control.schema import (
     ThresholdsConfig,
     thaw,
 )
+from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -56,6 +57,9 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
     }
     if lst.max_connections:
         out["max_connections"] = lst.max_connections
+    if lst.tls is not None:
+        out["tls"] = downstream_to_dict(lst.tls)
+        out["tls_mode"] = lst.tls_mode
     if lst.protocol == "tcp":
         out["cluster"] = lst.cluster
         return out
@@ -88,6 +92,10 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
                       {"name": f.name, "typed_config": thaw(f.config)}
                       for f in lst.http_filters],
     )
+    out["forward_client_cert_details"] = lst.forward_client_cert_details
+    ccd = lst.set_current_client_cert_details
+    if ccd is not None:
+        out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
     if lst.max_stream_duration:
         out["max_stream_duration"] = lst.max_stream_duration
     return out
@@ -175,11 +183,16 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     )
     if c.health_checks:
         out["health_checks"] = [_health_check_to_dict(hc) for hc in c.health_checks]
+    if c.tls is not None:
+        out["tls"] = upstream_to_dict(c.tls)
     if c.outlier_detection is not None:
         out["outlier_detection"] = dataclasses.asdict(c.outlier_detection)
     if c.circuit_breakers:
         out["circuit_breakers"] = {"thresholds": [_thresholds_to_dict(t)
                                                   for t in c.circuit_breakers]}
+    out.update(_discovery_to_dict(c))
+    if c.discovery.type == "eds":
+        del out["endpoints"]        # they come from the endpoint file
     return out
 
 
@@ -194,6 +207,25 @@ def _thresholds_to_dict(t: ThresholdsConfig) -> dict[str, Any]:
     if t.retry_budget is not None:
         out["retry_budget"] = {"budget_percent": {"value": t.retry_budget.budget_percent},
                                "min_retry_concurrency": t.retry_budget.min_retry_concurrency}
+    return out
+
+
+def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
+    d = c.discovery
+    out: dict[str, Any] = {"type": d.type}
+    if d.type == "eds":
+        out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
+    elif d.type != "static":
+        out.update(dns_refresh_rate=d.dns_refresh_rate, respect_dns_ttl=d.respect_dns_ttl,
+                   dns_lookup_family=d.dns_lookup_family)
+        if d.dns_failure_base_interval is not None:
+            fail: dict[str, float] = {"base_interval": d.dns_failure_base_interval}
+            if d.dns_failure_max_interval is not None:
+                fail["max_interval"] = d.dns_failure_max_interval
+            out["dns_failure_refresh_rate"] = fail
+        if d.dns_resolvers:
+            out["dns_resolution_config"] = {"resolvers": [
+                {"address": r.address, "port": r.port} for r in d.dns_resolvers]}
     return out
 
 

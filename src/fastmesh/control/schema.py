@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:   # the TLS dataclasses live with their parser (control/tls.py)
+    from fastmesh.control.tls import ClientCertDetails, DownstreamTlsConfig, UpstreamTlsConfig
 
 PROTOCOLS: tuple[str, ...] = ("http", "tcp")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
@@ -307,6 +310,10 @@ class ListenerConfig:
     # http only: honour x-envoy-retry-on & co. from clients (Envoy honours
     # them only from internal callers); untrusted, they are stripped.
     trust_retry_headers: bool = False
+    tls: DownstreamTlsConfig | None = None         # control/tls.py; None = plaintext
+    tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
+    forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
+    set_current_client_cert_details: ClientCertDetails | None = None   # http only
 
 
 
@@ -416,6 +423,47 @@ class ThresholdsConfig:
     retry_budget: RetryBudgetConfig | None = None
 
 
+# Service discovery (Envoy's Cluster.type and its DNS / EDS settings; docs/discovery.md).
+DISCOVERY_TYPES: tuple[str, ...] = ("static", "strict_dns", "logical_dns", "eds")
+DNS_LOOKUP_FAMILIES: tuple[str, ...] = ("AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL")
+DEFAULT_DNS_REFRESH_RATE = 5.0      # Envoy's default
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResolverConfig:
+    """A DNS server to ask (Envoy's dns_resolution_config.resolvers)."""
+
+    address: str
+    port: int = 53
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Where a cluster's endpoints come from (Envoy's names and meaning).
+
+    ``static``: the config's endpoints (IP addresses). ``strict_dns``: every
+    address of every endpoint hostname, re-resolved at ``dns_refresh_rate``
+    (or at the records' TTL with ``respect_dns_ttl``), the last good answer
+    kept on failure, retried with backoff. ``logical_dns``: the first
+    address only, for new connections. ``eds``: a ClusterLoadAssignment
+    file (``eds_path``) watched for changes.
+    """
+
+    type: str = "static"
+    dns_refresh_rate: float = DEFAULT_DNS_REFRESH_RATE
+    dns_failure_base_interval: float | None = None     # None: dns_refresh_rate
+    dns_failure_max_interval: float | None = None      # None: 10 x the base
+    respect_dns_ttl: bool = False
+    dns_lookup_family: str = "AUTO"
+    dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
+    eds_path: str | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        """Endpoints come from a discovery source, not from the config."""
+        return self.type != "static"
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetectionConfig:
     """Passive outlier detection of a cluster's endpoints: Envoy's
@@ -473,6 +521,8 @@ class ClusterConfig:
     circuit_breakers: tuple[ThresholdsConfig, ...] = ()   # at most one per priority; the
                                                           # rest have Envoy's defaults
     outlier_detection: OutlierDetectionConfig | None = None   # None: off
+    tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ sections (unique names, cluster references, clashing addresses) run last.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
 import ipaddress
@@ -91,6 +92,14 @@ from fastmesh.control.schema import (
     RouteMatchConfig,
     VirtualHostConfig,
     WeightedClusterConfig,
+)
+
+from fastmesh.control.schema import (  # noqa: E402 - discovery (docs/discovery.md)
+    DEFAULT_DNS_REFRESH_RATE,
+    DISCOVERY_TYPES,
+    DNS_LOOKUP_FAMILIES,
+    DiscoveryConfig,
+    DnsResolverConfig,
 )
 
 T = TypeVar("T")
@@ -392,11 +401,12 @@ _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port", "allow_remote")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
-                    "per_connection_buffer_limit", "max_connections")
+                    "per_connection_buffer_limit", "max_connections", "tls", "tls_mode")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
-                  "trust_retry_headers")
+                  "trust_retry_headers", "forward_client_cert_details",
+                  "set_current_client_cert_details")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config",
@@ -418,7 +428,7 @@ _HEADER_KEYS = ("name", "exact", "prefix", "regex", "present", "invert")
 _CLUSTER_KEYS = ("name", "lb", "hash_policy", "ring_hash", "maglev", "connect_timeout",
                  "idle_timeout", "per_connection_buffer_limit", "max_requests_per_connection",
                  "endpoints", "protocol", "health_checks", "common_lb_config",
-                 "circuit_breakers", "outlier_detection")
+                 "circuit_breakers", "outlier_detection", "tls")
 _CB_KEYS = ("thresholds",)
 _THRESHOLD_KEYS = ("priority", "max_connections", "max_pending_requests", "max_requests",
                    "max_retries", "max_connection_pools", "track_remaining", "retry_budget")
@@ -452,6 +462,12 @@ _HTTP_HC_KEYS = ("path", "host", "expected_statuses", "request_headers_to_add")
 _TCP_HC_KEYS = ("send", "receive")
 _GRPC_HC_KEYS = ("service_name", "authority")
 _ENDPOINT_KEYS = ("address", "port", "weight")
+# Service discovery keys of a cluster (Envoy's names).
+_DISCOVERY_KEYS = ("type", "dns_refresh_rate", "dns_failure_refresh_rate", "respect_dns_ttl",
+                   "dns_lookup_family", "dns_resolution_config", "eds_config")
+_CLUSTER_KEYS += _DISCOVERY_KEYS
+_DNS_KEYS = ("dns_refresh_rate", "dns_failure_refresh_rate", "respect_dns_ttl",
+             "dns_lookup_family", "dns_resolution_config")
 _HTTP_FILTER_KEYS = ("name", "import", "config", "typed_config")
 
 
@@ -580,7 +596,25 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
+        **_listener_tls(ctx, path, m, http),
     )
+
+
+def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
+    # TLS keys (control/tls.py parses them; imported here, as it uses this module).
+    from fastmesh.control import tls
+    tls_cfg = m.section("tls", lambda c, p, v: tls.parse_downstream(c, p, v, http=http), None)
+    mode = m.get("tls_mode", _enum(tls.TLS_MODES), "strict")
+    if mode == "permissive" and "tls" not in m:
+        ctx.error(path + ("tls_mode",), "tls_mode: permissive needs tls (the certificates "
+                  "TLS clients are served with)", key=True)
+    out: dict[str, Any] = {"tls": tls_cfg, "tls_mode": mode or "strict"}
+    if http:
+        out["forward_client_cert_details"] = m.section(
+            "forward_client_cert_details", tls.parse_fcc, "SANITIZE") or "SANITIZE"
+        out["set_current_client_cert_details"] = m.section(
+            "set_current_client_cert_details", tls.parse_ccd, None)
+    return out
 
 
 def _check_per_filter_names(ctx: _Ctx, path: Path, vhosts: Sequence[VirtualHostConfig],
@@ -904,8 +938,15 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
     elif lb is not None:
         m.forbid("maglev", f"'maglev' settings are only allowed with lb: maglev "
                  f"(this cluster uses {lb})")
-    endpoints = m.section("endpoints", lambda c, p, v: _list(
-        c, p, v, _parse_endpoint, min_items=1, what="endpoints")) or ()
+    discovery = _parse_discovery(ctx, path, m)
+    if discovery.type == "eds":
+        m.forbid("endpoints", "an eds cluster takes its endpoints from eds_config, not from "
+                 "'endpoints'")
+        endpoints = ()
+    else:
+        endpoints = m.section("endpoints", lambda c, p, v: _list(
+            c, p, v, _parse_endpoint, min_items=1, what="endpoints")) or ()
+        discovery = _discovery_type_from_endpoints(ctx, path, m, discovery, endpoints)
     seen: dict[tuple[str, int], int] = {}
     for i, ep in enumerate(endpoints):
         key = (ep.address, ep.port)
@@ -938,7 +979,9 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         healthy_panic_threshold=m.section("common_lb_config", _parse_common_lb,
                                           DEFAULT_HEALTHY_PANIC_THRESHOLD),
         outlier_detection=m.section("outlier_detection", _parse_outlier_detection, None),
+        tls=_cluster_tls(ctx, path, m),
         circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
+        discovery=discovery,
     )
 
 
@@ -983,6 +1026,105 @@ def _parse_retry_budget(ctx: _Ctx, path: Path, value: Any) -> RetryBudgetConfig:
     )
 
 
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return False
+
+
+def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
+    # Envoy's Cluster.type and its DNS/EDS settings. The type may still be
+    # decided by the endpoints (_discovery_type_from_endpoints).
+    typ = m.get("type", _enum(DISCOVERY_TYPES), None)
+    fail = m.section("dns_failure_refresh_rate", _parse_backoff, (None, None)) or (None, None)
+    resolvers = m.section("dns_resolution_config", _parse_dns_resolution, ()) or ()
+    eds_path = m.section("eds_config", _parse_eds_config, None)
+    if typ == "eds" and eds_path is None and "eds_config" not in m:
+        ctx.error(path + ("eds_config",), "an eds cluster needs eds_config "
+                  "({path_config_source: {path: <file>}})")
+    elif typ not in (None, "eds") and "eds_config" in m:
+        ctx.error(path + ("eds_config",), "eds_config is only allowed with type: eds")
+    if typ in ("static", "eds"):
+        for key in _DNS_KEYS:
+            m.forbid(key, f"{key!r} is only allowed with type: strict_dns or logical_dns")
+    return DiscoveryConfig(
+        type=typ or "",
+        dns_refresh_rate=m.get("dns_refresh_rate", _duration(positive=True),
+                               DEFAULT_DNS_REFRESH_RATE),
+        dns_failure_base_interval=fail[0],
+        dns_failure_max_interval=fail[1],
+        respect_dns_ttl=m.get("respect_dns_ttl", _bool, False),
+        dns_lookup_family=m.get("dns_lookup_family", _enum(DNS_LOOKUP_FAMILIES), "AUTO"),
+        dns_resolvers=tuple(resolvers),
+        eds_path=eds_path,
+    )
+
+
+def _discovery_type_from_endpoints(ctx: _Ctx, path: Path, m: _Map, d: DiscoveryConfig,
+                                   endpoints: Sequence[EndpointConfig]) -> DiscoveryConfig:
+    # Without a type, the endpoints decide: IP addresses only is static, a
+    # hostname is strict_dns (fastmesh's default; Envoy's is static, which
+    # refuses hostnames). An explicit static type refuses hostnames, as Envoy.
+    names = [i for i, ep in enumerate(endpoints) if ep.address is not None
+             and not _is_ip(ep.address)]
+    if d.type == "":
+        if names:
+            return dataclasses.replace(d, type="strict_dns")
+        for key in _DNS_KEYS:
+            m.forbid(key, f"{key!r} needs type: strict_dns or logical_dns (these endpoints are "
+                     "IP addresses: the cluster is static)")
+        return dataclasses.replace(d, type="static")
+    if d.type == "logical_dns" and len(endpoints) != 1:
+        ctx.error(path + ("endpoints",), f"a logical_dns cluster has exactly one endpoint "
+                  f"(its name), not {len(endpoints)}; use strict_dns for several")
+    if d.type == "static" and names:
+        ctx.error(path + ("endpoints", names[0], "address"),
+                  f"a static cluster takes IP addresses, not {endpoints[names[0]].address!r}; "
+                  "use type: strict_dns (or logical_dns) to resolve hostnames")
+    return d
+
+
+def _parse_backoff(ctx: _Ctx, path: Path, value: Any) -> tuple[float | None, float | None]:
+    # Envoy's RefreshRate: {base_interval, max_interval}.
+    m = _Map(ctx, path, value, ("base_interval", "max_interval"), "a refresh rate")
+    base = m.get("base_interval", _duration(positive=True))
+    cap = m.get("max_interval", _duration(positive=True), None)
+    if base is not None and cap is not None and cap < base:
+        ctx.error(path + ("max_interval",), "max_interval must be at least base_interval")
+    return base, cap
+
+
+def _parse_dns_resolution(ctx: _Ctx, path: Path, value: Any) -> tuple[DnsResolverConfig, ...]:
+    # Envoy's DnsResolutionConfig: {resolvers: [address]}; fastmesh's address shape.
+    m = _Map(ctx, path, value, ("resolvers",), "dns_resolution_config")
+    return m.section("resolvers", lambda c, p, v: _list(
+        c, p, v, _parse_resolver, min_items=1, what="resolvers")) or ()
+
+
+def _parse_resolver(ctx: _Ctx, path: Path, value: Any) -> DnsResolverConfig:
+    m = _Map(ctx, path, value, ("address", "port"), "a DNS resolver ({address, port})")
+    addr = m.get("address", _str)
+    if addr is not None and not _is_ip(_strip_brackets(addr)):
+        ctx.error(path + ("address",), f"a resolver is an IP address, not {addr!r}")
+    return DnsResolverConfig(address=_strip_brackets(addr or ""),
+                             port=m.get("port", _int(1, 65535), 53))
+
+
+def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | None:
+    # Envoy's ConfigSource, file form only so far: {path_config_source: {path}}
+    # or the older {path: ...}. The file itself is read when the proxy runs.
+    m = _Map(ctx, path, value, ("path_config_source", "path", "resource_api_version"),
+             "eds_config (a ConfigSource)")
+    if "path_config_source" in m:
+        m.forbid("path", "give either path_config_source or path, not both")
+        return m.section("path_config_source", lambda c, p, v: _Map(
+            c, p, v, ("path", "watched_directory"), "path_config_source").get(
+            "path", _nonempty_str))
+    return m.get("path", _nonempty_str)
+
+
 def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetectionConfig | None:
     """Envoy's Cluster.outlier_detection: every field optional, Envoy's
     defaults (OutlierDetectionConfig); ``{}`` turns detection on with them."""
@@ -1017,6 +1159,10 @@ def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetect
         # Envoy: without max_ejection_time, the larger of 300s and the base.
         kw["max_ejection_time"] = base
     return OutlierDetectionConfig(**kw)
+def _cluster_tls(ctx: _Ctx, path: Path, m: _Map) -> Any:
+    from fastmesh.control import tls
+    http2 = m.data.get("protocol") == "http2"
+    return m.section("tls", lambda c, p, v: tls.parse_upstream(c, p, v, http2=http2), None)
 
 
 def _parse_common_lb(ctx: _Ctx, path: Path, value: Any) -> float:

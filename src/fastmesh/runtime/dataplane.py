@@ -19,12 +19,17 @@ from typing import Any
 from fastmesh import _core
 from fastmesh.control.compile import build_snapshot
 from fastmesh.control.config import Config, ListenerConfig
+from fastmesh.control.discovery import Discovery, Table, with_endpoints
 from fastmesh.control.health import Change, HealthChecker
 
 log = logging.getLogger("fastmesh.dataplane")
 
 # The flag active health checking owns on an Endpoint (core_endpoint.pxd).
 _FAILED_ACTIVE_HC = _core.HEALTH_FLAGS["failed_active_hc"]
+# The flag a discovery source's health status owns (EDS: UNHEALTHY, DRAINING, TIMEOUT).
+_FAILED_EDS_HEALTH = _core.HEALTH_FLAGS["failed_eds_health"]
+
+Wire = tuple[str, int, int, bool]     # a discovered endpoint: host, port, weight, healthy
 
 LISTEN_BACKLOG = 4096
 
@@ -87,11 +92,11 @@ class Staged:
 async def compile_snapshot(config: Config, version: int,
                            extra_filters: dict[str, list[_core.HttpFilter]] | None = None
                            ) -> _core.Snapshot:
-    """`build_snapshot` off the event loop: it resolves endpoint hostnames with
-    the blocking getaddrinfo. A thread is the simplest way to keep that out of
-    the loop (rather than resolving in the supervisor and rewriting the config
-    it sends): build_snapshot only creates new objects and touches nothing the
-    running Worker uses, so it is safe to run beside the loop."""
+    """`build_snapshot` off the event loop: a large config (thousands of
+    endpoints, routes, regexes) takes a while to compile, and build_snapshot
+    only creates new objects and touches nothing the running Worker uses, so
+    it is safe to run beside the loop. Endpoint names are never resolved
+    here: DNS is discovery's (control/discovery.py)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, build_snapshot, config, version, extra_filters)
 
@@ -102,7 +107,7 @@ class DataPlane:
     def __init__(self, config: Config, *, reuse_port: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
                  owns_loop: bool = False, version: int = 1,
-                 health_checks: bool = True) -> None:
+                 health_checks: bool = True, discovery: bool = True) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.loop = loop
@@ -122,12 +127,20 @@ class DataPlane:
         # process, embedded); a supervisor's worker gets its changes sent.
         self.checker: HealthChecker | None = (
             HealthChecker(self.set_health) if health_checks else None)
+        # Discovered endpoints of dynamic clusters (strict_dns, logical_dns,
+        # eds) by cluster: from the Discovery running here when this process
+        # owns the config, else sent by the supervisor (set_endpoints).
+        self.discovered: dict[str, tuple[Wire, ...]] = {}
+        base = os.path.dirname(config.source) if os.path.isabs(config.source) else None
+        self.discovery: Discovery | None = (
+            Discovery(self._discovered, base) if discovery else None)
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
         self.loop = self.loop or asyncio.get_running_loop()
         _core.seed_random(os.urandom(16))
-        snapshot = await compile_snapshot(self.config, self.version, self.extra_filters)
+        snapshot = await compile_snapshot(self.effective(self.config), self.version,
+                                          self.extra_filters)
         self.worker = _core.Worker(self.loop)
         self.worker.apply(snapshot)
         self.worker.set_accept_control(self._accept_control)
@@ -139,8 +152,47 @@ class DataPlane:
         except BaseException:
             await self._close_listeners(list(self.listeners))
             raise
+        if self.discovery is not None:
+            await self.discovery.update(self.config)
         if self.checker is not None:
-            await self.checker.update(self.config)
+            await self.checker.update(self.effective(self.config))
+
+    def effective(self, config: Config) -> Config:
+        """`config` with its dynamic clusters' endpoints as discovered so far."""
+        return with_endpoints(config, {name: [(h, p, w) for h, p, w, _ in wire]
+                                       for name, wire in self.discovered.items()})
+
+    def _discovered(self, table: Table) -> None:
+        # Discovery running in this process (single process, embedded).
+        self.set_endpoints({name: [e.wire() for e in eps] for name, eps in table.items()})
+
+    def set_endpoints(self, changes: dict[str, list[list[Any]]]) -> None:
+        """New endpoint sets of dynamic clusters ([host, port, weight,
+        healthy] each), swapped on the live ClusterStates: routes untouched,
+        balancer state kept where the set allows, pools of removed endpoints
+        drained, in-flight requests finish. Endpoints the source calls
+        unhealthy get EP_FAILED_EDS_HEALTH (no new requests)."""
+        for name, eps in changes.items():
+            wire = tuple((str(h), int(p), int(w), bool(ok)) for h, p, w, ok in eps)
+            self.discovered[name] = wire
+            state = self._state(name)
+            if state is None:
+                continue
+            state.set_endpoints([(h, p, w) for h, p, w, _ in wire])
+            for i, (_, _, _, ok) in enumerate(wire):
+                state.set_health(i, _FAILED_EDS_HEALTH, not ok)
+        self._apply_health()
+        if self.checker is not None and self.loop is not None:
+            # Checks follow the discovered endpoints.
+            self.loop.create_task(self.checker.update(self.effective(self.config)))
+
+    def _state(self, name: str) -> Any:
+        if self.worker is None:
+            return None
+        try:
+            return self.worker.cluster(name)
+        except KeyError:
+            return None
 
     def set_health(self, changes: list[Change]) -> None:
         """Active health check results: set or clear each endpoint's
@@ -280,7 +332,7 @@ class DataPlane:
         connection is refused); removed ones stop accepting at commit."""
         assert self.worker is not None
         base = self.version
-        snapshot = await compile_snapshot(config, version, self.extra_filters)
+        snapshot = await compile_snapshot(self.effective(config), version, self.extra_filters)
         new = {lc.name: lc for lc in config.listeners}
         moved = [name for name, lst in self.listeners.items()
                  if name not in new
@@ -320,8 +372,10 @@ class DataPlane:
                     self.listeners[lc.name].config = lc
         finally:
             self.abort(staged)    # sockets left over if an _open failed
+        if self.discovery is not None:
+            await self.discovery.update(staged.config)
         if self.checker is not None:
-            await self.checker.update(staged.config)
+            await self.checker.update(self.effective(staged.config))
 
     def abort(self, staged: Staged) -> None:
         """Drop a prepared config: close the sockets it bound."""
@@ -334,6 +388,8 @@ class DataPlane:
         Connection: close), then close what is left after `timeout`."""
         if self.checker is not None:
             await self.checker.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
         if self.worker is None:
             return
         timeout = self.config.drain_timeout if timeout is None else timeout
@@ -360,4 +416,6 @@ class DataPlane:
             # Process-level health check counters, in the clusters' blocks
             # once merged (admin/metrics.merge sums equal blocks).
             snap["blocks"] = list(snap.get("blocks", ())) + self.checker.blocks()
+        if self.discovery is not None:
+            snap["blocks"] = list(snap.get("blocks", ())) + self.discovery.blocks()
         return snap

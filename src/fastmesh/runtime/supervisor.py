@@ -24,6 +24,7 @@ from typing import Any
 from fastmesh.admin import metrics
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
+from fastmesh.control.discovery import Discovery, Table
 from fastmesh.control.health import Change, HealthChecker
 from fastmesh.runtime import privileges
 from fastmesh.runtime.channel import Channel
@@ -167,7 +168,11 @@ class Supervisor:
         # Active health checks run here, once for all workers; each change
         # goes to every worker, a (re)started worker gets the whole table.
         self.health = HealthChecker(self._send_health)
-        self._health_sends: set[asyncio.Task[Any]] = set()
+        self._sends: set[asyncio.Task[Any]] = set()
+        # So does discovery (DNS, endpoint files): each new endpoint set goes
+        # to every worker, a (re)started worker gets them all.
+        base = os.path.dirname(path) if path else None
+        self.discovery = Discovery(self._send_endpoints, base)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -185,7 +190,8 @@ class Supervisor:
             raise RuntimeError("workers failed to start (see the log above)")
         for w in self.workers:
             self._watchers.append(asyncio.create_task(self._watch(w)))
-        await self.health.update(self.config)
+        await self.discovery.update(self.config)
+        await self.health.update(self.discovery.effective(self.config))
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.config,
@@ -216,6 +222,7 @@ class Supervisor:
         for t in self._watchers:
             t.cancel()
         await self.health.stop()
+        await self.discovery.stop()
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for p in procs:
             try:
@@ -254,7 +261,11 @@ class Supervisor:
         msg = await w.call({"op": "config", "version": self.version,
                             "text": self.config_text, "source": self.source,
                             "run_as": None if run_as is None else
-                            [run_as.user, run_as.uid, run_as.gid]}, START_TIMEOUT)
+                            [run_as.user, run_as.uid, run_as.gid],
+                            # discovered endpoints: a restarted worker starts with them
+                            "endpoints": {name: [e.wire() for e in eps]
+                                          for name, eps in self.discovery.table.items()}},
+                           START_TIMEOUT)
         if not msg.get("ok"):
             log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))
             w.detach()
@@ -264,6 +275,8 @@ class Supervisor:
             return False
         w.ready = True
         self.addresses = msg.get("addresses", {})
+        if self.discovery.table:
+            self._send_endpoints(self.discovery.table, [w])
         table = self.health.table()
         if table:
             self._send_health(table, [w])
@@ -271,20 +284,32 @@ class Supervisor:
 
     def _send_health(self, changes: list[Change], workers: list[WorkerHandle] | None = None
                      ) -> None:
+        self._broadcast({"op": "health", "changes": [list(c) for c in changes]}, workers)
+
+    def _send_endpoints(self, table: Table, workers: list[WorkerHandle] | None = None) -> None:
+        self._broadcast({"op": "endpoints", "clusters": {
+            name: [e.wire() for e in eps] for name, eps in table.items()}}, workers)
+        if workers is None:
+            # Health checks follow the discovered endpoints.
+            task = asyncio.ensure_future(self.health.update(self.discovery.effective(self.config)))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    def _broadcast(self, msg: dict[str, Any], workers: list[WorkerHandle] | None = None) -> None:
         # Sent in order (a task starts writing before the next one is
         # made), answered by each worker; a worker that misses one because
         # it is restarting gets the whole table when it is ready again.
-        msg = {"op": "health", "changes": [list(c) for c in changes]}
         for w in workers if workers is not None else self.workers:
             if w.ready:
-                task = asyncio.ensure_future(self._health_to(w, msg))
-                self._health_sends.add(task)
-                task.add_done_callback(self._health_sends.discard)
+                task = asyncio.ensure_future(self._send_to(w, msg))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
 
-    async def _health_to(self, w: WorkerHandle, msg: dict[str, Any]) -> None:
+    async def _send_to(self, w: WorkerHandle, msg: dict[str, Any]) -> None:
         answer = await w.request(msg, 5.0)
         if not answer.get("ok"):
-            log.warning("worker %d: health update not applied: %s", w.id, answer.get("error"))
+            log.warning("worker %d: %s update not applied: %s", w.id, msg["op"],
+                        answer.get("error"))
 
     async def _watch(self, w: WorkerHandle) -> None:
         """Restart the worker whenever it exits while we are not stopping."""
@@ -368,9 +393,11 @@ class Supervisor:
             self.reloads_ok += 1
             self.last_reload_error = None
             log.info("config version %d from %s is serving", version, source)
-        # After the commit: new endpoints are checked (workers hold them
-        # unhealthy meanwhile), removed ones forgotten, others keep state.
-        await self.health.update(config)
+        # After the commit: discovery follows the new clusters; new endpoints
+        # are checked (workers hold them unhealthy meanwhile), removed ones
+        # forgotten, others keep state.
+        await self.discovery.update(config)
+        await self.health.update(self.discovery.effective(config))
         return True
 
     def _reload_failed(self, error: str) -> None:
@@ -390,7 +417,8 @@ class Supervisor:
             config_reloads_failed=self.reloads_failed,
             config_version=self.version)          # the committed one
         merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
-                               + [{"blocks": [own, *self.health.blocks()]}])
+                               + [{"blocks": [own, *self.health.blocks(),
+                                              *self.discovery.blocks()]}])
         merged["info"] = {
             "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
             "config_reload_error": self.last_reload_error,

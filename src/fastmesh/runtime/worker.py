@@ -90,8 +90,11 @@ async def serve(fd: int, worker_id: int) -> int:
         config = parse_config(msg["text"], source=msg.get("source", "<config>"))
         # Health checks run once per process, in the supervisor: the worker
         # applies the changes it is sent ("health").
+        # So do discovery's DNS and files: endpoint sets come as "endpoints".
         plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1),
-                          health_checks=False)
+                          health_checks=False, discovery=False)
+        for name, eps in (msg.get("endpoints") or {}).items():
+            plane.discovered[name] = tuple((h, p, w, ok) for h, p, w, ok in eps)
         await plane.start()
         if msg.get("run_as"):
             # Bound: now drop root for good (the supervisor keeps it).
@@ -128,6 +131,9 @@ async def serve(fd: int, worker_id: int) -> int:
                 applier.queue.put_nowait(req)
             elif op == "health":
                 plane.set_health([tuple(c) for c in req["changes"]])
+                await chan.send(answer(req))
+            elif op == "endpoints":
+                plane.set_endpoints(req["clusters"])
                 await chan.send(answer(req))
             elif op == "stats":
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
