@@ -15,10 +15,16 @@ is slow).
     python perf/instructions_per_request.py --baseline /path/to/old/src [--reps 2]
     python perf/instructions_per_request.py --filter fastmesh.bench.noop_filters:NoopPythonFilter
     python perf/instructions_per_request.py --baseline DIR --beside tls_listener.yaml
+    python perf/instructions_per_request.py --resilience [--reps 2]
 
 DIR and this checkout's src/ each hold a built fastmesh package. With
 --filter, this build is compared with itself plus that filter on the
-listener's chain (what the filter costs a whole proxied request).
+listener's chain (what the filter costs a whole proxied request). With
+--resilience, this build is compared with itself configured with every
+resilience policy of the `h1-resilience` bench scenario (nothing failing);
+the active health check's interval is raised to 60 s there, because under
+valgrind a run lasts long enough for a per-second check to be charged to
+the requests, which it is not at real request rates.
 """
 from __future__ import annotations
 
@@ -61,8 +67,23 @@ def listener(name: str, port: int, action: str) -> str:
             f"        routes:\n          - match: {{prefix: /}}\n            {action}\n")
 
 
+def bench_config(mode: str, port: int, origin: int) -> str:
+    """A fastmesh bench scenario's config (JSON is YAML): `http` (h1) or
+    `http-resilience` (h1-resilience), so both sides differ only by the
+    policies."""
+    import json
+
+    sys.path.insert(0, str(HERE))
+    from fastmesh.bench import peers
+
+    cfg = peers.Fastmesh().config(mode, port, origin)
+    for hc in cfg["clusters"][0].get("health_checks", ()):
+        hc["interval"] = "60s"
+    return json.dumps(cfg)
+
+
 def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None,
-                 beside: str | None = None) -> int:
+                 beside: str | None = None, mode: str | None = None) -> int:
     port = free_port()
     cfg = tmp / f"proxy-{port}.yaml"
     text = listener("web", port, "cluster: origin")
@@ -75,6 +96,8 @@ def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = Non
                             f"    http_filters: [{{name: f, import: \"{flt}\"}}]\n    virtual_hosts:")
     cfg.write_text(text + "clusters:\n  - name: origin\n"
                    f"    endpoints: [{{address: 127.0.0.1, port: {origin}}}]\n")
+    if mode is not None:
+        cfg.write_text(bench_config(mode, port, origin))
     env = {**os.environ, "PYTHONPATH": src, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(["valgrind", "--tool=cachegrind", "--cache-sim=no",
                              "--cachegrind-out-file=/dev/null", sys.executable, "-m", "fastmesh",
@@ -107,18 +130,25 @@ def main() -> None:
                     help="a listener (a YAML list item, PORT for its port) added beside the "
                          "measured one in this build (with --baseline) or compared with "
                          "this build without it")
+    ap.add_argument("--resilience", action="store_true",
+                    help="compare this build with itself configured with every resilience "
+                         "policy (the h1-resilience bench scenario)")
     args = ap.parse_args()
     beside = Path(args.beside).read_text() if args.beside else None
-    if args.baseline is None and args.filter is None and beside is None:
-        ap.error("give --baseline DIR, --filter MODULE:NAME or --beside FILE")
-    if args.filter:
-        builds = {"fastmesh+filter": (str(HERE), args.filter, None),
-                  "fastmesh": (str(HERE), None, None)}
+    if args.baseline is None and args.filter is None and beside is None and not args.resilience:
+        ap.error("give --baseline DIR, --filter MODULE:NAME, --beside FILE or --resilience")
+    if args.resilience:
+        builds = {"fastmesh+resilience": (str(HERE), None, None, "http-resilience"),
+                  "fastmesh": (str(HERE), None, None, "http")}
+    elif args.filter:
+        builds = {"fastmesh+filter": (str(HERE), args.filter, None, None),
+                  "fastmesh": (str(HERE), None, None, None)}
     elif args.baseline is None:
-        builds = {"fastmesh+beside": (str(HERE), None, beside),
-                  "fastmesh": (str(HERE), None, None)}
+        builds = {"fastmesh+beside": (str(HERE), None, beside, None),
+                  "fastmesh": (str(HERE), None, None, None)}
     else:
-        builds = {"fastmesh": (str(HERE), None, beside), "baseline": (args.baseline, None, None)}
+        builds = {"fastmesh": (str(HERE), None, beside, None),
+                  "baseline": (args.baseline, None, None, None)}
     n1, n2 = args.n
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -133,9 +163,9 @@ def main() -> None:
         try:
             wait_port(oport, origin)
             for _ in range(args.reps):
-                for name, (src, flt, bes) in builds.items():   # interleaved, as fastmesh bench does
-                    a = instructions(src, oport, n1, tmp, flt, bes)
-                    b = instructions(src, oport, n2, tmp, flt, bes)
+                for name, (src, flt, bes, res) in builds.items():   # interleaved, as fastmesh bench does
+                    a = instructions(src, oport, n1, tmp, flt, bes, res)
+                    b = instructions(src, oport, n2, tmp, flt, bes, res)
                     results[name].append((b - a) / (n2 - n1))
                     print(f"{name}: {results[name][-1]:,.0f} instructions/request", flush=True)
         finally:

@@ -379,12 +379,29 @@ def test_filter_scenario_filters_load():
     from fastmesh.control.compile import load_filter
     from fastmesh.control.schema import HttpFilterConfig
 
-    for mode, (spec,) in peers.FILTER_MODES.items():
-        if spec.get("import") == "fastmesh._core:NoopFilter" and not hasattr(core, "NoopFilter"):
-            continue  # the compiled no-op filter is not in this build of _core yet
-        flt = load_filter(HttpFilterConfig(spec["name"], spec.get("import"),
-                                           spec.get("typed_config", {})), "bench")
-        assert isinstance(flt, core.HttpFilter), mode
+    for mode, specs in peers.FILTER_MODES.items():
+        for spec in specs:
+            if spec.get("import") == "fastmesh._core:NoopFilter" and not hasattr(core, "NoopFilter"):
+                continue  # the compiled no-op filter is not in this build of _core yet
+            flt = load_filter(HttpFilterConfig(spec["name"], spec.get("import"),
+                                               spec.get("typed_config", {})), "bench")
+            assert isinstance(flt, core.HttpFilter), mode
+
+
+def test_resilience_scenario_is_h1_with_every_policy():
+    from fastmesh.control.config import parse_config
+
+    sc = scenarios.SCENARIOS["h1-resilience"]
+    assert "h1-resilience" not in scenarios.DEFAULT_SCENARIOS
+    assert sc.cost_over == "h1" and not sc.direct
+    cfg = parse_config(peers.Fastmesh().config(sc.mode, 10000, 20000))
+    route = cfg.listeners[0].virtual_hosts[0].routes[0]
+    cluster = cfg.clusters[0]
+    assert route.retry_policy is not None and route.retry_policy.per_try_timeout > 0
+    assert cluster.circuit_breakers and cluster.circuit_breakers[0].retry_budget is not None
+    assert cluster.outlier_detection is not None and cluster.health_checks
+    assert [f.name for f in cfg.listeners[0].http_filters] == [
+        "envoy.filters.http.local_ratelimit", "envoy.filters.http.fault"]
 
 
 # ------------------------------------------------------------------ fastmesh-baseline

@@ -1038,3 +1038,12 @@ def test_per_request_buffer_limit_needs_an_upstream() -> None:
                            "            direct_response: {status: 200}\n"
                            "            per_request_buffer_limit_bytes: 1KiB\n"))
     assert "not allowed with direct_response" in err.reason
+
+
+def test_readme_config_examples_are_valid() -> None:
+    # Every yaml block of the README is a config a user may copy.
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        parse_config(block, source="README.md")

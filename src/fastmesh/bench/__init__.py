@@ -32,7 +32,7 @@ EXIT_MISSING_TOOL = 2
 # in run() and in tests. These are the defaults; EXTRA_SCENARIOS run only
 # when named, and fastmesh-baseline comes with --baseline.
 SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
-EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter", "h1-ratelimit"]
+EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter", "h1-ratelimit", "h1-resilience"]
 PROXY_NAMES = ["fastmesh", "envoy", "haproxy", "nginx"]
 BASELINE = "fastmesh-baseline"
 

@@ -96,6 +96,33 @@ FILTER_MODES = {
         "filter_enabled": {"default_value": {"numerator": 100}},
         "filter_enforced": {"default_value": {"numerator": 100}}}}],
 }
+# The resilience-cost scenario (issue 9's bar): h1 with every resilience
+# policy configured and nothing failing: route timeouts, a retry policy with
+# back-off, circuit breakers with a retry budget, outlier detection, an
+# active health check against the origin, the local rate limit (never
+# limiting) and the fault filter (0 %, as a configured-but-idle fault).
+RESILIENCE_MODE = "http-resilience"
+FILTER_MODES[RESILIENCE_MODE] = FILTER_MODES["http-ratelimit"] + [
+    {"name": "envoy.filters.http.fault", "typed_config": {
+        "delay": {"fixed_delay": "1s", "percentage": {"numerator": 0}},
+        "abort": {"http_status": 503, "percentage": {"numerator": 0}}}}]
+RESILIENCE_ROUTE = {
+    "timeout": "15s", "idle_timeout": "60s",
+    "max_stream_duration": {"max_stream_duration": "60s"},
+    "retry_policy": {"retry_on": "5xx,connect-failure,reset", "num_retries": 2,
+                     "per_try_timeout": "5s", "retry_back_off": {"base_interval": "25ms"}},
+}
+RESILIENCE_CLUSTER = {
+    "circuit_breakers": {"thresholds": [{"max_connections": 100000,
+                                         "max_pending_requests": 100000,
+                                         "max_requests": 100000, "max_retries": 1000,
+                                         "retry_budget": {"budget_percent": {"value": 20},
+                                                          "min_retry_concurrency": 3}}]},
+    "outlier_detection": {"consecutive_5xx": 5, "interval": "10s",
+                          "base_ejection_time": "30s", "max_ejection_percent": 100},
+    "health_checks": [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 3,
+                       "healthy_threshold": 1, "http_health_check": {"path": "/"}}],
+}
 BASE_MODES = ("http", "tcp", "h2", "grpc")
 
 
@@ -164,6 +191,9 @@ class Fastmesh(Peer):
             # config on an older build, which may not know keys added since.
             if mode in FILTER_MODES:
                 listener["http_filters"] = [dict(f) for f in FILTER_MODES[mode]]
+            if mode == RESILIENCE_MODE:
+                listener["virtual_hosts"][0]["routes"][0].update(RESILIENCE_ROUTE)
+                cluster.update(RESILIENCE_CLUSTER)
         return {"drain_timeout": 0, "listeners": [listener], "clusters": [cluster]}
 
     def package_root(self) -> str:

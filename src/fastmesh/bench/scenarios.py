@@ -66,6 +66,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("h1-ratelimit", "h1 + the built-in local rate limit, never limiting, on "
              "fastmesh's listener (filter cost = CPU/req - h1's)", "http-ratelimit",
              direct=False, cost_over="h1"),
+    Scenario("h1-resilience", "h1 with every resilience policy configured and nothing "
+             "failing (retries, budget, breakers, outlier detection, health check, timeouts, "
+             "rate limit, fault at 0 %): cost = CPU/req - h1's", "http-resilience",
+             direct=False, cost_over="h1"),
 ]}
 
 # The filter-cost scenarios are left out: they measure fastmesh alone.
