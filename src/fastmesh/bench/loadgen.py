@@ -4,12 +4,13 @@
 `tool` (the program, for the missing-tool check), `script(workdir)` (write
 any helper file once) and `command(url, scenario, duration, workdir)` and
 `parse(text) -> RunResult`. wrk drives the HTTP/1.1 scenarios, h2load
-(nghttp2) the h2 and grpc ones.
+(nghttp2) the h2 and grpc ones, `openssl s_time` the full-handshake one.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 
 # wrk calls done() once at the end with the merged latency histogram (in
@@ -129,9 +130,14 @@ class Wrk:
             f.write(WRK_LUA)
 
     def command(self, url: str, scenario, duration: float) -> list[str]:
-        return [self.path, f"-t{scenario.threads}", f"-c{scenario.connections}",
+        argv = [self.path, f"-t{scenario.threads}", f"-c{scenario.connections}",
                 f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency",
-                "-s", self.script_path, url]
+                "-s", self.script_path]
+        if scenario.close:
+            # wrk reconnects when the response says close: one connection
+            # (with TLS, one full handshake) per request.
+            argv += ["-H", "Connection: close"]
+        return argv + [url]
 
     def parse(self, text: str) -> RunResult:
         return parse_wrk(text)
@@ -218,4 +224,61 @@ class H2load:
         return parse_h2load(text, self.log_path)
 
 
-LOADGENS = {"wrk": Wrk, "h2load": H2load}
+def parse_s_time(text: str) -> RunResult:
+    """Parse the output of STime's script: each `openssl s_time` process's
+    "N connections in T real seconds, B bytes read per connection", and the
+    wall clock around all of them (`BENCH wall_s=...`; s_time's own real
+    seconds are whole seconds, too coarse for a rate)."""
+    r = RunResult(raw=text)
+    conns = [(int(n), int(b)) for n, b in re.findall(
+        r"^(\d+) connections in \d+ real seconds, (\d+) bytes read per connection", text, re.M)]
+    m = re.search(r"^BENCH wall_s=([\d.]+)", text, re.M)
+    r.requests = sum(n for n, _ in conns)
+    r.bytes = sum(n * b for n, b in conns)
+    r.duration_s = float(m.group(1)) if m else 0.0
+    if r.duration_s > 0:
+        r.requests_per_sec = r.requests / r.duration_s
+    # A process that could not connect prints an error and counts nothing;
+    # one that got an empty answer reads 0 bytes per connection.
+    failed = len(re.findall(r"^ERROR$", text, re.M))
+    r.errors = {"connect": failed, "read": sum(1 for n, b in conns if n and b == 0),
+                "write": 0, "timeout": 0, "status": 0}
+    if conns and r.duration_s > 0:
+        # Each process runs one connection at a time: its mean latency is
+        # its wall time over its connections (no percentiles from s_time).
+        per = [r.duration_s / n * 1000 for n, _ in conns if n]
+        if per:
+            r.latency_ms["mean"] = sum(per) / len(per)
+    return r
+
+
+class STime:
+    """`openssl s_time -new`: a new connection and a FULL handshake per
+    request (it never offers a session; wrk and h2load resume theirs, see
+    docs/bench.md), an HTTP/1.0 GET, read to the close. One s_time process
+    is one connection at a time, so `connections` processes run side by
+    side under one shell, timed together."""
+    tool = "openssl"
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def prepare(self, workdir: str) -> None:
+        pass
+
+    def command(self, url: str, scenario, duration: float) -> list[str]:
+        m = re.fullmatch(r"https://([^/]+)(/.*)", url)
+        if not m:
+            raise ValueError(f"s_time needs an https:// URL, not {url!r}")
+        one = (f"{shlex.quote(self.path)} s_time -connect {shlex.quote(m.group(1))} -new "
+               f"-www {shlex.quote(m.group(2))} -time {max(1, round(duration))}")
+        script = (f"t0=$(date +%s.%N); for i in $(seq {scenario.connections}); do "
+                  f"{one} 2>&1 & done; wait; t1=$(date +%s.%N); "
+                  f"awk \"BEGIN {{ printf \\\"BENCH wall_s=%.3f\\\\n\\\", $t1 - $t0 }}\"")
+        return ["sh", "-c", script]
+
+    def parse(self, text: str) -> RunResult:
+        return parse_s_time(text)
+
+
+LOADGENS = {"wrk": Wrk, "h2load": H2load, "s_time": STime}

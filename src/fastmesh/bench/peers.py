@@ -22,8 +22,8 @@ import os
 import socket
 import sys
 
-from fastmesh.bench import tools
-from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SMALL_BODY
+from fastmesh.bench import tlscerts, tools
+from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SMALL_BODY, TLS_MODES
 
 VERY_HIGH = 1_000_000_000
 
@@ -124,6 +124,13 @@ RESILIENCE_CLUSTER = {
                        "healthy_threshold": 1, "http_health_check": {"path": "/"}}],
 }
 BASE_MODES = ("http", "tcp", "h2", "grpc")
+# Mozilla intermediate's TLS 1.2 suites as fastmesh sets them by default
+# (control/tls.py INTERMEDIATE_CIPHERS), given to Envoy explicitly. The DHE
+# ones are left out: BoringSSL has none, and OpenSSL offers them only with DH
+# parameters, which fastmesh never sets; so both offer the same six.
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+                 "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+                 "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305")
 
 
 class Peer:
@@ -142,6 +149,9 @@ class Peer:
             return None
         if mode in FILTER_MODES:
             return "only fastmesh runs the filter-cost scenarios; compare with fastmesh in h1"
+        if mode in TLS_MODES:
+            return (f"{self.name} has no TLS config in the bench (the TLS scenarios compare "
+                    f"fastmesh with Envoy)")
         return f"{self.name} has no {mode} config in the bench"
 
     def command(self, workdir: str, mode: str, port: int, origin_port: int) -> list[str]:
@@ -162,12 +172,14 @@ class Fastmesh(Peer):
     name = "fastmesh"
     tool = "fastmesh"
     required = True
-    modes = BASE_MODES + tuple(FILTER_MODES)
+    modes = BASE_MODES + tuple(FILTER_MODES) + TLS_MODES
 
     def available(self):
         return None  # we are it
 
-    def config(self, mode: str, port: int, origin_port: int) -> dict:
+    def config(self, mode: str, port: int, origin_port: int,
+               tls: tlscerts.TlsFiles | None = None) -> dict:
+        """The config for `mode`; the TLS modes need `tls`, the certificate files."""
         cluster = {"name": "origin", "connect_timeout": "5s",
                    "endpoints": [{"address": "127.0.0.1", "port": origin_port}]}
         if mode == "grpc":
@@ -194,7 +206,21 @@ class Fastmesh(Peer):
             if mode == RESILIENCE_MODE:
                 listener["virtual_hosts"][0]["routes"][0].update(RESILIENCE_ROUTE)
                 cluster.update(RESILIENCE_CLUSTER)
+            if mode in TLS_MODES:
+                listener["tls"] = self.tls_context(tls)
         return {"drain_timeout": 0, "listeners": [listener], "clusters": [cluster]}
+
+    @staticmethod
+    def tls_context(tls: tlscerts.TlsFiles | None) -> dict:
+        """The listener's `tls`: the bench certificate and ALPN http/1.1; the
+        protocol versions (1.2-1.3), the curve (P-256) and the ciphers (Mozilla
+        intermediate) are fastmesh's defaults, which Envoy is given explicitly."""
+        if tls is None:
+            raise ValueError("a TLS mode needs the bench's certificate files")
+        return {"common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                  "private_key": {"filename": tls.key}}],
+            "alpn_protocols": list(tlscerts.ALPN)}}
 
     def package_root(self) -> str:
         """The directory that holds the `fastmesh` package this peer runs: the
@@ -207,8 +233,10 @@ class Fastmesh(Peer):
     def command(self, workdir, mode, port, origin_port):
         import yaml
 
+        tls = tlscerts.files(workdir) if mode in TLS_MODES else None
         path = self._write(workdir, f"{self.name}-{mode}.yaml",
-                           yaml.safe_dump(self.config(mode, port, origin_port), sort_keys=False))
+                           yaml.safe_dump(self.config(mode, port, origin_port, tls),
+                                          sort_keys=False))
         root = self.package_root()
         # Startup is measured as a pip-installed fastmesh starts: with its
         # bytecode compiled (an editable checkout under PYTHONDONTWRITEBYTECODE
@@ -274,11 +302,13 @@ class Envoy(Peer):
     name = "envoy"
     tool = "envoy"
     required = True
+    modes = BASE_MODES + TLS_MODES
 
     def __init__(self):
         self._admin_path = None
 
-    def bootstrap(self, mode: str, port: int, origin_port: int, admin_path: str) -> dict:
+    def bootstrap(self, mode: str, port: int, origin_port: int, admin_path: str,
+                  tls: tlscerts.TlsFiles | None = None) -> dict:
         if mode == "tcp":
             net_filter = {
                 "name": "envoy.filters.network.tcp_proxy",
@@ -302,6 +332,7 @@ class Envoy(Peer):
                         "initial_stream_window_size": 65536,
                         "initial_connection_window_size": 1048576},
                     "generate_request_id": False,
+                    **self._http10(mode),
                     "route_config": {"name": "all", "virtual_hosts": [{
                         "name": "all", "domains": ["*"],
                         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "origin"}}]}]},
@@ -317,7 +348,8 @@ class Envoy(Peer):
             "admin": {"address": sock(0)},
             "static_resources": {
                 "listeners": [{"name": "bench", "address": sock(port),
-                               "filter_chains": [{"filters": [net_filter]}]}],
+                               "filter_chains": [{"filters": [net_filter],
+                                                  **self._transport_socket(mode, tls)}]}],
                 "clusters": [{
                     "name": "origin", "type": "STATIC", "connect_timeout": "5s",
                     "circuit_breakers": {"thresholds": [{
@@ -332,6 +364,39 @@ class Envoy(Peer):
         }
 
     @staticmethod
+    def _http10(mode: str) -> dict:
+        """The full-handshake scenario's client (openssl s_time) sends
+        HTTP/1.0 without a Host; Envoy answers that 426 unless told, fastmesh
+        serves it."""
+        if mode not in TLS_MODES:
+            return {}
+        return {"http_protocol_options": {"accept_http_10": True,
+                                          "default_host_for_http_10": "bench"}}
+
+    @staticmethod
+    def _transport_socket(mode: str, tls: tlscerts.TlsFiles | None) -> dict:
+        """TLS termination as fastmesh's defaults: the same certificate files,
+        ALPN http/1.1, TLS 1.2-1.3, P-256 only (Envoy's default also offers
+        X25519), the Mozilla intermediate TLS 1.2 suites."""
+        if mode not in TLS_MODES:
+            return {}
+        if tls is None:
+            raise ValueError("a TLS mode needs the bench's certificate files")
+        return {"transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                         "DownstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                          "private_key": {"filename": tls.key}}],
+                    "alpn_protocols": list(tlscerts.ALPN),
+                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                   "tls_maximum_protocol_version": "TLSv1_3",
+                                   "cipher_suites": list(TLS12_CIPHERS),
+                                   "ecdh_curves": ["P-256"]}}}}}
+
+    @staticmethod
     def _upstream_protocol(mode: str) -> dict:
         if mode != "grpc":
             return {}
@@ -344,8 +409,9 @@ class Envoy(Peer):
     def command(self, workdir, mode, port, origin_port):
         self._admin_path = os.path.join(workdir, f"envoy-{mode}-admin.txt")
         path = self._write(workdir, f"envoy-{mode}.json",
-                           json.dumps(self.bootstrap(mode, port, origin_port, self._admin_path),
-                                      indent=1))
+                           json.dumps(self.bootstrap(
+                               mode, port, origin_port, self._admin_path,
+                               tlscerts.files(workdir) if mode in TLS_MODES else None), indent=1))
         return [tools.require("envoy"), "-c", path, "--concurrency", "1",
                 "--disable-hot-restart", "--log-level", "warn",
                 "--admin-address-path", self._admin_path]

@@ -16,16 +16,18 @@ it adds a filter to (`Scenario.cost_over`).
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 
-from fastmesh.bench import procs, tools
+from fastmesh.bench import procs, tlscerts, tools
 from fastmesh.bench.loadgen import LOADGENS, RunResult
 from fastmesh.bench.peers import BASELINE, origin_command, peers_for
 from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SCENARIOS, SMALL_BODY
@@ -113,10 +115,19 @@ def preflight(opts: Options) -> tuple[list[str], list[str], list[str]]:
     return fatal, proxies, notes
 
 
-def http_get(port: int, path: str = "/", timeout: float = 1.0) -> tuple[int, bytes] | None:
-    """One GET over a fresh connection: (status, body) or None."""
+def http_get(port: int, path: str = "/", timeout: float = 1.0,
+             tls: ssl.SSLContext | None = None) -> tuple[int, bytes] | None:
+    """One GET over a fresh connection (TLS with `tls`, verifying the
+    server as tlscerts.client_context does): (status, body) or None."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            try:
+                s = tlscerts.wrap(s, tls)
+            except OSError:
+                s.close()
+                raise
+        with s:
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
             chunks = []
             while True:
@@ -137,8 +148,8 @@ def http_get(port: int, path: str = "/", timeout: float = 1.0) -> tuple[int, byt
     return status, body
 
 
-def _responds(port: int) -> bool:
-    r = http_get(port, "/", timeout=0.5)
+def _responds(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    r = http_get(port, "/", timeout=0.5, tls=tls)
     return r is not None and r[0] == 200 and r[1] == SMALL_BODY
 
 
@@ -158,6 +169,16 @@ class Bench:
             self.proxy_cpu = self.load_cpu = None
         self.workdir = None
         self.loadgens = {}
+        self._tls_client: ssl.SSLContext | None = None
+
+    def _client_tls(self, scenario) -> ssl.SSLContext | None:
+        """The readiness checks' client context in the TLS scenarios (it
+        verifies the proxy's certificate against the bench's root)."""
+        if scenario.scheme != "https":
+            return None
+        if self._tls_client is None:
+            self._tls_client = tlscerts.client_context(tlscerts.files(self.workdir).bundle)
+        return self._tls_client
 
     # ------------------------------------------------------------ lifecycle
 
@@ -252,8 +273,11 @@ class Bench:
         p = self._start(f"{name}-{scenario.name}", argv, self.proxy_cpu)
         t = Target(name, port, p)
         check = None
+        tls = self._client_tls(scenario)
         if scenario.origin == "grpc":
             from fastmesh.bench.grpcorigin import call_ok as check
+        elif tls is not None:
+            check = functools.partial(_responds, tls=tls)
         t.startup_ms = self._wait_responding(p, port, 30, check)
         deadline = time.monotonic() + 10
         while not peer.ready():
@@ -264,7 +288,7 @@ class Bench:
             time.sleep(0.3)
             t.idle_rss_kib = procs.status_kib(p.pids(), "VmRSS")
             return t
-        r = http_get(port, scenario.path, timeout=2)
+        r = http_get(port, scenario.path, timeout=2, tls=tls)
         if r is None or r[0] != 200 or len(r[1]) != scenario.body_size:
             raise BenchError(f"{name}: GET {scenario.path} through the proxy did not return "
                              f"the {scenario.body_size}-byte body ({r and r[0]})")
@@ -341,7 +365,7 @@ class Bench:
 
     def _measure(self, scenario, t: Target, duration: float) -> dict:
         lg = self.loadgens[scenario.loadgen]
-        url = f"http://127.0.0.1:{t.port}{scenario.path}"
+        url = f"{scenario.scheme}://127.0.0.1:{t.port}{scenario.path}"
         argv = procs.pin_prefix(self.load_cpu) + lg.command(url, scenario, duration)
         proxy_pids = t.proc.pids() if t.proc else []
         ours0 = procs.cpu_seconds(self.procs.all_pids()) + procs.self_and_children_cpu()

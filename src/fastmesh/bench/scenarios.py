@@ -26,7 +26,7 @@ class Scenario:
     name: str
     title: str                # one line for the table heading
     mode: str                 # proxy listener kind: "http" | "tcp" | "h2" | "grpc" | "http-pyfilter"
-                              # | "http-cyfilter" (peers.FILTER_MODES)
+                              # | "http-cyfilter" (peers.FILTER_MODES) | "https" (TLS_MODES)
     loadgen: str = "wrk"      # key of loadgen.LOADGENS
     path: str = "/"
     connections: int = 64
@@ -36,6 +36,17 @@ class Scenario:
     origin: str = "nginx"     # "nginx" (HTTP/1.1) | "grpc" (grpcio, see grpcorigin.py)
     direct: bool = True       # also measure the origin without a proxy
     cost_over: str | None = None  # report CPU/req(this) - CPU/req(cost_over) for fastmesh
+    close: bool = False       # `Connection: close` on every request: a new connection each
+
+    @property
+    def scheme(self) -> str:
+        """The load generator's URL scheme: the TLS modes are HTTPS."""
+        return "https" if self.mode in TLS_MODES else "http"
+
+
+# Modes whose proxy listener terminates TLS with the bench's certificates
+# (tlscerts.py); HTTP/1.1 inside, ALPN http/1.1.
+TLS_MODES = ("https",)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -70,7 +81,24 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "failing (retries, budget, breakers, outlier detection, health check, timeouts, "
              "rate limit, fault at 0 %): cost = CPU/req - h1's", "http-resilience",
              direct=False, cost_over="h1"),
+    # TLS termination with the same certificate (EC P-256, from the built-in
+    # CA), TLS 1.2-1.3, P-256, Mozilla intermediate ciphers, ALPN http/1.1 on
+    # every proxy. No direct row: the nginx origin is plaintext.
+    Scenario("tls", "HTTPS keep-alive (TLS 1.3, P-256), 64 connections, GET / (13 B) to a "
+             "plaintext origin", "https", direct=False),
+    # A new connection per request with a FULL handshake: openssl s_time -new,
+    # 16 processes side by side (each one connection at a time), HTTP/1.0 GET.
+    Scenario("tls-handshake", "HTTPS, a new connection with a full TLS handshake per request "
+             "(openssl s_time -new, 16 at a time), GET /", "https", loadgen="s_time",
+             connections=16, direct=False),
+    # The same with RESUMED handshakes: wrk reconnects after each response
+    # (Connection: close) and offers the session it had (it reuses its SSL
+    # object: SSL_clear keeps the session), so TLS 1.3 resumes with a ticket.
+    Scenario("tls-resume", "HTTPS, a new connection with a resumed TLS handshake (ticket) per "
+             "request (wrk, Connection: close), 64 connections, GET /", "https",
+             direct=False, close=True),
 ]}
 
-# The filter-cost scenarios are left out: they measure fastmesh alone.
+# The filter-cost scenarios are left out: they measure fastmesh alone; the
+# TLS ones too (only fastmesh and Envoy run them; ask with --scenarios).
 DEFAULT_SCENARIOS = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
