@@ -539,3 +539,183 @@ def test_report_shows_baseline_ratio_and_filter_cost():
     assert "fastmesh / fastmesh-baseline: CPU/req ×0.80" in page
     for s in re.findall(r"<svg.*?</svg>", page, re.S):
         ET.fromstring(s)
+
+
+# ------------------------------------------------------------------ TLS scenarios
+
+S_TIME_OUT = """Collecting connection statistics for 8 seconds
+*****************************
+
+558 connections in 0.47s; 1187.23 connections/user sec, bytes read 261144
+558 connections in 9 real seconds, 468 bytes read per connection
+Collecting connection statistics for 8 seconds
+*****
+
+442 connections in 0.40s; 1105.00 connections/user sec, bytes read 206856
+442 connections in 9 real seconds, 468 bytes read per connection
+BENCH wall_s=8.000
+"""
+
+
+def test_tls_certificates_are_made_once_with_the_built_in_ca(tmp_path):
+    from cryptography import x509
+
+    from fastmesh.bench import tlscerts
+
+    f = tlscerts.files(str(tmp_path))
+    cert = x509.load_pem_x509_certificate(open(f.cert, "rb").read())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert tlscerts.SERVER_ID in san.get_values_for_type(x509.UniformResourceIdentifier)
+    assert cert.public_key().curve.name == "secp256r1"
+    assert os.stat(f.key).st_mode & 0o777 == 0o600
+    before = open(f.cert, "rb").read()
+    assert tlscerts.files(str(tmp_path)) == f and open(f.cert, "rb").read() == before
+
+
+def test_tls_scenarios_build_like_tls_on_fastmesh_and_envoy(tmp_path):
+    from fastmesh.bench import tlscerts
+    from fastmesh.control.config import parse_config
+    from fastmesh.control.tls import INTERMEDIATE_CIPHERS
+
+    f = tlscerts.files(str(tmp_path))
+    for name in ("tls", "tls-handshake", "tls-resume"):
+        sc = scenarios.SCENARIOS[name]
+        assert sc.mode in scenarios.TLS_MODES and sc.scheme == "https" and not sc.direct
+        assert name not in scenarios.DEFAULT_SCENARIOS
+    assert scenarios.SCENARIOS["h1"].scheme == "http"
+
+    fm = peers.Fastmesh().config("https", 10000, 20000, f)
+    parse_config(fm)  # a valid fastmesh config, certificate files included
+    ctx = fm["listeners"][0]["tls"]["common_tls_context"]
+    assert ctx["tls_certificates"] == [{"certificate_chain": {"filename": f.cert},
+                                        "private_key": {"filename": f.key}}]
+    assert ctx["alpn_protocols"] == ["http/1.1"]
+    assert "tls" not in peers.Fastmesh().config("http", 10000, 20000)["listeners"][0]
+    with pytest.raises(ValueError):
+        peers.Fastmesh().config("https", 10000, 20000)
+
+    env = peers.Envoy().bootstrap("https", 10000, 20000, str(tmp_path / "a"), f)
+    chain = env["static_resources"]["listeners"][0]["filter_chains"][0]
+    ts = chain["transport_socket"]
+    assert ts["name"] == "envoy.transport_sockets.tls"
+    assert ts["typed_config"]["@type"].endswith("DownstreamTlsContext")
+    ectx = ts["typed_config"]["common_tls_context"]
+    assert ectx["tls_certificates"] == ctx["tls_certificates"]  # the same files
+    assert ectx["alpn_protocols"] == ["http/1.1"]
+    p = ectx["tls_params"]
+    assert (p["tls_minimum_protocol_version"], p["tls_maximum_protocol_version"]) == (
+        "TLSv1_2", "TLSv1_3")
+    assert p["ecdh_curves"] == ["P-256"]
+    # fastmesh's default suites minus the DHE ones (never offered without DH params)
+    assert p["cipher_suites"] == [c for c in INTERMEDIATE_CIPHERS if not c.startswith("DHE")]
+    hcm = chain["filters"][0]["typed_config"]
+    assert hcm["http_protocol_options"]["accept_http_10"] is True  # s_time's HTTP/1.0
+    plain = peers.Envoy().bootstrap("http", 10000, 20000, str(tmp_path / "b"))
+    assert "transport_socket" not in plain["static_resources"]["listeners"][0]["filter_chains"][0]
+
+    # haproxy / nginx / an older fastmesh: skipped with a note
+    for peer in (peers.Haproxy(), peers.NginxProxy(), peers.FastmeshBaseline(str(tmp_path))):
+        assert "TLS" in (peer.supports("https") or "")
+    assert peers.Fastmesh().supports("https") is None and peers.Envoy().supports("https") is None
+
+
+def test_tls_load_generator_commands(tmp_path):
+    w = loadgen.Wrk("/usr/bin/wrk")
+    w.prepare(str(tmp_path))
+    keep = w.command("https://127.0.0.1:1/", scenarios.SCENARIOS["tls"], 5)
+    assert "Connection: close" not in keep and keep[-1] == "https://127.0.0.1:1/"
+    resume = w.command("https://127.0.0.1:1/", scenarios.SCENARIOS["tls-resume"], 5)
+    i = resume.index("-H")
+    assert resume[i + 1] == "Connection: close" and "-c64" in resume
+
+    st = loadgen.STime("/usr/bin/openssl")
+    argv = st.command("https://127.0.0.1:1234/", scenarios.SCENARIOS["tls-handshake"], 8)
+    assert argv[:2] == ["sh", "-c"]
+    assert "/usr/bin/openssl s_time -connect 127.0.0.1:1234 -new -www / -time 8" in argv[2]
+    assert "seq 16" in argv[2] and "-reuse" not in argv[2]
+    with pytest.raises(ValueError):
+        st.command("http://127.0.0.1:1/", scenarios.SCENARIOS["tls-handshake"], 8)
+
+
+def test_parse_s_time():
+    r = loadgen.parse_s_time(S_TIME_OUT)
+    assert r.requests == 1000 and r.duration_s == 8.0 and r.requests_per_sec == 125.0
+    assert r.bytes == 1000 * 468 and r.error_count == 0
+    assert r.latency_ms["mean"] == pytest.approx((8000 / 558 + 8000 / 442) / 2)
+    bad = loadgen.parse_s_time("ERROR\nERROR\n0 connections in 9 real seconds, 0 bytes read "
+                               "per connection\nBENCH wall_s=8.0\n")
+    assert bad.requests == 0 and bad.errors["connect"] == 2
+
+
+@pytest.mark.timeout(600)
+def test_bench_tls_end_to_end(tmp_path):
+    missing = _have("wrk", "nginx", "taskset", "envoy", "openssl")
+    if missing:
+        pytest.skip("not installed: " + "; ".join(str(tools.MissingTool(m)) for m in missing))
+    out = tmp_path / "out.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "fastmesh", "bench", "--quick", "--scenarios",
+         "tls,tls-handshake,tls-resume", "--proxies", "fastmesh,envoy,haproxy",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=560, cwd=tmp_path,
+        env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert set(data["scenarios"]) == {"tls", "tls-handshake", "tls-resume"}
+    for sname, sc in data["scenarios"].items():
+        res = sc["results"]
+        assert set(res) == {"fastmesh", "envoy"}, sname  # no direct row: the origin is plaintext
+        if tools.which("haproxy"):
+            assert "TLS" in sc["skipped"]["haproxy"]
+        for name in ("fastmesh", "envoy"):
+            r = res[name]
+            assert r["requests_per_sec"] > 0 and r["errors"] == 0, (sname, name, r["runs"])
+            assert r["cpu_us_per_request"] > 0, (sname, name)
+    assert data["machine"]["versions"]["openssl"]
+    assert not list(tmp_path.glob("fastmesh-bench-*"))
+
+
+def test_readiness_check_speaks_tls_and_verifies(tmp_path):
+    """http_get with a client context talks TLS to a TLS listener (and a
+    plaintext GET gets no 200 there); a certificate from another CA fails."""
+    import ssl
+    import threading
+
+    from fastmesh.bench import tlscerts
+
+    f = tlscerts.files(str(tmp_path / "a"))
+    other = tlscerts.files(str(tmp_path / "b"))
+    srv_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    srv_ctx.load_cert_chain(f.cert, f.key)
+    import socket
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                continue
+            try:
+                with srv_ctx.wrap_socket(c, server_side=True) as s:
+                    s.recv(4096)
+                    s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\nconnection: close\r\n\r\n"
+                              + scenarios.SMALL_BODY)
+            except OSError:
+                c.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        assert runner._responds(port, tls=tlscerts.client_context(f.bundle))
+        assert not runner._responds(port)  # plaintext to a TLS server
+        assert not runner._responds(port, tls=tlscerts.client_context(other.bundle))
+    finally:
+        stop.set()
+        th.join(5)
+        lsock.close()

@@ -32,7 +32,8 @@ EXIT_MISSING_TOOL = 2
 # in run() and in tests. These are the defaults; EXTRA_SCENARIOS run only
 # when named, and fastmesh-baseline comes with --baseline.
 SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
-EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter", "h1-ratelimit", "h1-resilience"]
+EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter", "h1-ratelimit", "h1-resilience",
+                   "tls", "tls-handshake", "tls-resume"]
 PROXY_NAMES = ["fastmesh", "envoy", "haproxy", "nginx"]
 BASELINE = "fastmesh-baseline"
 
@@ -44,7 +45,8 @@ def _csv(text: str) -> list[str]:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scenarios", type=_csv, default=list(SCENARIO_NAMES),
                     help=f"comma-separated, default {','.join(SCENARIO_NAMES)}; also "
-                         f"{','.join(EXTRA_SCENARIOS)} (what a no-op filter costs fastmesh)")
+                         f"{','.join(EXTRA_SCENARIOS)} (what a no-op filter costs "
+                         "fastmesh; TLS termination against Envoy)")
     ap.add_argument("--proxies", type=_csv, default=list(PROXY_NAMES),
                     help=f"comma-separated, default {','.join(PROXY_NAMES)} (haproxy and "
                          "nginx are skipped with a note when not installed)")

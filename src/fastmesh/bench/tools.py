@@ -25,6 +25,7 @@ INSTALL_HINTS = {
     "haproxy": "apt-get install haproxy",
     "taskset": "apt-get install util-linux (or run with --no-pin)",
     "h2load": "apt-get install nghttp2-client",
+    "openssl": "apt-get install openssl",
 }
 
 
@@ -70,7 +71,8 @@ def tool_version(tool: str) -> str | None:
     path = which(tool)
     if path is None:
         return None
-    flag = "--version" if tool in ("envoy", "h2load") else "-v"
+    flag = ("--version" if tool in ("envoy", "h2load")
+            else "version" if tool == "openssl" else "-v")
     out = _run([path, flag])
     patterns = {
         # "envoy  version: 9e55809.../1.40.0/Clean/RELEASE/BoringSSL"
@@ -79,6 +81,7 @@ def tool_version(tool: str) -> str | None:
         "haproxy": r"version (\S+)",
         "wrk": r"wrk (\S+)",
         "h2load": r"nghttp2/(\S+)",
+        "openssl": r"OpenSSL (\S+)",
     }
     m = re.search(patterns.get(tool, r"(\S+)$"), out)
     if not m:
@@ -155,6 +158,8 @@ def machine_info() -> dict:
             "nginx": tool_version("nginx"),
             "wrk": tool_version("wrk"),
             "h2load": tool_version("h2load"),
+            # the TLS scenarios' clients: openssl s_time; wrk links libssl too
+            "openssl": tool_version("openssl"),
         },
         "argv": sys.argv,
     }
