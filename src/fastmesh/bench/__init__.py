@@ -16,7 +16,8 @@ DIR (an older build), run exactly like `fastmesh`, in the same rounds.
 Modules: `scenarios` (the scenario table), `peers` (origin and proxy
 configs), `loadgen` (wrk command and output parser), `procs` (process
 groups, /proc readings), `stats` (median/spread), `runner` (orchestration),
-`report` (tables, JSON, HTML), `tools` (finding programs, machine info).
+`report` (tables, JSON, HTML), `tools` (finding programs, machine info),
+`tlscerts` (the TLS scenarios' certificates, from the built-in CA).
 """
 from __future__ import annotations
 
