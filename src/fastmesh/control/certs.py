@@ -49,6 +49,7 @@ Table = dict[str, Material]
 
 POLL_INTERVAL = 1.0        # files are re-read at least this often
 RETRY_INTERVAL = 1.0       # after a failed issue from the built-in CA
+SETTLE_DELAY = 0.1         # a rejected read is read again this much later
 COUNTERS = ("ssl.certificate_update_success", "ssl.certificate_update_rejected")
 
 
@@ -172,8 +173,8 @@ class _Source:
             return [[iss["cert"], iss["key"]]], iss["bundle"]
         ca = CertificateAuthority.load(d)
         bundle = ca.bundle_pem.decode()
-        if iss is not None and now < iss["renew_at"] and iss["issuer"] in [
-                r.subject for r in ca.bundle]:
+        if iss is not None and now < iss["renew_at"] and any(
+                _issued_by(iss["x509"], r) for r in ca.bundle):
             # Roots changed (rotate-root): trust the new bundle at once, keep
             # our certificate until it is due, so a peer that has not seen
             # the new root yet never gets a certificate it cannot verify
@@ -185,7 +186,8 @@ class _Source:
         issued_at = time.time()
         life = cert.not_after.timestamp() - issued_at
         self.issued = {"cert": cert.cert_pem.decode(), "key": cert.key_pem.decode(),
-                       "bundle": bundle, "issuer": ca.root.subject,
+                       "bundle": bundle,
+                       "x509": x509.load_pem_x509_certificate(cert.cert_pem),
                        "renew_at": issued_at + max(0.0, life) * b.renew_fraction}
         self.ca_stamp = stamp
         return [[self.issued["cert"], self.issued["key"]]], bundle
@@ -205,9 +207,11 @@ class _Source:
             ca = bundle
         return {"certs": certs, "ca": ca}
 
-    def refresh(self) -> bool:
+    def refresh(self, quiet: bool = False) -> bool:
         """Read the source; publish material that changed and is good.
-        True when the material is (still) good."""
+        True when the material is (still) good. `quiet`: a rejection is
+        neither logged nor counted (the caller reads again shortly: a key
+        written before its certificate is a moment's mismatch, not an error)."""
         try:
             material = self.read()
         except Exception as exc:   # noqa: BLE001 - a source must not die: keep the last good
@@ -220,6 +224,8 @@ class _Source:
         try:
             check_material(self.cfg, material)
         except (ssl.SSLError, ValueError, OSError) as exc:
+            if quiet:
+                return False
             # Never the material itself in the log: it holds the key.
             self.mgr.count(self.key, "ssl.certificate_update_rejected")
             log.error("%s: new certificates rejected (%s); the last good ones keep serving",
@@ -263,6 +269,10 @@ class _Source:
                     await asyncio.wait_for(self.wake.wait(), self.next_timeout())
                 except asyncio.TimeoutError:
                     pass
+                if self.refresh(quiet=True):
+                    continue
+                # Rejected: read again once the writer is likely done.
+                await asyncio.sleep(SETTLE_DELAY)
                 if not self.refresh() and self.builtin is not None:
                     await asyncio.sleep(RETRY_INTERVAL)
         finally:
@@ -403,6 +413,16 @@ class CertManager:
                         "kinds": {"days_until_first_cert_expiring": "gauge",
                                   "seconds_until_first_cert_expiring": "gauge"}})
         return out
+
+
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    # By signature, not by name: two roots of one trust domain may share a
+    # subject (made within the same second).
+    try:
+        cert.verify_directly_issued_by(root)
+        return True
+    except (ValueError, TypeError, Exception):   # noqa: BLE001 - InvalidSignature and kin
+        return False
 
 
 def _serial(chain_pem: str) -> str:

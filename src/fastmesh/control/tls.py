@@ -224,6 +224,10 @@ def _parse_common(ctx: _Ctx, path: Path, value: Any, *, server: bool) -> CommonT
     if builtin is not None and certs:
         ctx.error(path + ("builtin_ca",), "give tls_certificates or builtin_ca, not both "
                   "(builtin_ca issues the certificate)")
+    if vc is not None and vc.trusted_ca is None and builtin is None \
+            and "builtin_ca" not in m:
+        ctx.error(path + ("validation_context",), "validation_context needs trusted_ca (the "
+                  "CAs the peer's certificate must chain to), or builtin_ca (its bundle)")
     return CommonTlsContext(tuple(c for c in certs or () if c is not None), vc, alpn or (),
                             params or TlsParams(), builtin)
 
@@ -316,9 +320,6 @@ def _parse_validation(ctx: _Ctx, path: Path, value: Any) -> ValidationContext:
     ca = m.section("trusted_ca", _parse_source, None)
     sans = m.section("match_typed_subject_alt_names", lambda c, p, x: v._list(
         c, p, x, _parse_san, min_items=1, what="SAN matchers"), ())
-    if ca is None and "trusted_ca" not in m:
-        ctx.error(path, "validation_context needs trusted_ca (the CAs the peer's certificate "
-                  "must chain to)")
     return ValidationContext(ca, tuple(s for s in sans or () if s is not None))
 
 
