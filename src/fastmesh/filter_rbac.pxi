@@ -14,7 +14,8 @@
 # way and only counted. A route's RBACPerRoute replaces the listener's
 # settings, or with no `rbac` disables the filter for the route.
 #
-# Values only some matchers need (the SNI, the local port) are read from the
+# Values only some matchers need (the SNI, which TlsServerConf's servername
+# callback keeps on the SSLObject, the local port) are read from the
 # transport when such a matcher is evaluated, so a policy without them pays
 # nothing for them.
 
@@ -263,7 +264,7 @@ cdef bint rbac_match(RbacNode n, ProxyStream s, TcpDownstream t) except -1:
         return sn is not None and n.lo <= <uint32_t>sn[1] <= n.hi
     if kind == RN_SNI:
         so = rbac_transport(s, t).get_extra_info("ssl_object")
-        name = so.server_hostname if so is not None else None
+        name = getattr(so, "fastmesh_sni", None)      # core_tls.pxi keeps it
         return n.sm.match_str(name or "")        # Envoy: no SNI is the empty name
     if kind == RN_NONE:
         return False
