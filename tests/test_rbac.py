@@ -499,3 +499,23 @@ def test_config_round_trips_through_the_dump():
                  "shadow_rules": rules("DENY", x=policy(principals=[ident("prefix", "s")]))})
     parsed = parse_config(cfg)
     assert parse_config(config_to_dict(parsed)) == parsed
+
+
+def test_readme_mtls_policy_example(tmp_path, monkeypatch):
+    # The README's commands, run: the CA and certificates made by the CLI,
+    # then the config they feed parses (with its files).
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```sh\n(fastmesh ca init.*?)```", readme, re.S).group(1)
+    config = re.search(r"<<'EOF'\n(.*?)\nEOF\n", block, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    for line in block.splitlines():
+        if line.startswith("fastmesh ca "):
+            subprocess.run([sys.executable, "-m", "fastmesh", *line.split()[1:]], check=True,
+                           capture_output=True)
+    cfg = parse_config(config, source="README.md")
+    assert cfg.listeners[0].http_filters[0].name == RBAC
+    assert Path("frontend/cert.pem").exists()
