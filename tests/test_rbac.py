@@ -533,8 +533,15 @@ def test_config_round_trips_through_the_dump():
     from fastmesh.control.dump import config_to_dict
     cfg = _http({"rules": REQUEST_POLICY,
                  "shadow_rules": rules("DENY", x=policy(principals=[ident("prefix", "s")]))})
+    cfg["listeners"].append(tcp_listener("t", "origin", network_filters=[
+        {"name": NET_RBAC, "typed_config": {"stat_prefix": "t", "rules": rules(
+            "DENY", x=policy(principals=[{"remote_ip": {"address_prefix": "10.0.0.0",
+                                                        "prefix_len": 8}}]))}}]))
     parsed = parse_config(cfg)
-    assert parse_config(config_to_dict(parsed)) == parsed
+    assert parsed.listeners[1].network_filters[0].name == NET_RBAC
+    dumped = config_to_dict(parsed)
+    assert dumped["listeners"][1]["network_filters"][0]["typed_config"]["stat_prefix"] == "t"
+    assert parse_config(dumped) == parsed
 
 
 def test_readme_mtls_policy_example(tmp_path, monkeypatch):
