@@ -190,7 +190,7 @@ class EtcdSource(_Source):
                  len(r), self.etcd.prefix, self.revision)
         self._publish()
 
-    async def _watch(self, client: Any) -> None:
+    async def _watch(self, client: Any, resume: bool) -> None:
         import aetcd
 
         self.count("update_attempt")
@@ -199,7 +199,7 @@ class EtcdSource(_Source):
         except aetcd.exceptions.RevisionCompactedError as exc:
             raise _Restart(self._compacted(exc)) from None
         self.count("update_success")
-        if self.failures and self.revision:
+        if resume:
             self.count("etcd_watch_resumed")
             log.info("cluster %s: etcd reachable again; watching %s from revision %d",
                      self.cfg.name, self.etcd.prefix, self.revision + 1)
@@ -240,9 +240,12 @@ class EtcdSource(_Source):
                 await client.connect()
                 while True:
                     try:
+                        # after a disconnect: resumed from the revision, unless
+                        # it was compacted away (then revision is 0: read all)
+                        resume = self.failures > 0 and self.revision != 0
                         if self.revision == 0:
                             await self._read_all(client)
-                        await self._watch(client)
+                        await self._watch(client, resume)
                     except _Restart:
                         continue            # compacted: read again, at once
             except (aetcd.exceptions.ClientError, ConnectionError, OSError,
