@@ -179,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
 
+    try:
+        import aetcd  # noqa: F401 - checked here for a clear message
+    except ImportError:
+        from fastmesh.control.etcd_source import NEEDS_AETCD
+        print(f"register: {NEEDS_AETCD}", file=sys.stderr)
+        return 2
+
     async def main() -> None:
         task = asyncio.create_task(reg.run())
         loop = asyncio.get_running_loop()

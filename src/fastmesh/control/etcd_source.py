@@ -58,6 +58,9 @@ def split_url(url: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+NEEDS_AETCD = "etcd needs the aetcd package: pip install 'fastmesh[etcd]'"
+
+
 def client_for(url: str, timeout: float) -> Any:
     """An aetcd client (not yet connected) for one etcd URL."""
     import aetcd
@@ -229,7 +232,11 @@ class EtcdSource(_Source):
     # -- the loop: connect, read, watch; reconnect with backoff
 
     async def run(self) -> None:
-        import aetcd
+        try:
+            import aetcd
+        except ImportError:
+            log.error("cluster %s: %s; the cluster stays empty", self.cfg.name, NEEDS_AETCD)
+            return
 
         self.watching = asyncio.Event()     # set while a watch runs (tests, perf)
         url_index = 0
