@@ -382,3 +382,18 @@ def test_workers_follow_etcd_through_the_supervisor(tmp_path, etcd, origins):
         assert st["membership_total"] == 1 and st["update_success"] >= 2
     finally:
         r.stop()
+
+
+def test_an_etcd_back_with_its_data_wiped_is_read_again(start_proxy, etcd, origins):
+    """Its revision went back: resuming from ours would wait for revisions
+    that mean something else, so the source reads the prefix again."""
+    a, b = origins("a"), origins("b")
+    for i in range(20):                          # our revision well above a new etcd's
+        etcd.put(key(a), endpoint(*a.address, weight=1 + i % 2))
+    p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))
+    assert poll(lambda: served_by(p, 1) == ["a"])
+    etcd.stop()
+    shutil.rmtree(etcd.dir / "data")
+    etcd.start()
+    etcd.put(key(b), endpoint(*b.address))
+    assert poll(lambda: served_by(p, 4) == ["b"] * 4, timeout=15), p.cluster_stats()

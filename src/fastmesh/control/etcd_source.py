@@ -193,6 +193,16 @@ class EtcdSource(_Source):
                  len(r), self.etcd.prefix, self.revision)
         self._publish()
 
+    async def _current_revision(self, client: Any) -> int:
+        # A count-only range: the store's revision without reading the keys.
+        from aetcd import rpc, utils
+
+        r = await client.kvstub.Range(
+            rpc.RangeRequest(key=self.prefix, range_end=utils.prefix_range_end(self.prefix),
+                             count_only=True),
+            timeout=self.etcd.dial_timeout, metadata=client.metadata)
+        return int(r.header.revision)
+
     async def _watch(self, client: Any, resume: bool) -> None:
         import aetcd
 
@@ -250,13 +260,22 @@ class EtcdSource(_Source):
                         # after a disconnect: resumed from the revision, unless
                         # it was compacted away (then revision is 0: read all)
                         resume = self.failures > 0 and self.revision != 0
+                        if resume and await self._current_revision(client) < self.revision:
+                            # etcd came back with less history than we saw
+                            # (its data wiped): our revision means nothing there
+                            log.warning("cluster %s: etcd's revision went back; reading %s "
+                                        "again", self.cfg.name, self.etcd.prefix)
+                            self.revision, resume = 0, False
                         if self.revision == 0:
                             await self._read_all(client)
                         await self._watch(client, resume)
                     except _Restart:
                         continue            # compacted: read again, at once
-            except (aetcd.exceptions.ClientError, ConnectionError, OSError,
-                    asyncio.TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: keep serving, retry
+                expected = isinstance(exc, (aetcd.exceptions.ClientError, aetcd.rpc.AioRpcError,
+                                            ConnectionError, OSError, asyncio.TimeoutError))
+                if not expected:        # a bug: say so loudly, but do not stop watching
+                    log.exception("cluster %s: etcd source failed", self.cfg.name)
                 self.count("update_failure")
                 self.failures += 1
                 url_index += 1
