@@ -1168,8 +1168,11 @@ def _parse_etcd_source(ctx: _Ctx, path: Path, value: Any) -> EtcdSourceConfig:
     endpoints = m.section("endpoints", lambda c, p, v: _list(
         c, p, v, _parse_etcd_url, min_items=1, what="etcd URLs"))
     base, cap = m.section("retry_backoff", _parse_backoff, (None, None)) or (None, None)
-    base = base or DEFAULT_ETCD_BACKOFF_BASE
-    cap = cap or max(DEFAULT_ETCD_BACKOFF_MAX, base)   # _parse_backoff checked cap >= base
+    # Envoy's BackoffStrategy: max_interval defaults to 10 x base_interval;
+    # neither given: Envoy's xDS stream retry (500 ms to 30 s).
+    if base is None:
+        base, cap = DEFAULT_ETCD_BACKOFF_BASE, cap or DEFAULT_ETCD_BACKOFF_MAX
+    cap = cap or base * 10                            # _parse_backoff checked cap >= base
     return EtcdSourceConfig(
         endpoints=tuple(endpoints or ()),
         prefix=m.get("prefix", _nonempty_str) or "",
