@@ -145,6 +145,40 @@ def test_etcd_settings_round_trip_through_config_dump():
     assert parse_config(json.dumps(config_to_dict(cfg))) == cfg
 
 
+@pytest.mark.parametrize("backoff, expected", [
+    (None, (0.5, 30.0)),                                   # Envoy's xDS stream retry
+    ({"base_interval": "1s"}, (1.0, 10.0)),                # BackoffStrategy: max = 10 x base
+    ({"base_interval": "1s", "max_interval": "2s"}, (1.0, 2.0)),
+])
+def test_etcd_retry_backoff_defaults_are_envoys(backoff, expected):
+    cl = etcd_cluster("http://127.0.0.1:2379")
+    del cl["eds_config"]["etcd"]["retry_backoff"]
+    if backoff:
+        cl["eds_config"]["etcd"]["retry_backoff"] = backoff
+    doc = {"listeners": [{"name": "t", "port": 1, "protocol": "tcp", "cluster": "origin"}],
+           "clusters": [cl]}
+    e = parse_config(json.dumps(doc)).clusters[0].discovery.etcd
+    assert (e.retry_base_interval, e.retry_max_interval) == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--etcd", "127.0.0.1:2379"], "expected http://host:port"),
+    (["--etcd", "http://127.0.0.1:2379", "--ttl", "soon"], "--ttl"),
+    (["--etcd", "http://127.0.0.1:2379", "--weight", "0"], "--weight 1-128"),
+])
+def test_register_refuses_bad_arguments(args, message):
+    base = ["--prefix", PREFIX, "--address", "127.0.0.1", "--port", "8080"]
+    r = subprocess.run([sys.executable, "-m", "fastmesh", "register", *base, *args],
+                       env=child_env(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_register_refuses_a_hostname_address():
+    from fastmesh.control.etcd_register import Registration
+    with pytest.raises(ValueError, match="not an IP address"):
+        Registration("http://127.0.0.1:2379", PREFIX, "db.local", 8080)
+
+
 def test_endpoint_values_are_checked_field_by_field():
     from fastmesh.control.eds_file import EdsError
     from fastmesh.control.etcd_source import endpoint_value, parse_endpoint_value
