@@ -7,6 +7,7 @@ Control side, plain asyncio: it serves operators and scrapers, not traffic.
     GET /stats?format=json  the same stats as one JSON object (admin.metrics.summary)
     GET /stats/prometheus   the Prometheus text format 0.0.4 (or /stats?format=prometheus)
     GET /config_dump        the running config as JSON, with its "version" when known
+    GET /certs              the TLS certificates in use (Envoy's admin.v3.Certificates JSON)
 
 ``?filter=REGEX`` on the stats keeps those whose Envoy name it matches
 (``re.search``), in every format, as Envoy's admin does. The stats come from
@@ -43,13 +44,15 @@ class AdminServer:
 
     def __init__(self, address: str, port: int, *, stats: StatsProvider,
                  config: Callable[[], Config], ready: Callable[[], bool],
-                 version: Callable[[], int] | None = None) -> None:
+                 version: Callable[[], int] | None = None,
+                 certs: Callable[[], dict[str, Any]] | None = None) -> None:
         self.host = address
         self.port = port
         self._stats = stats
         self._config = config
         self._ready = ready
         self._version = version
+        self._certs = certs
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -116,8 +119,12 @@ class AdminServer:
             if self._version is not None:
                 dump = {"version": self._version(), **dump}
             return 200, "application/json", json.dumps(dump, indent=2).encode()
+        if path == "/certs":
+            # JSON only, as Envoy's; no key material is in it (control/certs.py).
+            body = self._certs() if self._certs is not None else {"certificates": []}
+            return 200, "application/json", json.dumps(body, indent=2).encode()
         if path == "/":
-            return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n"
+            return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n/certs\n"
         return 404, "text/plain", b"not found\n"
 
     async def stats(self, fmt: str, filter_regex: str | None) -> tuple[int, str, bytes]:
