@@ -159,7 +159,7 @@ class DataPlane:
 
     def effective(self, config: Config) -> Config:
         """`config` with its dynamic clusters' endpoints as discovered so far."""
-        return with_endpoints(config, {name: [(h, p, w) for h, p, w, _ in wire]
+        return with_endpoints(config, {name: [(h, p, w) for h, p, w, *_ in wire]
                                        for name, wire in self.discovered.items()})
 
     def _discovered(self, table: Table) -> None:
@@ -171,19 +171,22 @@ class DataPlane:
         healthy] each), swapped on the live ClusterStates: routes untouched,
         balancer state kept where the set allows, pools of removed endpoints
         drained, in-flight requests finish. Endpoints the source calls
-        unhealthy get EP_FAILED_EDS_HEALTH (no new requests)."""
+        unhealthy get EP_FAILED_EDS_HEALTH (no new requests).
+
+        No per-endpoint Python work here: the set is kept as received and
+        ClusterState.set_endpoints converts and flags it in one C pass (a
+        10,000-endpoint update must not stall the loop)."""
+        checked = False
         for name, eps in changes.items():
-            wire = tuple((str(h), int(p), int(w), bool(ok)) for h, p, w, ok in eps)
-            self.discovered[name] = wire
+            self.discovered[name] = tuple(eps)
             state = self._state(name)
             if state is None:
                 continue
-            state.set_endpoints([(h, p, w) for h, p, w, _ in wire])
-            for i, (_, _, _, ok) in enumerate(wire):
-                state.set_health(i, _FAILED_EDS_HEALTH, not ok)
-        self._apply_health()
-        if self.checker is not None and self.loop is not None:
-            # Checks follow the discovered endpoints.
+            state.set_endpoints(eps)
+            checked |= self._apply_health_to(name, state)
+        if checked and self.checker is not None and self.loop is not None:
+            # Checks follow the discovered endpoints (only where a cluster
+            # that changed is checked: effective() copies the config).
             self.loop.create_task(self.checker.update(self.effective(self.config)))
 
     def _state(self, name: str) -> Any:
@@ -218,23 +221,28 @@ class DataPlane:
         # (unknown = unhealthy), is clear elsewhere; entries for endpoints
         # that left are forgotten, so one that comes back starts unhealthy.
         assert self.worker is not None
-        checked = {c.name for c in self.config.clusters if c.health_checks}
-        keep: dict[tuple[str, str, int], bool] = {}
+        names = {c.name for c in self.config.clusters if c.health_checks}
+        self.health = {k: v for k, v in self.health.items() if k[0] in names}
         for cfg in self.config.clusters:
-            try:
-                state = self.worker.cluster(cfg.name)
-            except KeyError:
-                continue
-            if state is None:
-                continue
-            for i, ep in enumerate(state.endpoints):
-                key = (cfg.name, ep.host, ep.port)
-                healthy = True
-                if cfg.name in checked:
-                    healthy = self.health.get(key, False)
-                    keep[key] = healthy
-                state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
+            state = self._state(cfg.name)
+            if state is not None:
+                self._apply_health_to(cfg.name, state)
+
+    def _apply_health_to(self, name: str, state: Any) -> bool:
+        # One cluster's EP_FAILED_ACTIVE_HC after its set changed; whether
+        # the cluster is health checked. Unchecked: one C pass clears it.
+        cfg = next((c for c in self.config.clusters if c.name == name), None)
+        if cfg is None or not cfg.health_checks:
+            state.clear_health_flag(_FAILED_ACTIVE_HC)
+            return False
+        keep = {k: v for k, v in self.health.items() if k[0] != name}
+        for i, ep in enumerate(state.endpoints):
+            key = (name, ep.host, ep.port)
+            healthy = self.health.get(key, False)
+            keep[key] = healthy
+            state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
         self.health = keep
+        return True
 
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
