@@ -72,7 +72,8 @@ class Proxy:
             self._admin = AdminServer(
                 self.config.admin.address, self.config.admin.port,
                 stats=self._stats_snapshot, config=lambda: self.config,
-                ready=lambda: self.started, version=lambda: self._dataplane.version)
+                ready=lambda: self.started, version=lambda: self._dataplane.version,
+                clusters=self._dataplane.clusters_status)
             await self._admin.start()
         self.started = True
 

@@ -17,6 +17,8 @@ import socket
 from typing import Any
 
 from fastmesh import _core
+from fastmesh.admin.clusters import merge as merge_clusters
+from fastmesh.admin.clusters import worker_clusters
 from fastmesh.control.compile import build_snapshot
 from fastmesh.control.config import Config, ListenerConfig
 from fastmesh.control.discovery import Discovery, Table, with_endpoints
@@ -413,6 +415,17 @@ class DataPlane:
             log.warning("drain timeout: closing %d connections", left)
         self.worker.close_all()
         self.listeners.clear()
+
+    def worker_clusters(self) -> dict[str, list[list[Any]]]:
+        """This worker's endpoints and their counters (admin /clusters; a
+        supervisor merges its workers' answers)."""
+        return worker_clusters(self.worker) if self.worker is not None else {}
+
+    async def clusters_status(self) -> list[dict[str, Any]]:
+        """Admin /clusters when this process owns the config (single
+        process, embedded): this worker's answer with discovery's metadata."""
+        table = self.discovery.table if self.discovery is not None else {}
+        return merge_clusters([self.worker_clusters()], self.config, table)
 
     def stats(self) -> dict[str, Any]:
         """The worker's stats registry snapshot: plain, JSON-able data

@@ -54,7 +54,8 @@ class SingleProcess:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.plane.config,
                                      ready=lambda: not self.stopping,
-                                     version=lambda: self.plane.version)
+                                     version=lambda: self.plane.version,
+                                     clusters=self.plane.clusters_status)
             await self.admin.start()
         privileges.warn_if_root(self.run_as)
         if self.run_as is not None:

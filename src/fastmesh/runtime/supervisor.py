@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from fastmesh.admin import metrics
+from fastmesh.admin.clusters import merge as merge_clusters
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.control.discovery import Discovery, Table
@@ -195,7 +196,8 @@ class Supervisor:
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.config,
-                                     ready=self.is_ready, version=lambda: self.version)
+                                     ready=self.is_ready, version=lambda: self.version,
+                                     clusters=self.clusters_status)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
@@ -427,6 +429,15 @@ class Supervisor:
                                        for a in answers],
         }
         return merged
+
+    async def clusters_status(self) -> list[dict[str, Any]]:
+        """Admin /clusters: the workers' endpoints and counters merged
+        (summed per endpoint), with discovery's metadata. A worker that does
+        not answer is left out."""
+        answers = await asyncio.gather(*(w.request({"op": "clusters"}, 5.0)
+                                         for w in self.workers))
+        return merge_clusters([a["clusters"] for a in answers if a.get("ok")], self.config,
+                              self.discovery.table)
 
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""
