@@ -157,7 +157,7 @@ cdef class ClusterState:
         cdef unsigned char* m = mask
         cdef tuple t
         for e in eps:
-            t = e if type(e) is tuple else tuple(e)
+            t = <tuple>e if isinstance(e, tuple) else tuple(e)
             host = t[0]
             if type(host) is not str:
                 host = str(host)

@@ -170,8 +170,9 @@ class DataPlane:
 
     def _discovered(self, table: Table) -> None:
         # Discovery running in this process (single process, embedded).
-        self.set_endpoints({name: [(e.host, e.port, e.weight, e.healthy) for e in eps]
-                            for name, eps in table.items()})
+        # A DiscoveredEndpoint is a named tuple starting (host, port,
+        # weight, healthy): what set_endpoints takes, no conversion.
+        self.set_endpoints({name: list(eps) for name, eps in table.items()})
 
     def set_endpoints(self, changes: dict[str, list[list[Any]]]) -> None:
         """New endpoint sets of dynamic clusters ([host, port, weight,
