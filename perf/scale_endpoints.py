@@ -113,7 +113,7 @@ class Fastmesh:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastmesh", "run", "-c", str(tmp / "fastmesh.json"),
              "--log-level", "warning", *args],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            env={**os.environ, "PYTHONPATH": os.environ.get("SCALE_EXTRA_PATH", "") + str(ROOT / "src")},
             stdout=open(tmp / "fastmesh.log", "wb"), stderr=subprocess.STDOUT)
         self.wait(lambda: http_get(self.admin, "/ready") == b"LIVE\n")
 
@@ -293,7 +293,8 @@ def main() -> int:
               f"{r.get('failed', '-')} of {r.get('requests', '-')} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not os.environ.get("SCALE_KEEP"):
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
