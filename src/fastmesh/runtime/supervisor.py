@@ -291,8 +291,11 @@ class Supervisor:
     def _send_endpoints(self, table: Table, workers: list[WorkerHandle] | None = None) -> None:
         self._broadcast({"op": "endpoints", "clusters": {
             name: [e.wire() for e in eps] for name, eps in table.items()}}, workers)
-        if workers is None:
-            # Health checks follow the discovered endpoints.
+        checked = {c.name for c in self.config.clusters if c.health_checks}
+        if workers is None and checked.intersection(table):
+            # Health checks follow the discovered endpoints (only a checked
+            # cluster's change needs them: effective() copies the config,
+            # 10,000 endpoints of Python objects).
             task = asyncio.ensure_future(self.health.update(self.discovery.effective(self.config)))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
