@@ -12,15 +12,14 @@ load.py), and
          requests went by, then 1500 more;
 - 503:   one origin answers 503 to 20 % of requests, 5000 requests.
 
-Both proxies have the same route retry policy (retry_on
+Both proxies have the same policies, in three variants each (fastmesh's
+names and defaults are Envoy's): the route retry policy (retry_on
 5xx,connect-failure,refused-stream,gateway-error, num_retries 3, the retry
-to another host); Envoy also has outlier_detection consecutive_5xx: 5,
-which fastmesh does not have yet. Envoy runs twice per scenario: `envoy`
-with its default circuit breakers (at most 3 retries in flight per
-cluster, max_retries), `envoy-mr` with max_retries 1024, which is
-fastmesh's behaviour today (no cap on concurrent retries), and `envoy-od`
-with max_retries 1024 and outlier max_ejection_percent 100 (Envoy's default,
-10 %, lets it eject none of three hosts: ejections_overflow). Printed per run: requests, success ratio,
+to another host, Envoy's default back-off) and outlier_detection
+consecutive_5xx: 5, with the default circuit breakers (at most 3 retries in
+flight per cluster: `fastmesh`, `envoy`); with max_retries 1024 (`-mr`);
+with max_retries 1024 and outlier max_ejection_percent 100 (`-od`; the
+default, 10 %, ejects none of three hosts: ejections_overflow). Printed per run: requests, success ratio,
 failures, ids executed twice at an origin (after a 503, which the policy
 allows; after anything else), latency p50/p99/max of all requests.
 """
@@ -40,22 +39,31 @@ from support.meshproc import RETRY_ON, EnvoyProc, MeshProc  # noqa: E402
 from support.origin_proc import OriginProc  # noqa: E402
 
 
-KINDS = ("fastmesh", "envoy", "envoy-mr", "envoy-od")
-STATS = {"fastmesh": ("upstream_rq_retry", "upstream_cx_connect_fail"),
+KINDS = ("fastmesh", "envoy", "fastmesh-mr", "envoy-mr", "fastmesh-od", "envoy-od")
+STATS = {"fastmesh": ("upstream_rq_retry", "upstream_rq_retry_overflow",
+                      "upstream_cx_connect_fail", "outlier_detection.ejections_enforced_total",
+                      "outlier_detection.ejections_overflow"),
          "envoy": ("upstream_rq_retry", "upstream_rq_retry_overflow",
                    "upstream_cx_connect_fail", "outlier_detection.ejections_enforced_total",
                    "outlier_detection.ejections_overflow")}
 
 
 def start_proxy(kind: str, tmp: Path, addrs):
-    if kind == "fastmesh":
-        return MeshProc(tmp, addrs, {"retry_policy": {"retry_on": RETRY_ON, "num_retries": 3}})
-    # envoy: Envoy's default circuit breakers (max_retries 3 concurrent);
-    # envoy-mr: max_retries 1024, no cap in practice, like fastmesh today;
-    # envoy-od: that and max_ejection_percent 100, so that ejection happens.
+    # "": the default circuit breakers (max_retries 3 concurrent);
+    # -mr: max_retries 1024; -od: that and max_ejection_percent 100.
+    variant = kind.partition("-")[2]
+    max_retries = 1024 if variant in ("mr", "od") else None
+    eject_pct = 100 if variant == "od" else None
+    if kind.startswith("fastmesh"):
+        cluster: dict = {"outlier_detection": {"consecutive_5xx": 5}}
+        if eject_pct is not None:
+            cluster["outlier_detection"]["max_ejection_percent"] = eject_pct
+        if max_retries is not None:
+            cluster["circuit_breakers"] = {"thresholds": [{"max_retries": max_retries}]}
+        return MeshProc(tmp, addrs, {"retry_policy": {"retry_on": RETRY_ON, "num_retries": 3}},
+                        cluster)
     return EnvoyProc(tmp, addrs, num_retries=3, consecutive_5xx=5,
-                     max_retries=None if kind == "envoy" else 1024,
-                     max_ejection_percent=100 if kind == "envoy-od" else None)
+                     max_retries=max_retries, max_ejection_percent=eject_pct)
 
 
 def wait_count(lc: LoadClient, n: int, timeout: float = 60) -> None:
@@ -69,12 +77,14 @@ def run(kind: str, scenario: str, connections: int) -> dict:
     origins = [OriginProc(f"o{i}", tmp, **b).start() for i, b in enumerate(behaviours)]
     proxy = None
     lc = None
+    killed_at = None
     try:
         proxy = start_proxy(kind, tmp, [o.address for o in origins])
         lc = LoadClient(proxy.address, connections=connections).start()
         t0 = time.monotonic()
         if scenario == "kill":
             wait_count(lc, 1000)
+            killed_at = time.time()        # the origins' records are in wall-clock time
             origins[1].kill()
             wait_count(lc, lc.count() + 3000)
             origins[1].start()
@@ -84,7 +94,7 @@ def run(kind: str, scenario: str, connections: int) -> dict:
         outcomes = lc.stop()
         elapsed = time.monotonic() - t0
         cs = proxy.cluster_stats()
-        counters = {k: cs.get(k, 0) for k in STATS["fastmesh" if kind == "fastmesh" else "envoy"]}
+        counters = {k: cs.get(k, 0) for k in STATS[kind.partition("-")[0]]}
     finally:
         if lc is not None:
             lc.stop()
@@ -96,12 +106,19 @@ def run(kind: str, scenario: str, connections: int) -> dict:
     for o in origins:
         for r in o.records():
             recs[r[0]].append(r)
-    twice_after_503 = twice_other = 0
+    twice_after_503 = twice_after_kill = twice_other = 0
     for rs in recs.values():
         rs.sort(key=lambda r: r[2])
         if len(rs) > 1:
             if all(r[1] == "503" for r in rs[:-1]):
                 twice_after_503 += 1
+            elif killed_at is not None and all(
+                    r[3] == "o1" and killed_at - 1.0 <= r[2] <= killed_at + 0.05
+                    for r in rs[:-1]):
+                # Recorded by the origin (before its answer) just as it was
+                # SIGKILLed: the answer never left, the proxy saw a reset,
+                # and retry_on 5xx retries that (Envoy's meaning).
+                twice_after_kill += 1
             else:
                 twice_other += 1
     ok = sum(o.ok for o in outcomes)
@@ -113,7 +130,7 @@ def run(kind: str, scenario: str, connections: int) -> dict:
     return {"proxy": kind, "scenario": scenario, "requests": len(outcomes),
             "rps": len(outcomes) / elapsed, "ok": ok, "ratio": ok / len(outcomes),
             "failures": dict(statuses), "twice_after_503": twice_after_503,
-            "twice_other": twice_other, "p50": percentile(lat, 50) * 1e3,
+            "twice_after_kill": twice_after_kill, "twice_other": twice_other, "p50": percentile(lat, 50) * 1e3,
             "p99": percentile(lat, 99) * 1e3, "max": max(lat) * 1e3,
             "counters": counters}
 
@@ -124,15 +141,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=6)
     args = ap.parse_args()
     rows = []
-    hdr = (f"{'proxy':9} {'scenario':8} {'requests':>8} {'req/s':>6} {'success':>9} "
-           f"{'twice503':>8} {'twice!':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  failures")
+    hdr = (f"{'proxy':11} {'scenario':8} {'requests':>8} {'req/s':>6} {'success':>9} "
+           f"{'twice503':>8} {'kill':>5} {'twice!':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  failures")
     print(hdr)
     for _ in range(args.rounds):
         for scenario in ("kill", "503"):
             for kind in KINDS:
                 r = run(kind, scenario, args.connections)
                 rows.append(r)
-                print(f"{r['proxy']:9} {r['scenario']:8} {r['requests']:8} {r['rps']:6.0f} "
+                print(f"{r['proxy']:11} {r['scenario']:8} {r['requests']:8} {r['rps']:6.0f} "
                       f"{100 * r['ratio']:8.3f}% {r['twice_after_503']:8} {r['twice_other']:6} "
                       f"{r['p50']:7.2f} {r['p99']:7.2f} {r['max']:7.1f}  {r['failures']} "
                       f"{r['counters']}",
@@ -142,9 +159,10 @@ def main() -> None:
         for scenario in ("kill", "503"):
             rs = [r for r in rows if r["proxy"] == kind and r["scenario"] == scenario]
             n, ok = sum(r["requests"] for r in rs), sum(r["ok"] for r in rs)
-            print(f"{kind:9} {scenario:8} {n:8} requests, {100 * ok / n:.3f}% succeeded, "
+            print(f"{kind:11} {scenario:8} {n:8} requests, {100 * ok / n:.3f}% succeeded, "
                   f"{n - ok} failed, executed twice: {sum(r['twice_after_503'] for r in rs)} "
-                  f"after a 503, {sum(r['twice_other'] for r in rs)} otherwise")
+                  f"after a 503, {sum(r['twice_after_kill'] for r in rs)} after their origin "
+                  f"was killed, {sum(r['twice_other'] for r in rs)} otherwise")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ is slow).
     python perf/instructions_per_request.py --filter fastmesh.bench.noop_filters:NoopPythonFilter
     python perf/instructions_per_request.py --baseline DIR --beside tls_listener.yaml
     python perf/instructions_per_request.py --resilience [--reps 2]
+    python perf/instructions_per_request.py --rbac [--reps 2]
 
 DIR and this checkout's src/ each hold a built fastmesh package. With
 --filter, this build is compared with itself plus that filter on the
@@ -24,7 +25,10 @@ listener's chain (what the filter costs a whole proxied request). With
 resilience policy of the `h1-resilience` bench scenario (nothing failing);
 the active health check's interval is raised to 60 s there, because under
 valgrind a run lasts long enough for a per-second check to be charged to
-the requests, which it is not at real request rates.
+the requests, which it is not at real request rates. With --rbac, this
+build is compared with itself plus envoy.filters.http.rbac with an ALLOW
+policy every request matches (method, path prefix, header absent, source
+CIDR) and a shadow DENY policy none does.
 """
 from __future__ import annotations
 
@@ -82,6 +86,26 @@ def bench_config(mode: str, port: int, origin: int) -> str:
     return json.dumps(cfg)
 
 
+RBAC_FILTER = """    http_filters:
+      - name: envoy.filters.http.rbac
+        typed_config:
+          rules:
+            action: ALLOW
+            policies:
+              readers:
+                permissions:
+                  - and_rules: {rules: [
+                      {header: {name: ":method", string_match: {exact: GET}}},
+                      {url_path: {path: {prefix: /x}}},
+                      {not_rule: {header: {name: x-debug, present_match: true}}}]}
+                principals: [{remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}}]
+          shadow_rules:
+            action: DENY
+            policies:
+              admin: {permissions: [{url_path: {path: {prefix: /admin}}}], principals: [{any: true}]}
+"""
+
+
 def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None,
                  beside: str | None = None, mode: str | None = None) -> int:
     port = free_port()
@@ -91,7 +115,9 @@ def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = Non
         # Another listener next to the measured one (e.g. a TLS one): the
         # plaintext requests must not pay for it.
         text += beside.replace("PORT", str(free_port()))
-    if flt:
+    if flt == "rbac":
+        text = text.replace("    virtual_hosts:", RBAC_FILTER + "    virtual_hosts:")
+    elif flt:
         text = text.replace("    virtual_hosts:",
                             f"    http_filters: [{{name: f, import: \"{flt}\"}}]\n    virtual_hosts:")
     cfg.write_text(text + "clusters:\n  - name: origin\n"
@@ -130,14 +156,21 @@ def main() -> None:
                     help="a listener (a YAML list item, PORT for its port) added beside the "
                          "measured one in this build (with --baseline) or compared with "
                          "this build without it")
+    ap.add_argument("--rbac", action="store_true",
+                    help="compare this build with itself plus an RBAC filter")
     ap.add_argument("--resilience", action="store_true",
                     help="compare this build with itself configured with every resilience "
                          "policy (the h1-resilience bench scenario)")
     args = ap.parse_args()
     beside = Path(args.beside).read_text() if args.beside else None
-    if args.baseline is None and args.filter is None and beside is None and not args.resilience:
-        ap.error("give --baseline DIR, --filter MODULE:NAME, --beside FILE or --resilience")
-    if args.resilience:
+    if (args.baseline is None and args.filter is None and beside is None
+            and not args.resilience and not args.rbac):
+        ap.error("give --baseline DIR, --filter MODULE:NAME, --beside FILE, --resilience "
+                 "or --rbac")
+    if args.rbac:
+        builds = {"fastmesh+rbac": (str(HERE), "rbac", None, None),
+                  "fastmesh": (str(HERE), None, None, None)}
+    elif args.resilience:
         builds = {"fastmesh+resilience": (str(HERE), None, None, "http-resilience"),
                   "fastmesh": (str(HERE), None, None, "http")}
     elif args.filter:

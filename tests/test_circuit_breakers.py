@@ -304,7 +304,10 @@ def test_max_requests_overflow_is_a_fast_503_with_overloaded(proto, start_proxy,
     st = p.cluster_stats()
     assert st["upstream_rq_pending_overflow"] == 1
     assert st["circuit_breakers.default.rq_open"] == 1
-    assert o.arrived == ["a", "b"]
+    # a and b reached the origin, c did not; a and b race each other to it
+    # over two upstream connections (over HTTP/2 they share one client
+    # connection), so their order is not part of the verdict
+    assert sorted(o.arrived) == ["a", "b"]
     o.release(2)
     assert c.result("a")[0] == 200 and c.result("b")[0] == 200
     c.send("d")

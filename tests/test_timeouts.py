@@ -179,6 +179,52 @@ def test_max_stream_duration_is_per_request_on_keep_alive(start_proxy, origin, c
     assert p.stats()["downstream_rq_max_duration_reached"] == 0
 
 
+
+def test_a_kept_duration_timer_still_cuts_a_later_request(start_proxy, origin, clients):
+    # An HTTP/1.1 connection keeps one duration timer for all its requests
+    # (disarmed lazily between them): after fast requests it must still cut
+    # a slow one, at its own deadline.
+    p = start_proxy(http_config(origin, routes=[
+        route(max_stream_duration={"max_stream_duration": "400ms"})]))
+    c = clients(addr(p))
+    for _ in range(3):
+        assert c.request("GET", "/fast").status == 200
+    t0 = time.monotonic()
+    r = c.request("GET", "/slow-headers/3")
+    assert time.monotonic() - t0 >= 0.4
+    assert r.status == 504
+    assert p.stats()["downstream_rq_max_duration_reached"] == 1
+
+
+def test_stream_timers_leave_the_wheel_with_their_streams(start_proxy, origin, clients):
+    # HTTP/2 streams are not reused: their duration and per-try timers leave
+    # the wheel when the request ends; an HTTP/1.1 connection's kept timers
+    # leave it when the connection closes. Nothing lingers for a minute.
+    p = start_proxy(http_config(origin, routes=[route(
+        max_stream_duration={"max_stream_duration": "60s"},
+        retry_policy={"retry_on": "5xx", "per_try_timeout": "60s"})]))
+
+    def timers():
+        w = p.proxy._dataplane.worker
+        return w.wheel.armed - w.connection_count()
+    h2 = H2Client(addr(p))
+    try:
+        for r in h2.wait(*[h2.request("GET", f"/h2/{i}") for i in range(20)]):
+            assert r.status == 200
+        assert p._in_loop(timers) <= 0
+    finally:
+        h2.close()
+    c = clients(addr(p))
+    for _ in range(5):
+        assert c.request("GET", "/h1").status == 200
+    c.close()
+    p.wait_idle()
+    deadline = time.monotonic() + 3
+    while p._in_loop(timers) > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p._in_loop(timers) <= 0
+
+
 # ------------------------------------------------------------ grpc-timeout
 
 GRPC = [("content-type", "application/grpc"), ("te", "trailers")]

@@ -33,6 +33,7 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   filter_noop.pxi         NoopFilter: the smallest compiled filter (reference, benches)
   filter_local_ratelimit.pxi  envoy.filters.http.local_ratelimit: token buckets, 429
   filter_fault.pxi        envoy.filters.http.fault: injected delays and aborts
+  filter_rbac.pxi         envoy.filters.http.rbac / network.rbac: authorization policy
   core_connect.pxi        UpstreamBase: connecting upstream
   core_tls.pxi            TLS: the handshake acceptor, SAN checks, protocol detection
   core_tcp.pxi            the TCP proxy (connection splicing)
@@ -72,6 +73,7 @@ include "filter_router.pxi"
 include "filter_noop.pxi"
 include "filter_local_ratelimit.pxi"
 include "filter_fault.pxi"
+include "filter_rbac.pxi"
 include "core_connect.pxi"
 include "core_tls.pxi"
 include "core_tcp.pxi"

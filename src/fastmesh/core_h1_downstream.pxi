@@ -834,6 +834,7 @@ cdef class HttpDownstream(ProxyStream):
             request_ended(self, False)
             st[DOWNSTREAM_RQ_RX_RESET] += 1
             self.request_over()
+        release_stream_timers(self)
         self.unlink()
         if ur is not None:
             up = ur.h1

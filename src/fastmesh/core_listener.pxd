@@ -24,6 +24,7 @@ cdef class ListenerConf:
     cdef readonly TlsServerConf tls             # None: plaintext (core_tls.pxi)
     cdef readonly bint trust_retry_headers      # http: honour x-envoy-retry-on & co. (core_retry.pxi)
     cdef readonly double max_stream_duration    # http: per request, from its start (0: none)
+    cdef readonly object network_rbac           # tcp: a NetworkRbac (filter_rbac.pxi) or None
 
 cdef class Snapshot:
     cdef readonly dict listeners        # name -> ListenerConf

@@ -15,7 +15,7 @@ cdef class ListenerConf:
                  int h2_initial_connection_window=1048576, filters=(),
                  Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
                  bint trust_retry_headers=False, double max_stream_duration=0.0,
-                 TlsServerConf tls=None):
+                 TlsServerConf tls=None, network_rbac=None):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -52,6 +52,9 @@ cdef class ListenerConf:
         self.max_connections = max_connections
         self.first_byte_timeout = first_byte_timeout
         self.tls = tls
+        if network_rbac is not None and not isinstance(network_rbac, NetworkRbac):
+            raise TypeError(f"listener {name}: network_rbac must be a NetworkRbac")
+        self.network_rbac = network_rbac
         self.trust_retry_headers = trust_retry_headers
         self.max_stream_duration = max_stream_duration
 

@@ -224,15 +224,15 @@ cdef void retry_done(ProxyStream s):
     s.retry_wait = False
     if t is not None:
         t.ur = None
-        if t.t_wheel is not None:
-            (<TimerWheel>t.t_wheel).cancel(t)
+        t.s = None          # the wheel may keep the timer a while: not the stream
+        release_timer(s, t)
 
 
 cdef RetryTimer retry_timer(ProxyStream s):
     cdef RetryTimer t = s.rtimer
     if t is None:
         t = s.rtimer = RetryTimer.__new__(RetryTimer)
-        t.s = s
+    t.s = s
     return t
 
 
@@ -408,7 +408,8 @@ cdef void per_try_arm(ProxyStream s):
     if t.ur is s.ur:
         return      # already running for this attempt
     t.ur = s.ur
-    s.worker.wheel.arm(t, RT_PER_TRY, p.per_try_timeout)
+    if not s.worker.wheel.arm_lazy(t, RT_PER_TRY, p.per_try_timeout):
+        s.worker.wheel.arm(t, RT_PER_TRY, p.per_try_timeout)
 
 
 cdef void per_try_expired(ProxyStream s, UpstreamRequest ur):

@@ -9,7 +9,9 @@ cdef class ProxyStream(Conn):
     cdef Route route
     cdef bint route_done         # route matched (maybe None): matched_route() caches it
     cdef double idle_t           # the stream idle timeout in force (core_timeouts.pxi)
-    cdef StreamTimer dur_timer   # max_stream_duration deadline, None when none
+    cdef StreamTimer dur_timer   # max_stream_duration deadline, None when none (kept
+                                 # across a keep-alive connection's requests)
+    cdef bint dur_armed          # dur_timer belongs to the current request
     cdef FaultTimer fault_timer  # a fault filter's delay in progress (filter_fault.pxi)
     cdef int reply_grpc          # gRPC status of a local reply (0: from the HTTP status)
     cdef ClusterState cluster
@@ -128,3 +130,6 @@ cdef class ProxyStream(Conn):
     cdef void peer_resumed(self)
     cdef bint can_take(self)
     cdef void up_body_sent(self, Py_ssize_t n)
+
+cdef void release_timer(ProxyStream s, TimerEntry t) noexcept
+cdef void release_stream_timers(ProxyStream s) noexcept

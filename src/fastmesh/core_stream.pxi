@@ -327,7 +327,7 @@ cdef class ProxyStream(Conn):
         if self.view is not None:
             self.view.invalidate()
             self.view = None
-        if self.dur_timer is not None:
+        if self.dur_armed:
             timeouts_over(self)
         if self.fault_timer is not None:
             fault_over(self)
@@ -442,3 +442,27 @@ cdef inline void add_extra_h2(HeaderList hl, HeaderList extra):
         h = &extra.hs[k]
         hl.add(extra.base() + h.name_off, h.name_len, extra.base() + h.value_off,
                h.value_len, 0)
+
+
+cdef void release_timer(ProxyStream s, TimerEntry t) noexcept:
+    # A request's own timer (max_stream_duration, per-try / back-off) at the
+    # end of the request. An HTTP/1.1 stream is its connection and serves the
+    # next request too: the timer is disarmed lazily, left in its slot and
+    # re-armed by the next request with a few field writes (the wheel's lazy
+    # arm). An HTTP/2 stream is done for good: its timer leaves the wheel now,
+    # rather than sit there (with its memory) until its slot comes up.
+    cdef TimerWheel w = <TimerWheel>t.t_wheel
+    if w is None:
+        return
+    if s.from_h2:
+        w.cancel(t)
+    else:
+        w.disarm_lazy(t)
+
+
+cdef void release_stream_timers(ProxyStream s) noexcept:
+    # The connection is gone: its kept timers leave the wheel.
+    if s.dur_timer is not None and s.dur_timer.t_wheel is not None:
+        (<TimerWheel>s.dur_timer.t_wheel).cancel(s.dur_timer)
+    if s.rtimer is not None and s.rtimer.t_wheel is not None:
+        (<TimerWheel>s.rtimer.t_wheel).cancel(s.rtimer)

@@ -108,6 +108,10 @@ cdef class TcpDownstream(Conn):
         transport.set_write_buffer_limits(conf.buffer_limit)
         if not admit_downstream(self, self.lst):
             return
+        if conf.network_rbac is not None and network_rbac_denies(
+                <NetworkRbac>conf.network_rbac, self):
+            self.close()         # envoy.filters.network.rbac: before any upstream connect
+            return
         if c is None:
             self.close()
             return

@@ -76,21 +76,28 @@ cdef void route_timeouts(ProxyStream s, Route route):
     if d <= 0:
         return
     d -= mono_now() - s.rq_start
-    if s.dur_timer is None:
-        timer = StreamTimer.__new__(StreamTimer)
-        timer.s = s
-        s.dur_timer = timer
-    s.worker.wheel.arm(s.dur_timer, DL_MAX_DURATION, d if d > 0.001 else 0.001)
+    if d < 0.001:
+        d = 0.001
+    # One timer per stream, kept across the requests of a keep-alive
+    # connection: re-arming it is a few field writes when it still sits in
+    # the wheel with an earlier slot (the wheel's lazy arm), where a new
+    # timer per request cost an allocation and a full insert.
+    timer = s.dur_timer
+    if timer is None:
+        timer = s.dur_timer = StreamTimer.__new__(StreamTimer)
+    timer.s = s
+    s.dur_armed = True
+    if not s.worker.wheel.arm_lazy(timer, DL_MAX_DURATION, d):
+        s.worker.wheel.arm(timer, DL_MAX_DURATION, d)
 
 
 cdef void timeouts_over(ProxyStream s):
-    # The request is over: its duration deadline goes (and the cycle
-    # stream <-> timer with it).
+    # The request is over: its duration deadline goes (release_timer), and
+    # the timer forgets the stream, so nothing keeps the stream alive.
     cdef StreamTimer timer = s.dur_timer
-    s.dur_timer = None
+    s.dur_armed = False
     timer.s = None
-    if timer.t_wheel is not None:
-        (<TimerWheel>timer.t_wheel).cancel(timer)
+    release_timer(s, timer)
 
 
 cdef void count_timeout(ProxyStream s, int kind):

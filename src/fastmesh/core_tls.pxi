@@ -82,8 +82,10 @@ cdef class TlsServerConf:
                 else:
                     exact.setdefault(n, ctx)
         ctx0 = certificates[0][1]
-        if len(certificates) > 1:
-            ctx0.sni_callback = self._sni
+        # Always: besides picking a certificate it keeps the SNI on the
+        # SSLObject (fastmesh_sni), which Python's ssl does not expose on the
+        # server side (RBAC's requested_server_name reads it).
+        ctx0.sni_callback = self._sni
         self.by_name = exact
         self.by_wildcard = wild
         self.context = ctx0
@@ -93,6 +95,7 @@ cdef class TlsServerConf:
         # for the first label, else the default certificate.
         if server_name:
             name = server_name.lower()
+            ssl_obj.fastmesh_sni = name
             c = self.by_name.get(name)
             if c is None:
                 dot = name.find(".")

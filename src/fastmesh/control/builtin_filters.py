@@ -13,7 +13,8 @@ routes and virtual hosts override them per filter name in
 - ``make(name, settings)``: the filter object for a listener's chain.
 
 The compiled filters live in ``_core`` (filter_local_ratelimit.pxi,
-filter_fault.pxi); this module is control-side only.
+filter_fault.pxi, filter_rbac.pxi; RBAC's validation is control/rbac.py);
+this module is control-side only.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastmesh.control import rbac
 from fastmesh.control.loader import Path, _Ctx
 from fastmesh.control.validation import (
     _Bad,
@@ -262,20 +264,30 @@ class BuiltinFilter:
     validate: Callable[[_Ctx, Path, Any], Any]
     build: Callable[[Any], Any]              # per-route settings object
     make: Callable[[str, Any], Any]          # the chain's filter object
+    # typed_per_filter_config's own message when it differs from the
+    # listener's (Envoy's RBACPerRoute); None: the same as `validate`
+    validate_per_route: Callable[[_Ctx, Path, Any], Any] | None = None
+
+    def per_route_validator(self) -> Callable[[_Ctx, Path, Any], Any]:
+        """How typed_per_filter_config entries for this filter are checked."""
+        return self.validate_per_route or self.validate
 
 
 BUILTIN_FILTERS: Mapping[str, BuiltinFilter] = {
     LOCAL_RATELIMIT: BuiltinFilter(LOCAL_RATELIMIT, validate_local_ratelimit,
                                    build_local_ratelimit, make_local_ratelimit),
     FAULT: BuiltinFilter(FAULT, validate_fault, build_fault, make_fault),
+    rbac.HTTP_RBAC: BuiltinFilter(rbac.HTTP_RBAC, rbac.validate_http, rbac.build, rbac.make_http,
+                                  rbac.validate_per_route),
 }
 
 
-def settings_of(name: str, raw: Mapping[str, Any]) -> Any:
+def settings_of(name: str, raw: Mapping[str, Any], per_route: bool = False) -> Any:
     """Validated settings from a config already checked by validation (the
-    compile step re-reads the stored typed_config)."""
+    compile step re-reads the stored typed_config or per-route settings)."""
     ctx = _Ctx("<compiled>")
-    out = BUILTIN_FILTERS[name].validate(ctx, (), raw)
+    b = BUILTIN_FILTERS[name]
+    out = (b.per_route_validator() if per_route else b.validate)(ctx, (), raw)
     if ctx.errors or out is None:
         raise _Bad(f"{name}: invalid settings reached the compile step: {ctx.errors}")
     return out

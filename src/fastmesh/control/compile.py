@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
-from fastmesh.control import builtin_filters
+from fastmesh.control import builtin_filters, rbac
 from fastmesh.control.config import (
     ClusterConfig,
     Config,
@@ -150,7 +150,7 @@ def _per_filter(vh: VirtualHostConfig, r: RouteConfig) -> dict | None:
     if not merged:
         return None
     return {name: builtin_filters.BUILTIN_FILTERS[name].build(
-                builtin_filters.settings_of(name, raw))
+                builtin_filters.settings_of(name, raw, per_route=True))
             for name, raw in merged.items()}
 
 
@@ -260,6 +260,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         trust_retry_headers=cfg.trust_retry_headers,
         max_stream_duration=cfg.max_stream_duration,
         tls=build_server_tls(cfg),
+        network_rbac=rbac.build_network(cfg.network_filters),
     )
 
 

@@ -62,6 +62,9 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         out["tls_mode"] = lst.tls_mode
     if lst.protocol == "tcp":
         out["cluster"] = lst.cluster
+        if lst.network_filters:
+            out["network_filters"] = [{"name": f.name, "typed_config": thaw(f.config)}
+                                      for f in lst.network_filters]
         return out
     out.update(
         request_headers_timeout=lst.request_headers_timeout,

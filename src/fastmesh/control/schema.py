@@ -285,6 +285,15 @@ class HttpFilterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkFilterConfig:
+    """One network filter of a tcp listener by its Envoy name (today
+    envoy.filters.network.rbac), its settings as given in typed_config."""
+
+    name: str
+    config: Mapping[str, Any] = FrozenMap()
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """A listening socket. HTTP-only fields keep their defaults on tcp listeners."""
 
@@ -314,6 +323,7 @@ class ListenerConfig:
     tls_mode: str = "strict"                       # "permissive": TLS and plaintext on one port
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
+    network_filters: tuple[NetworkFilterConfig, ...] = ()   # tcp only (control/rbac.py)
 
 
 

@@ -401,7 +401,8 @@ _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port", "allow_remote")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
-                    "per_connection_buffer_limit", "max_connections", "tls", "tls_mode")
+                    "per_connection_buffer_limit", "max_connections", "tls", "tls_mode",
+                    "network_filters")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
@@ -558,6 +559,8 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
     elif protocol == "http":
         m.forbid("cluster", "'cluster' is only allowed on tcp listeners; http listeners "
                  "route to clusters through virtual_hosts")
+        m.forbid("network_filters", "'network_filters' is only allowed on tcp listeners; "
+                 "http listeners take envoy.filters.http.rbac in http_filters")
         virtual_hosts = m.section("virtual_hosts", lambda c, p, v: _list(
             c, p, v, _parse_vhost, min_items=1, what="virtual hosts")) or ()
         _check_unique(ctx, path + ("virtual_hosts",), virtual_hosts, "virtual host")
@@ -596,8 +599,17 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
                             if http else DEFAULT_FIRST_BYTE_TIMEOUT),
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
+        network_filters=_network_filters(ctx, path, m, http),
         **_listener_tls(ctx, path, m, http),
     )
+
+
+def _network_filters(ctx: _Ctx, path: Path, m: _Map, http: bool) -> tuple[Any, ...]:
+    # control/rbac.py parses them (imported here, as it uses this module).
+    if http:
+        return ()
+    from fastmesh.control import rbac
+    return m.section("network_filters", rbac.parse_network_filters, ()) or ()
 
 
 def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
@@ -687,7 +699,7 @@ def _parse_per_filter(ctx: _Ctx, path: Path, value: Any) -> FrozenMap:
                       key=True)
             continue
         frozen = _parse_filter_config(ctx, path + (name,), raw)
-        BUILTIN_FILTERS[name].validate(ctx, path + (name,), frozen)
+        BUILTIN_FILTERS[name].per_route_validator()(ctx, path + (name,), frozen)
         out[name] = frozen
     return FrozenMap(out)
 
