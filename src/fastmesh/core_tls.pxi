@@ -125,6 +125,11 @@ cdef class TlsClientConf:
         self.san_matchers = san_matchers
         self.log = TlsLogState()
 
+    def set_context(self, context):
+        """Certificate rotation: new upstream connections use `context`;
+        established ones (in the pools) keep theirs."""
+        self.context = context
+
 
 cdef class TlsAcceptor:
     """The protocol of one accepted connection on a TLS listener until its

@@ -9,6 +9,7 @@ Control side, plain asyncio: it serves operators and scrapers, not traffic.
     GET /config_dump        the running config as JSON, with its "version" when known
     GET /clusters           every cluster's endpoints: Envoy's `cluster::host:port::field::value`
                             lines, or its admin.v3.Clusters JSON with ?format=json (admin/clusters.py)
+    GET /certs              the TLS certificates in use (Envoy's admin.v3.Certificates JSON)
 
 ``?filter=REGEX`` on the stats keeps those whose Envoy name it matches
 (``re.search``), in every format, as Envoy's admin does. The stats come from
@@ -50,7 +51,8 @@ class AdminServer:
     def __init__(self, address: str, port: int, *, stats: StatsProvider,
                  config: Callable[[], Config], ready: Callable[[], bool],
                  version: Callable[[], int] | None = None,
-                 clusters: ClustersProvider | None = None) -> None:
+                 clusters: ClustersProvider | None = None,
+                 certs: Callable[[], dict[str, Any]] | None = None) -> None:
         self.host = address
         self.port = port
         self._stats = stats
@@ -58,6 +60,7 @@ class AdminServer:
         self._ready = ready
         self._version = version
         self._clusters = clusters
+        self._certs = certs
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -133,8 +136,12 @@ class AdminServer:
                 return 200, "application/json", json.dumps(render_clusters_json(statuses),
                                                            indent=2).encode()
             return 200, "text/plain; charset=utf-8", render_clusters_text(statuses).encode()
+        if path == "/certs":
+            # JSON only, as Envoy's; no key material is in it (control/certs.py).
+            body = self._certs() if self._certs is not None else {"certificates": []}
+            return 200, "application/json", json.dumps(body, indent=2).encode()
         if path == "/":
-            return 200, "text/plain", (b"/ready\n/stats\n/stats/prometheus\n/config_dump\n"
+            return 200, "text/plain", (b"/ready\n/stats\n/stats/prometheus\n/config_dump\n/certs\n"
                                        + (b"/clusters\n" if self._clusters else b""))
         return 404, "text/plain", b"not found\n"
 

@@ -70,8 +70,18 @@ def build_client_tls(cfg: ClusterConfig) -> _core.TlsClientConf | None:
     """The cluster's TLS origination: a ready client SSLContext (files read here)."""
     if cfg.tls is None:
         return None
+    _need_material(cfg.tls, f"cluster {cfg.name!r}")
     return _core.TlsClientConf(_tls.build_client_context(cfg.tls), cfg.tls.sni,
                                _tls.san_matchers(cfg.tls.common_tls_context))
+
+
+def _need_material(tls_cfg, where: str) -> None:
+    # builtin_ca certificates come from control/certs.py (inlined into the
+    # config compiled); none yet means the CA could not issue one.
+    c = tls_cfg.common_tls_context
+    if c.builtin_ca is not None and not c.tls_certificates:
+        raise ConfigError(None, None, f"{where}: tls.common_tls_context.builtin_ca",
+                          "no certificate issued yet by the built-in CA (see the log)")
 
 
 def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
@@ -80,6 +90,7 @@ def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
     reload also brings new session-ticket keys."""
     if cfg.tls is None:
         return None
+    _need_material(cfg.tls, f"listener {cfg.name!r}")
     try:
         contexts = _tls.build_server_contexts(cfg.tls)
     except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError

@@ -11,6 +11,7 @@ and the builders compile.py calls: they read the files and return ready
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 import tempfile
@@ -41,6 +42,9 @@ FCC_MODES = ("SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET",
              "ALWAYS_FORWARD_ONLY")
 CCD_KEYS = ("subject", "cert", "chain", "dns", "uri")
 REDACTED = "[redacted]"
+DEFAULT_WORKLOAD_TTL = 24 * 3600.0      # the CA's own default (security/ca.py)
+DEFAULT_RENEW_FRACTION = 0.5            # Istio renews at half the lifetime too
+MIN_WORKLOAD_TTL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +85,30 @@ class TlsParams:
 
 
 @dataclass(frozen=True, slots=True)
+class BuiltinCaSource:
+    """``common_tls_context.builtin_ca`` (a fastmesh key): the workload
+    certificate is issued by the built-in CA in `directory` for `spiffe_id`,
+    renewed at `renew_fraction` of its lifetime; the trust bundle is the
+    CA's (unless ``validation_context.trusted_ca`` names one).
+    control/certs.py runs it. Envoy's counterpart is an SDS secret
+    (``tls_certificate_sds_secret_configs``), which names a gRPC or file
+    config source; this one is neither, so it has its own key (the SDS key
+    is kept for the xDS client)."""
+
+    directory: str
+    spiffe_id: str
+    ttl: float = DEFAULT_WORKLOAD_TTL
+    renew_fraction: float = DEFAULT_RENEW_FRACTION
+    dns_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CommonTlsContext:
     tls_certificates: tuple[TlsCertificate, ...] = ()
     validation_context: ValidationContext | None = None
     alpn_protocols: tuple[str, ...] = ()
     tls_params: TlsParams = TlsParams()
+    builtin_ca: BuiltinCaSource | None = None       # instead of tls_certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +141,9 @@ class ClientCertDetails:
 
 # ---------------------------------------------------------------- parsing
 
-_COMMON_KEYS = ("tls_certificates", "validation_context", "alpn_protocols", "tls_params")
+_COMMON_KEYS = ("tls_certificates", "validation_context", "alpn_protocols", "tls_params",
+                "builtin_ca")
+_BUILTIN_CA_KEYS = ("directory", "spiffe_id", "ttl", "renew_fraction", "dns_names")
 _DOWNSTREAM_KEYS = ("common_tls_context", "require_client_certificate")
 _UPSTREAM_KEYS = ("common_tls_context", "sni")
 _CERT_KEYS = ("certificate_chain", "private_key")
@@ -142,18 +167,17 @@ def parse_downstream(ctx: _Ctx, path: Path, value: Any, *, http: bool) -> Downst
     require = m.get("require_client_certificate", v._bool, False)
     if common is None:
         return None
-    if not common.tls_certificates:
+    if not common.tls_certificates and common.builtin_ca is None:
         ctx.error(path + ("common_tls_context",), "a TLS listener needs tls_certificates "
-                  "(its certificate chain and private key)")
-    if require and common.validation_context is None:
+                  "(its certificate chain and private key) or builtin_ca")
+    if require and common.validation_context is None and common.builtin_ca is None:
         ctx.error(path + ("require_client_certificate",), "require_client_certificate needs "
                   "common_tls_context.validation_context.trusted_ca (the CAs client "
                   "certificates must chain to)")
     if not common.alpn_protocols and http:
-        common = CommonTlsContext(common.tls_certificates, common.validation_context,
-                                  ("h2", "http/1.1"), common.tls_params)
+        common = dataclasses.replace(common, alpn_protocols=("h2", "http/1.1"))
     cfg = DownstreamTlsConfig(common, bool(require))
-    if not ctx.errors:
+    if not ctx.errors and common.builtin_ca is None:
         try:
             build_server_contexts(cfg)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -170,7 +194,7 @@ def parse_upstream(ctx: _Ctx, path: Path, value: Any, *, http2: bool) -> Upstrea
     if common is None:
         return None
     vc = common.validation_context
-    if sni is None and (vc is None or vc.trusted_ca is None):
+    if sni is None and (vc is None or vc.trusted_ca is None) and common.builtin_ca is None:
         ctx.error(path, "verification against the system CAs checks the server's name: set "
                   "sni, or validation_context.trusted_ca (with match_typed_subject_alt_names "
                   "to pin the server's identity)")
@@ -178,10 +202,9 @@ def parse_upstream(ctx: _Ctx, path: Path, value: Any, *, http2: bool) -> Upstrea
         ctx.error(path + ("common_tls_context", "tls_certificates"),
                   "an upstream connection presents one client certificate: give at most one")
     if not common.alpn_protocols and http2:
-        common = CommonTlsContext(common.tls_certificates, common.validation_context,
-                                  ("h2",), common.tls_params)
+        common = dataclasses.replace(common, alpn_protocols=("h2",))
     cfg = UpstreamTlsConfig(common, sni)
-    if not ctx.errors:
+    if not ctx.errors and common.builtin_ca is None:
         try:
             build_client_context(cfg)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -197,8 +220,60 @@ def _parse_common(ctx: _Ctx, path: Path, value: Any, *, server: bool) -> CommonT
     vc = m.section("validation_context", _parse_validation, None)
     alpn = m.get("alpn_protocols", _alpn, ())
     params = m.section("tls_params", _parse_params, TlsParams())
+    builtin = m.section("builtin_ca", _parse_builtin_ca, None)
+    if builtin is not None and certs:
+        ctx.error(path + ("builtin_ca",), "give tls_certificates or builtin_ca, not both "
+                  "(builtin_ca issues the certificate)")
+    if vc is not None and vc.trusted_ca is None and builtin is None \
+            and "builtin_ca" not in m:
+        ctx.error(path + ("validation_context",), "validation_context needs trusted_ca (the "
+                  "CAs the peer's certificate must chain to), or builtin_ca (its bundle)")
     return CommonTlsContext(tuple(c for c in certs or () if c is not None), vc, alpn or (),
-                            params or TlsParams())
+                            params or TlsParams(), builtin)
+
+
+def _dns_list(value: Any) -> tuple[str, ...]:
+    v = _v()
+    if not isinstance(value, (list, tuple)):
+        raise v._Bad("expected a list of DNS names")
+    return tuple(v._nonempty_str(x) for x in value)
+
+
+def _parse_builtin_ca(ctx: _Ctx, path: Path, value: Any) -> BuiltinCaSource | None:
+    v = _v()
+    from fastmesh.security.ca import CAError, CertificateAuthority
+    from fastmesh.security.spiffe import parse_spiffe_id
+
+    m = v._Map(ctx, path, value, _BUILTIN_CA_KEYS, "builtin_ca")
+    directory = m.get("directory", v._nonempty_str)
+    sid = m.get("spiffe_id", v._nonempty_str)
+    ttl = m.get("ttl", v._duration(positive=True), DEFAULT_WORKLOAD_TTL)
+    frac = m.get("renew_fraction", v._fraction, DEFAULT_RENEW_FRACTION)
+    dns = m.get("dns_names", _dns_list, ())
+    if ttl is not None and ttl < MIN_WORKLOAD_TTL:
+        ctx.error(path + ("ttl",), f"must be at least {MIN_WORKLOAD_TTL:g}s")
+    if frac is not None and not 0 < frac < 1:
+        ctx.error(path + ("renew_fraction",), f"{frac} is out of range; must be above 0 and "
+                  "below 1 (the share of the lifetime after which it renews)")
+    if directory is None or sid is None:
+        return None
+    try:
+        parsed = parse_spiffe_id(sid)
+    except ValueError as exc:
+        ctx.error(path + ("spiffe_id",), f"not a SPIFFE ID: {exc}")
+        return None
+    try:
+        ca = CertificateAuthority.load(directory)
+    except (CAError, OSError) as exc:
+        ctx.error(path + ("directory",), f"cannot load the CA: {exc}")
+        return None
+    if parsed.trust_domain != ca.trust_domain:
+        ctx.error(path + ("spiffe_id",), f"{sid} is not in the CA's trust domain "
+                  f"{ca.trust_domain!r}")
+    elif not parsed.path:
+        ctx.error(path + ("spiffe_id",), "a workload ID needs a path (ns/<ns>/sa/<sa>)")
+    return BuiltinCaSource(directory, sid, ttl or DEFAULT_WORKLOAD_TTL,
+                           frac if frac is not None else DEFAULT_RENEW_FRACTION, dns or ())
 
 
 def _alpn(value: Any) -> tuple[str, ...]:
@@ -245,9 +320,6 @@ def _parse_validation(ctx: _Ctx, path: Path, value: Any) -> ValidationContext:
     ca = m.section("trusted_ca", _parse_source, None)
     sans = m.section("match_typed_subject_alt_names", lambda c, p, x: v._list(
         c, p, x, _parse_san, min_items=1, what="SAN matchers"), ())
-    if ca is None and "trusted_ca" not in m:
-        ctx.error(path, "validation_context needs trusted_ca (the CAs the peer's certificate "
-                  "must chain to)")
     return ValidationContext(ca, tuple(s for s in sans or () if s is not None))
 
 
@@ -443,6 +515,12 @@ def _common_dict(c: CommonTlsContext) -> dict[str, Any]:
     }
     if not out["tls_certificates"]:
         del out["tls_certificates"]
+    if c.builtin_ca is not None:
+        b = c.builtin_ca
+        out["builtin_ca"] = {"directory": b.directory, "spiffe_id": b.spiffe_id, "ttl": b.ttl,
+                             "renew_fraction": b.renew_fraction}
+        if b.dns_names:
+            out["builtin_ca"]["dns_names"] = list(b.dns_names)
     if not out["alpn_protocols"]:
         del out["alpn_protocols"]
     vc = c.validation_context

@@ -20,6 +20,8 @@ from typing import Any
 from fastmesh import _core
 from fastmesh.admin.clusters import merge as merge_clusters
 from fastmesh.admin.clusters import worker_clusters
+from fastmesh.control import certs as _certs
+from fastmesh.control import tls as _tls
 from fastmesh.control.compile import build_snapshot
 from fastmesh.control.config import Config, ListenerConfig
 from fastmesh.control.discovery import Discovery, Table, with_endpoints
@@ -113,7 +115,8 @@ class DataPlane:
     def __init__(self, config: Config, *, reuse_port: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
                  owns_loop: bool = False, version: int = 1,
-                 health_checks: bool = True, discovery: bool = True) -> None:
+                 health_checks: bool = True, discovery: bool = True,
+                 certificates: bool = True) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.loop = loop
@@ -140,11 +143,22 @@ class DataPlane:
         base = os.path.dirname(config.source) if os.path.isabs(config.source) else None
         self.discovery: Discovery | None = (
             Discovery(self._discovered, base) if discovery else None)
+        # TLS material of listeners and clusters ("listener:<name>" ->
+        # material; control/certs.py): from the CertManager running here when
+        # this process owns the config, else sent by the supervisor.
+        self.secrets: _certs.Table = {}
+        self.cert_manager: _certs.CertManager | None = (
+            _certs.CertManager(self.set_secrets, base)
+            if certificates and any(lc.tls for lc in config.listeners)
+            or certificates and any(cc.tls for cc in config.clusters) else None)
+        self._certificates = certificates
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
         self.loop = self.loop or asyncio.get_running_loop()
         _core.seed_random(os.urandom(16))
+        if self.cert_manager is not None:
+            await self.cert_manager.update(self.config)
         snapshot = await compile_snapshot(self.effective(self.config), self.version,
                                           self.extra_filters)
         self.worker = _core.Worker(self.loop)
@@ -164,9 +178,49 @@ class DataPlane:
             await self.checker.update(self.effective(self.config))
 
     def effective(self, config: Config) -> Config:
-        """`config` with its dynamic clusters' endpoints as discovered so far."""
-        return with_endpoints(config, {name: [(h, p, w) for h, p, w, *_ in wire]
-                                       for name, wire in self.discovered.items()})
+        """`config` with its dynamic clusters' endpoints as discovered so far
+        and its TLS material as the certificate sources last gave it."""
+        return _certs.with_secrets(
+            with_endpoints(config, {name: [(h, p, w) for h, p, w, *_ in wire]
+                                    for name, wire in self.discovered.items()}),
+            self.secrets)
+
+    def certs(self) -> dict[str, Any]:
+        """The admin's /certs: the certificates in use (none: no TLS)."""
+        if self.cert_manager is None:
+            return {"certificates": []}
+        return self.cert_manager.certs()
+
+    def set_secrets(self, changes: _certs.Table) -> None:
+        """New TLS material (certificate rotation): each listener's and
+        cluster's new SSLContexts are swapped into its live TlsServerConf /
+        TlsClientConf. New handshakes use them; established connections
+        keep theirs."""
+        self.secrets.update(changes)
+        if self.worker is None:
+            return
+        for key, material in changes.items():
+            kind, name = key.split(":", 1)
+            try:
+                if kind == "listener":
+                    lc = next((lc for lc in self.config.listeners if lc.name == name), None)
+                    if lc is None or lc.tls is None or name not in self.listeners:
+                        continue
+                    conf = self.worker.listener_state(name).conf.tls
+                    if conf is not None:
+                        conf.set_certificates(_tls.build_server_contexts(
+                            _certs.with_material(lc.tls, material)))
+                else:
+                    cc = next((cc for cc in self.config.clusters if cc.name == name), None)
+                    state = self._state(name)
+                    if cc is None or cc.tls is None or state is None or state.conf.tls is None:
+                        continue
+                    state.conf.tls.set_context(_tls.build_client_context(
+                        _certs.with_material(cc.tls, material)))
+            except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+                # The control side checked the same material: cannot happen
+                # in normal operation. The old contexts keep serving.
+                log.error("%s %s: new certificates not applied: %s", kind, name, exc)
 
     def _discovered(self, table: Table) -> None:
         # Discovery running in this process (single process, embedded).
@@ -356,6 +410,13 @@ class DataPlane:
         connection is refused); removed ones stop accepting at commit."""
         assert self.worker is not None
         base = self.version
+        if self._certificates and self.cert_manager is None and (
+                any(lc.tls for lc in config.listeners) or any(cc.tls for cc in config.clusters)):
+            base_dir = os.path.dirname(config.source) if os.path.isabs(config.source) else None
+            self.cert_manager = _certs.CertManager(self.set_secrets, base_dir)
+        if self.cert_manager is not None:
+            # New TLS listeners and clusters get their material before compiling.
+            await self.cert_manager.update(config)
         snapshot = await compile_snapshot(self.effective(config), version, self.extra_filters)
         new = {lc.name: lc for lc in config.listeners}
         moved = [name for name, lst in self.listeners.items()
@@ -414,6 +475,8 @@ class DataPlane:
             await self.checker.stop()
         if self.discovery is not None:
             await self.discovery.stop()
+        if self.cert_manager is not None:
+            await self.cert_manager.stop()
         if self.worker is None:
             return
         timeout = self.config.drain_timeout if timeout is None else timeout
@@ -453,4 +516,6 @@ class DataPlane:
             snap["blocks"] = list(snap.get("blocks", ())) + self.checker.blocks()
         if self.discovery is not None:
             snap["blocks"] = list(snap.get("blocks", ())) + self.discovery.blocks()
+        if self.cert_manager is not None:
+            snap["blocks"] = list(snap.get("blocks", ())) + self.cert_manager.blocks()
         return snap

@@ -55,7 +55,8 @@ class SingleProcess:
                                      stats=self.stats_snapshot, config=lambda: self.plane.config,
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version,
-                                     clusters=self.plane.clusters_status)
+                                     clusters=self.plane.clusters_status,
+                                     certs=self.plane.certs)
             await self.admin.start()
         privileges.warn_if_root(self.run_as)
         if self.run_as is not None:

@@ -25,6 +25,8 @@ from fastmesh.admin import metrics
 from fastmesh.admin.clusters import merge as merge_clusters
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
+from fastmesh.control.certs import CertManager
+from fastmesh.control.certs import Table as SecretTable
 from fastmesh.control.discovery import Discovery, Table
 from fastmesh.control.health import Change, HealthChecker
 from fastmesh.runtime import privileges
@@ -174,6 +176,9 @@ class Supervisor:
         # to every worker, a (re)started worker gets them all.
         base = os.path.dirname(path) if path else None
         self.discovery = Discovery(self._send_endpoints, base)
+        # And certificate sources (files, the built-in CA): new TLS material
+        # goes to every worker, a (re)started worker gets all of it.
+        self.certs = CertManager(self._send_secrets, base)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -185,6 +190,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         privileges.warn_if_root(self.run_as)
+        await self.certs.update(self.config)    # the workers start with the material
         results = await asyncio.gather(*(self._spawn(w) for w in self.workers))
         if not all(results):
             await self.stop()
@@ -197,7 +203,8 @@ class Supervisor:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.config,
                                      ready=self.is_ready, version=lambda: self.version,
-                                     clusters=self.clusters_status)
+                                     clusters=self.clusters_status,
+                                     certs=self.certs.certs)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
@@ -225,6 +232,7 @@ class Supervisor:
             t.cancel()
         await self.health.stop()
         await self.discovery.stop()
+        await self.certs.stop()
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for p in procs:
             try:
@@ -266,7 +274,9 @@ class Supervisor:
                             [run_as.user, run_as.uid, run_as.gid],
                             # discovered endpoints: a restarted worker starts with them
                             "endpoints": {name: [e.wire() for e in eps]
-                                          for name, eps in self.discovery.table.items()}},
+                                          for name, eps in self.discovery.table.items()},
+                            # TLS material: the same certificates in every worker
+                            "secrets": self.certs.table},
                            START_TIMEOUT)
         if not msg.get("ok"):
             log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))
@@ -279,6 +289,9 @@ class Supervisor:
         self.addresses = msg.get("addresses", {})
         if self.discovery.table:
             self._send_endpoints(self.discovery.table, [w])
+        if self.certs.table:
+            # Material rotated while it started (it was not ready for the broadcast).
+            self._send_secrets(self.certs.table, [w])
         table = self.health.table()
         if table:
             self._send_health(table, [w])
@@ -299,6 +312,10 @@ class Supervisor:
             task = asyncio.ensure_future(self.health.update(self.discovery.effective(self.config)))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
+
+    def _send_secrets(self, table: SecretTable,
+                      workers: list[WorkerHandle] | None = None) -> None:
+        self._broadcast({"op": "secrets", "secrets": table}, workers)
 
     def _broadcast(self, msg: dict[str, Any], workers: list[WorkerHandle] | None = None) -> None:
         # Sent in order (a task starts writing before the next one is
@@ -365,6 +382,8 @@ class Supervisor:
             # A worker not ready now starts later on whichever version is
             # committed by then (its handshake waits for this lock).
             workers = [w for w in self.workers if w.ready]
+            # New TLS listeners and clusters get their material first.
+            await self.certs.update(config)
             answers = await asyncio.gather(*(
                 w.request({"op": "prepare", "version": version, "text": text, "source": source},
                           PREPARE_TIMEOUT)
@@ -423,7 +442,8 @@ class Supervisor:
             config_version=self.version)          # the committed one
         merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
                                + [{"blocks": [own, *self.health.blocks(),
-                                              *self.discovery.blocks()]}])
+                                              *self.discovery.blocks(),
+                                              *self.certs.blocks()]}])
         merged["info"] = {
             "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
             "config_reload_error": self.last_reload_error,

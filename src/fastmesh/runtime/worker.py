@@ -91,8 +91,10 @@ async def serve(fd: int, worker_id: int) -> int:
         # Health checks run once per process, in the supervisor: the worker
         # applies the changes it is sent ("health").
         # So do discovery's DNS and files: endpoint sets come as "endpoints".
+        # And certificate sources: TLS material comes as "secrets".
         plane = DataPlane(config, reuse_port=True, owns_loop=True, version=msg.get("version", 1),
-                          health_checks=False, discovery=False)
+                          health_checks=False, discovery=False, certificates=False)
+        plane.secrets = dict(msg.get("secrets") or {})
         for name, eps in (msg.get("endpoints") or {}).items():
             plane.discovered[name] = tuple((h, p, w, ok) for h, p, w, ok in eps)
         await plane.start()
@@ -134,6 +136,9 @@ async def serve(fd: int, worker_id: int) -> int:
                 await chan.send(answer(req))
             elif op == "endpoints":
                 plane.set_endpoints(req["clusters"])
+                await chan.send(answer(req))
+            elif op == "secrets":
+                plane.set_secrets(req["secrets"])
                 await chan.send(answer(req))
             elif op == "stats":
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
