@@ -182,6 +182,42 @@ def test_source_address(origin, start_proxy, clients, key):
     assert len(origin.received()) == 1
 
 
+@pytest.mark.parametrize("listen, prefix, plen, status", [
+    ("127.0.0.1", "127.0.0.0", 9, 200),          # prefix not on a byte boundary
+    ("127.0.0.1", "127.128.0.0", 9, 403),
+    ("127.0.0.1", "127.0.0.1", 32, 200),
+    ("127.0.0.1", "127.0.0.2", 31, 403),
+    ("127.0.0.1", "0.0.0.0", 0, 200),
+    ("127.0.0.1", "::1", 128, 403),              # another family
+    ("::1", "::1", 128, 200),
+    ("::1", "::", 127, 200),
+    ("::1", "::2", 127, 403),
+    ("::1", "127.0.0.0", 8, 403),
+])
+def test_cidr_ranges(origin, start_proxy, clients, listen, prefix, plen, status):
+    if listen == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    cfg = rbac_cfg(origin, {"rules": rules(net=policy(principals=[
+        {"remote_ip": {"address_prefix": prefix, "prefix_len": plen}}]))})
+    cfg["listeners"][0]["address"] = listen
+    p = start_proxy(cfg)
+    if listen == "127.0.0.1":
+        assert clients(p.address()).request("GET", "/").status == status
+        return
+    sock = socket.create_connection(p.address()[:2], timeout=5)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while not data.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    assert data.split(b" ", 2)[1] == str(status).encode()
+
+
 REQUEST_POLICY = rules(reader=policy(permissions=[{"and_rules": {"rules": [
     {"header": {"name": ":method", "string_match": {"exact": "GET"}}},
     {"url_path": {"path": {"prefix": "/api/"}}},
@@ -497,8 +533,15 @@ def test_config_round_trips_through_the_dump():
     from fastmesh.control.dump import config_to_dict
     cfg = _http({"rules": REQUEST_POLICY,
                  "shadow_rules": rules("DENY", x=policy(principals=[ident("prefix", "s")]))})
+    cfg["listeners"].append(tcp_listener("t", "origin", network_filters=[
+        {"name": NET_RBAC, "typed_config": {"stat_prefix": "t", "rules": rules(
+            "DENY", x=policy(principals=[{"remote_ip": {"address_prefix": "10.0.0.0",
+                                                        "prefix_len": 8}}]))}}]))
     parsed = parse_config(cfg)
-    assert parse_config(config_to_dict(parsed)) == parsed
+    assert parsed.listeners[1].network_filters[0].name == NET_RBAC
+    dumped = config_to_dict(parsed)
+    assert dumped["listeners"][1]["network_filters"][0]["typed_config"]["stat_prefix"] == "t"
+    assert parse_config(dumped) == parsed
 
 
 def test_readme_mtls_policy_example(tmp_path, monkeypatch):

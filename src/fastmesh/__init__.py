@@ -14,7 +14,7 @@ Attributes are imported lazily so that importing a data-plane module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Proxy", "load_config", "ConfigError", "HttpFilter", "Request",
+__all__ = ["Proxy", "register", "load_config", "ConfigError", "HttpFilter", "Request",
            "CONTINUE", "STOP", "PAUSE", "__version__"]
 
 # The filter API lives in the compiled data plane (docs/filters.md).
@@ -25,6 +25,9 @@ def __getattr__(name: str) -> Any:
     if name == "Proxy":
         from fastmesh.api import Proxy
         return Proxy
+    if name == "register":
+        from fastmesh.control.etcd_register import register
+        return register
     if name in _FROM_CORE:
         from fastmesh import _core
         return getattr(_core, name)

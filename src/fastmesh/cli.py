@@ -2,6 +2,8 @@
 
     fastmesh run [-c FILE] [--workers N]   run the sidecar (no -c: the demo)
     fastmesh validate -c FILE              check a config, print the error if any
+    fastmesh register --etcd URL --prefix P --address A --port N
+                                           join an etcd-discovered cluster
     fastmesh version
 """
 from __future__ import annotations
@@ -122,6 +124,11 @@ def _cmd_ca(args: argparse.Namespace) -> int:
     return ca_run(args)
 
 
+def _cmd_register(args: argparse.Namespace) -> int:
+    from fastmesh.control.etcd_register import run as register_run
+    return register_run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -156,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
 
     _ca_arguments(ca)
     ca.set_defaults(func=_cmd_ca)
+
+    reg = sub.add_parser("register", help="register this instance in etcd (a lease kept "
+                         "alive; revoked on SIGTERM)",
+                         description="Register an endpoint under an etcd prefix for clusters "
+                                     "with eds_config.etcd; see docs/discovery.md.")
+    from fastmesh.control.etcd_register import add_arguments as _register_arguments
+
+    _register_arguments(reg)
+    reg.set_defaults(func=_cmd_register)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)

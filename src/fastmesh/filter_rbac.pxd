@@ -22,8 +22,8 @@ cdef class RbacNode:
     cdef bint invert                 # invert_match
     cdef uint32_t lo, hi             # RN_PORT: [lo, hi] inclusive
     cdef int family                  # RN_CIDR: 4 or 6
-    cdef object net                  # RN_CIDR: the network as an int (host bits zero)
-    cdef int shift                   # RN_CIDR: address bits not in the prefix
+    cdef unsigned char net[16]       # RN_CIDR: the network's address bytes (host bits zero)
+    cdef int plen                    # RN_CIDR: prefix length in bits
 
 @cython.final
 cdef class RbacPolicy:

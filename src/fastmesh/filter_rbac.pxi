@@ -145,8 +145,58 @@ cdef class RbacNode:
         elif self.kind == RN_CIDR:
             net = _ipaddress.ip_network(cidr, strict=False)
             self.family = net.version
-            self.shift = net.max_prefixlen - net.prefixlen
-            self.net = int(net.network_address) >> self.shift
+            self.plen = net.prefixlen
+            packed = net.network_address.packed
+            memcpy(self.net, <const char*>packed, len(packed))
+
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char* src, void* dst)
+
+cdef extern from "sys/socket.h" nogil:
+    int AF_INET
+    int AF_INET6
+
+
+cdef bint cidr_has(RbacNode n, const char* ip, Py_ssize_t len_) noexcept:
+    # The address text (IPv4, IPv6, IPv4-mapped IPv6, maybe with a %scope)
+    # parsed and compared in C: this runs per request.
+    cdef char buf[64]
+    cdef unsigned char a[16]
+    cdef const unsigned char* p = a
+    cdef Py_ssize_t i
+    cdef int full, rest
+    cdef bint v6 = False
+    if len_ <= 0 or len_ >= 64:
+        return False
+    for i in range(len_):
+        if ip[i] == 37:          # '%': the scope ends the address
+            break
+        if ip[i] == 58:          # ':'
+            v6 = True
+        buf[i] = ip[i]
+    else:
+        i = len_
+    buf[i] = 0
+    if v6:
+        if inet_pton(AF_INET6, buf, a) != 1:
+            return False
+        if n.family == 4:
+            # ::ffff:a.b.c.d is the IPv4 client of a dual-stack socket
+            for i in range(10):
+                if a[i] != 0:
+                    return False
+            if a[10] != 0xff or a[11] != 0xff:
+                return False
+            p = a + 12
+    else:
+        if n.family != 4 or inet_pton(AF_INET, buf, a) != 1:
+            return False
+    full = n.plen >> 3
+    rest = n.plen & 7
+    if full and memcmp(p, n.net, full) != 0:
+        return False
+    return rest == 0 or ((p[full] ^ n.net[full]) & (0xff << (8 - rest)) & 0xff) == 0
 
 
 cdef object rbac_transport(ProxyStream s, TcpDownstream t):
@@ -211,30 +261,13 @@ cdef bint rbac_authenticated(RbacNode n, object peer) except -1:
 
 cdef bint rbac_cidr(RbacNode n, ProxyStream s, TcpDownstream t) except -1:
     # The connection's peer address against address_prefix/prefix_len.
-    cdef str ip
+    cdef bytes ip
     if t is not None:
-        pn = t.transport.get_extra_info("peername")
-        ip = pn[0] if pn else ""
+        pn = t.transport.get_extra_info("peername")      # once per connection
+        ip = (pn[0] if pn else "").encode("latin-1")
     else:
-        ip = s.client_ip.decode("latin-1")
-    if not ip:
-        return False
-    pct = ip.find("%")
-    if pct >= 0:
-        ip = ip[:pct]
-    try:
-        if ":" in ip:
-            if n.family == 4 and ip.startswith("::ffff:") and "." in ip:
-                return (int.from_bytes(_socket.inet_aton(ip[7:]), "big") >> n.shift) == n.net
-            if n.family != 6:
-                return False
-            return (int.from_bytes(_socket.inet_pton(_socket.AF_INET6, ip), "big")
-                    >> n.shift) == n.net
-        if n.family != 4:
-            return False
-        return (int.from_bytes(_socket.inet_aton(ip), "big") >> n.shift) == n.net
-    except OSError:
-        return False
+        ip = s.client_ip
+    return cidr_has(n, PyBytes_AS_STRING(ip), PyBytes_GET_SIZE(ip))
 
 
 cdef bint rbac_match(RbacNode n, ProxyStream s, TcpDownstream t) except -1:

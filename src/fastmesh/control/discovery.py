@@ -220,6 +220,14 @@ _SOURCES: dict[str, type[_Source]] = {
 }
 
 
+def _source_class(cfg: ClusterConfig) -> type[_Source]:
+    if cfg.discovery.type == "eds" and cfg.discovery.etcd is not None:
+        # Imported here: aetcd and grpcio load only when a cluster uses etcd.
+        from fastmesh.control.etcd_source import EtcdSource
+        return EtcdSource
+    return _SOURCES[cfg.discovery.type]
+
+
 def with_endpoints(config: Config,
                    endpoints: Mapping[str, Iterable[tuple[str, int, int]]]) -> Config:
     """`config` with each dynamic cluster's endpoints replaced by
@@ -269,7 +277,7 @@ class Discovery:
                     await src.stop()
                 self.stats.setdefault(name, dict.fromkeys(COUNTERS, 0))
                 self.table.setdefault(name, ())
-                src = _SOURCES[cfg.discovery.type](cfg, self)
+                src = _source_class(cfg)(cfg, self)
                 self.sources[name] = src
                 src.start()
 

@@ -216,7 +216,13 @@ def _thresholds_to_dict(t: ThresholdsConfig) -> dict[str, Any]:
 def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
     d = c.discovery
     out: dict[str, Any] = {"type": d.type}
-    if d.type == "eds":
+    if d.type == "eds" and d.etcd is not None:
+        e = d.etcd
+        out["eds_config"] = {"etcd": {
+            "endpoints": list(e.endpoints), "prefix": e.prefix, "dial_timeout": e.dial_timeout,
+            "retry_backoff": {"base_interval": e.retry_base_interval,
+                              "max_interval": e.retry_max_interval}}}
+    elif d.type == "eds":
         out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
     elif d.type != "static":
         out.update(dns_refresh_rate=d.dns_refresh_rate, respect_dns_ttl=d.respect_dns_ttl,

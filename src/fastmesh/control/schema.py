@@ -447,6 +447,25 @@ class DnsResolverConfig:
     port: int = 53
 
 
+# etcd as an eds source (docs/discovery.md "etcd"). Backoff defaults are
+# Envoy's for a broken xDS gRPC stream (500 ms doubling to 30 s, jittered).
+DEFAULT_ETCD_DIAL_TIMEOUT = 2.0          # etcdctl's --dial-timeout default
+DEFAULT_ETCD_BACKOFF_BASE = 0.5
+DEFAULT_ETCD_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSourceConfig:
+    """An etcd v3 key prefix holding one JSON endpoint per key
+    (``eds_config: {etcd: {...}}``); watched, resumed at the last revision."""
+
+    endpoints: tuple[str, ...]          # http://host:port, tried in turn
+    prefix: str
+    dial_timeout: float = DEFAULT_ETCD_DIAL_TIMEOUT
+    retry_base_interval: float = DEFAULT_ETCD_BACKOFF_BASE
+    retry_max_interval: float = DEFAULT_ETCD_BACKOFF_MAX
+
+
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     """Where a cluster's endpoints come from (Envoy's names and meaning).
@@ -456,7 +475,7 @@ class DiscoveryConfig:
     (or at the records' TTL with ``respect_dns_ttl``), the last good answer
     kept on failure, retried with backoff. ``logical_dns``: the first
     address only, for new connections. ``eds``: a ClusterLoadAssignment
-    file (``eds_path``) watched for changes.
+    file (``eds_path``) watched for changes, or an etcd prefix (``etcd``).
     """
 
     type: str = "static"
@@ -467,6 +486,7 @@ class DiscoveryConfig:
     dns_lookup_family: str = "AUTO"
     dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
     eds_path: str | None = None
+    etcd: EtcdSourceConfig | None = None
 
     @property
     def dynamic(self) -> bool:

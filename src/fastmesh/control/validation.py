@@ -100,6 +100,10 @@ from fastmesh.control.schema import (  # noqa: E402 - discovery (docs/discovery.
     DNS_LOOKUP_FAMILIES,
     DiscoveryConfig,
     DnsResolverConfig,
+    EtcdSourceConfig,
+    DEFAULT_ETCD_BACKOFF_BASE,
+    DEFAULT_ETCD_BACKOFF_MAX,
+    DEFAULT_ETCD_DIAL_TIMEOUT,
 )
 
 T = TypeVar("T")
@@ -1052,10 +1056,12 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
     typ = m.get("type", _enum(DISCOVERY_TYPES), None)
     fail = m.section("dns_failure_refresh_rate", _parse_backoff, (None, None)) or (None, None)
     resolvers = m.section("dns_resolution_config", _parse_dns_resolution, ()) or ()
-    eds_path = m.section("eds_config", _parse_eds_config, None)
-    if typ == "eds" and eds_path is None and "eds_config" not in m:
+    eds_source = m.section("eds_config", _parse_eds_config, None)
+    eds_path = eds_source if isinstance(eds_source, str) else None
+    etcd = eds_source if isinstance(eds_source, EtcdSourceConfig) else None
+    if typ == "eds" and eds_source is None and "eds_config" not in m:
         ctx.error(path + ("eds_config",), "an eds cluster needs eds_config "
-                  "({path_config_source: {path: <file>}})")
+                  "({path_config_source: {path: <file>}} or {etcd: {endpoints, prefix}})")
     elif typ not in (None, "eds") and "eds_config" in m:
         ctx.error(path + ("eds_config",), "eds_config is only allowed with type: eds")
     if typ in ("static", "eds"):
@@ -1071,6 +1077,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
         dns_lookup_family=m.get("dns_lookup_family", _enum(DNS_LOOKUP_FAMILIES), "AUTO"),
         dns_resolvers=tuple(resolvers),
         eds_path=eds_path,
+        etcd=etcd,
     )
 
 
@@ -1124,17 +1131,65 @@ def _parse_resolver(ctx: _Ctx, path: Path, value: Any) -> DnsResolverConfig:
                              port=m.get("port", _int(1, 65535), 53))
 
 
-def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | None:
-    # Envoy's ConfigSource, file form only so far: {path_config_source: {path}}
-    # or the older {path: ...}. The file itself is read when the proxy runs.
-    m = _Map(ctx, path, value, ("path_config_source", "path", "resource_api_version"),
+def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | EtcdSourceConfig | None:
+    # Envoy's ConfigSource, file form: {path_config_source: {path}} or the
+    # older {path: ...}; or fastmesh's etcd source ({etcd: {...}}, no Envoy
+    # equivalent). The file or etcd itself is read when the proxy runs.
+    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "resource_api_version"),
              "eds_config (a ConfigSource)")
+    if "etcd" in m:
+        for other in ("path_config_source", "path"):
+            m.forbid(other, f"give either etcd or {other}, not both")
+        return m.section("etcd", _parse_etcd_source, None)
     if "path_config_source" in m:
         m.forbid("path", "give either path_config_source or path, not both")
         return m.section("path_config_source", lambda c, p, v: _Map(
             c, p, v, ("path", "watched_directory"), "path_config_source").get(
             "path", _nonempty_str))
     return m.get("path", _nonempty_str)
+
+
+def _etcd_url(value: Any) -> str:
+    # http://host:port only: aetcd speaks plaintext gRPC (TLS to etcd is not
+    # supported yet, so refuse it rather than send in clear what was meant
+    # to be encrypted).
+    text = _nonempty_str(value)
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        raise _Bad(f"{text!r} is not an etcd URL; expected http://host:port")
+    if scheme == "https":
+        raise _Bad("https (TLS to etcd) is not supported yet; use http://host:port")
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535 \
+            or "/" in host:
+        raise _Bad(f"{text!r}: expected http://host:port (e.g. http://127.0.0.1:2379)")
+    return f"http://{host}:{int(port)}"
+
+
+def _parse_etcd_url(ctx: _Ctx, path: Path, value: Any) -> str:
+    try:
+        return _etcd_url(value)
+    except _Bad as exc:
+        ctx.error(path, exc.reason)
+        return ""
+
+
+def _parse_etcd_source(ctx: _Ctx, path: Path, value: Any) -> EtcdSourceConfig:
+    m = _Map(ctx, path, value, ("endpoints", "prefix", "dial_timeout", "retry_backoff"),
+             "an etcd source ({endpoints: [http://host:port], prefix: /key/prefix/})")
+    endpoints = m.section("endpoints", lambda c, p, v: _list(
+        c, p, v, _parse_etcd_url, min_items=1, what="etcd URLs"))
+    base, cap = m.section("retry_backoff", _parse_backoff, (None, None)) or (None, None)
+    # Envoy's BackoffStrategy: max_interval defaults to 10 x base_interval;
+    # neither given: Envoy's xDS stream retry (500 ms to 30 s).
+    if base is None:
+        base, cap = DEFAULT_ETCD_BACKOFF_BASE, cap or DEFAULT_ETCD_BACKOFF_MAX
+    cap = cap or base * 10                            # _parse_backoff checked cap >= base
+    return EtcdSourceConfig(
+        endpoints=tuple(endpoints or ()),
+        prefix=m.get("prefix", _nonempty_str) or "",
+        dial_timeout=m.get("dial_timeout", _duration(positive=True), DEFAULT_ETCD_DIAL_TIMEOUT),
+        retry_base_interval=base, retry_max_interval=cap)
 
 
 def _parse_outlier_detection(ctx: _Ctx, path: Path, value: Any) -> OutlierDetectionConfig | None:
