@@ -136,7 +136,9 @@ class _Source:
         self.watch_dirs = sorted({os.path.dirname(os.path.abspath(p)) for p in self._files()})
 
     def _resolve(self, name: str) -> str:
-        return name if os.path.isabs(name) else str(self.mgr.base_dir / name)
+        # As validation and control/tls.py read it: relative to the working
+        # directory (the same file the config was checked against).
+        return os.path.abspath(name)
 
     def _files(self) -> list[str]:
         out = []
