@@ -73,6 +73,7 @@ class Proxy:
                 self.config.admin.address, self.config.admin.port,
                 stats=self._stats_snapshot, config=lambda: self.config,
                 ready=lambda: self.started, version=lambda: self._dataplane.version,
+                clusters=self._dataplane.clusters_status,
                 certs=self._dataplane.certs)
             await self._admin.start()
         self.started = True

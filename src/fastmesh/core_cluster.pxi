@@ -118,21 +118,53 @@ cdef class ClusterState:
             self.outlier.set_conf(conf.outlier)
 
     def set_endpoints(self, endpoints):
-        """Swap the endpoint set ((host, port, weight) tuples) without a new
-        snapshot: routes are untouched, the balancer is rebuilt only if the
-        set changed, pools of endpoints that left drain."""
-        self._set_endpoints(tuple((str(h), int(p), int(w)) for h, p, w in endpoints), False)
+        """Swap the endpoint set without a new snapshot: (host, port, weight)
+        or (host, port, weight, healthy) items (a discovery source's, where
+        healthy False sets EP_FAILED_EDS_HEALTH). Routes are untouched, the
+        balancer is rebuilt only if the set changed, pools of endpoints that
+        left drain. One pass in C: 10,000 endpoints must not stall the loop."""
+        self._set_endpoints(tuple(endpoints), False)
         self.endpoint_updates += 1
 
+    def clear_health_flag(self, unsigned int flag):
+        """Clear one EP_* flag on every endpoint (one pass; for the sources
+        that do not apply to this cluster any more)."""
+        cdef Endpoint ep
+        cdef Py_ssize_t i = 0
+        cdef bint changed = False
+        for ep in self.endpoints:
+            if ep.health_flags & flag:
+                ep.health_flags &= ~flag
+                self.mask[i] = ep.health_flags != 0
+                changed = True
+            i += 1
+        if changed:
+            self._recount()
+
     cdef _set_endpoints(self, tuple eps, bint force_lb):
+        # Per endpoint: one tuple, one dict lookup, no Python call; an
+        # endpoint that stays keeps its object (pool, flags, counters).
         cdef Endpoint ep
         cdef list new = []
         cdef dict by_key = {}
+        cdef list weights = [], keys = []
+        cdef dict old = self.by_key
         cdef bint same = not force_lb and len(eps) == len(self.endpoints)
+        cdef Py_ssize_t n = len(eps)
         cdef int i = 0
-        for host, port, weight in eps:
+        cdef int port, weight
+        cdef bytearray mask = bytearray(n)
+        cdef unsigned char* m = mask
+        cdef tuple t
+        for e in eps:
+            t = <tuple>e if isinstance(e, tuple) else tuple(e)
+            host = t[0]
+            if type(host) is not str:
+                host = str(host)
+            port = t[1]
+            weight = t[2]
             key = (host, port)
-            ep = self.by_key.get(key)
+            ep = old.get(key)
             if ep is None or key in by_key:
                 ep = Endpoint(host, port, i, weight)
                 same = False
@@ -141,23 +173,33 @@ cdef class ClusterState:
                     same = False
                 ep.weight = weight
                 ep.index = i
+            if len(t) > 3:
+                if t[3]:
+                    ep.health_flags &= ~EP_FAILED_EDS_HEALTH
+                else:
+                    ep.health_flags |= EP_FAILED_EDS_HEALTH
+            m[i] = ep.health_flags != 0
             new.append(ep)
+            weights.append(weight)
+            keys.append(ep.lb_key)
             by_key[key] = ep
             i += 1
-        for key, ep in self.by_key.items():
+        for key, ep in old.items():
             if key not in by_key:
+                # Make-before-break: no new picks from now on (it is not in
+                # the balancer), requests in flight finish, idle connections
+                # close, busy ones are not pooled again.
                 ep.removed = True
                 ep.pool.close_all()
         self.endpoints = new
         self.by_key = by_key
         if not same or self.lb is None:
-            self.lb = _make_lb(self.conf.lb_policy, [e.weight for e in new] or [1],
-                               [f"{e.host}:{e.port}".encode() for e in new] or [b"-"],
+            self.lb = _make_lb(self.conf.lb_policy, weights or [1], keys or [b"-"],
                                self.conf.lb_options)
             self.lb_builds += 1
         # The mask follows the endpoints' new positions; exclusion belongs to
         # the endpoint, so it survives any change of the set.
-        self.mask = bytearray([ep.health_flags != 0 for ep in new])
+        self.mask = mask
         self._recount()
         if self.outlier is not None:
             self.outlier.recount()

@@ -69,6 +69,12 @@ cdef class Endpoint:
         self.index = index
         self.weight = weight
         self.pool = EndpointPool()
+        self.lb_key = f"{host}:{port}".encode()
+
+    @property
+    def cx_active(self):
+        """Its connections open or opening (admin /clusters)."""
+        return self.ncx
 
     @property
     def excluded(self):

@@ -29,6 +29,8 @@ cdef class UpstreamRequest:
         self.lb.request_started(idx)
         c.st[UPSTREAM_RQ_TOTAL] += 1
         c.st[UPSTREAM_RQ_ACTIVE] += 1
+        self.ep.rq_total += 1
+        self.ep.rq_active += 1
         # A first attempt that starts in the callback that parsed the head
         # (no filter paused it) starts when the request did, give or take the
         # chain's microseconds: that clock read is reused.
@@ -43,6 +45,7 @@ cdef class UpstreamRequest:
             self.lb.request_finished(self.lb_idx)
             st = self.cluster.st          # (no reference taken around the write)
             st[UPSTREAM_RQ_ACTIVE] -= 1
+            self.ep.rq_active -= 1
             self.cluster.cb_rq[self.prio] -= 1
             # The only cost without outlier_detection: a pointer test (no
             # local variable: that would take and drop a reference to None).

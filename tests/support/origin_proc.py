@@ -110,7 +110,7 @@ class _Origin(asyncio.Protocol):
 async def _main(opts) -> None:
     rec_fd = os.open(opts.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Origin(opts, rec_fd), "127.0.0.1", opts.port,
+    server = await loop.create_server(lambda: _Origin(opts, rec_fd), opts.host, opts.port,
                                       reuse_address=True, backlog=1024)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -121,6 +121,9 @@ async def _main(opts) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, required=True)
+    # 0.0.0.0 serves every 127.x.y.z (scale runs); 127.0.0.N one loopback
+    # address, so that several origins share a port (churn runs)
+    ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--record", required=True)
     ap.add_argument("--name", default="origin")
     ap.add_argument("--fail-rate", type=float, default=0.0)
@@ -149,8 +152,9 @@ class OriginProc:
     again on the same port, stop(); records() reads what it served."""
 
     def __init__(self, name: str, record_dir: Path, port: int | None = None,
-                 **behaviour) -> None:
+                 host: str = "127.0.0.1", **behaviour) -> None:
         self.name = name
+        self.host = host
         self.port = port or free_port()
         self.record = Path(record_dir) / f"{name}.records"
         self.behaviour = behaviour
@@ -158,11 +162,11 @@ class OriginProc:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return ("127.0.0.1" if self.host == "0.0.0.0" else self.host, self.port)
 
     def args(self, **behaviour) -> list[str]:
         b = {**self.behaviour, **behaviour}
-        a = [sys.executable, __file__, "--port", str(self.port), "--record",
+        a = [sys.executable, __file__, "--port", str(self.port), "--host", self.host, "--record",
              str(self.record), "--name", self.name, "--body", str(b.get("body", 64))]
         if b.get("fail_rate"):
             a += ["--fail-rate", str(b["fail_rate"])]

@@ -7,6 +7,8 @@ Control side, plain asyncio: it serves operators and scrapers, not traffic.
     GET /stats?format=json  the same stats as one JSON object (admin.metrics.summary)
     GET /stats/prometheus   the Prometheus text format 0.0.4 (or /stats?format=prometheus)
     GET /config_dump        the running config as JSON, with its "version" when known
+    GET /clusters           every cluster's endpoints: Envoy's `cluster::host:port::field::value`
+                            lines, or its admin.v3.Clusters JSON with ?format=json (admin/clusters.py)
     GET /certs              the TLS certificates in use (Envoy's admin.v3.Certificates JSON)
 
 ``?filter=REGEX`` on the stats keeps those whose Envoy name it matches
@@ -24,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from fastmesh.admin.clusters import render_json as render_clusters_json
+from fastmesh.admin.clusters import render_text as render_clusters_text
 from fastmesh.admin.metrics import render_prometheus, render_text, select, summary
 from fastmesh.control.config import Config, config_to_dict
 
@@ -32,6 +36,8 @@ log = logging.getLogger("fastmesh.admin")
 # A merged registry snapshot (admin.metrics.merge) with the process's own
 # block, plus "info": plain data for the JSON summary (worker pids...).
 StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
+# The merged cluster statuses (admin.clusters.merge).
+ClustersProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 _STATS_FORMATS = ("text", "json", "prometheus")
 
@@ -45,6 +51,7 @@ class AdminServer:
     def __init__(self, address: str, port: int, *, stats: StatsProvider,
                  config: Callable[[], Config], ready: Callable[[], bool],
                  version: Callable[[], int] | None = None,
+                 clusters: ClustersProvider | None = None,
                  certs: Callable[[], dict[str, Any]] | None = None) -> None:
         self.host = address
         self.port = port
@@ -52,6 +59,7 @@ class AdminServer:
         self._config = config
         self._ready = ready
         self._version = version
+        self._clusters = clusters
         self._certs = certs
         self._server: asyncio.AbstractServer | None = None
 
@@ -119,12 +127,22 @@ class AdminServer:
             if self._version is not None:
                 dump = {"version": self._version(), **dump}
             return 200, "application/json", json.dumps(dump, indent=2).encode()
+        if path == "/clusters" and self._clusters is not None:
+            fmt = params.get("format", "text")
+            if fmt not in ("text", "json"):
+                return 400, "text/plain", b"format must be one of text, json\n"
+            statuses = await self._clusters()
+            if fmt == "json":
+                return 200, "application/json", json.dumps(render_clusters_json(statuses),
+                                                           indent=2).encode()
+            return 200, "text/plain; charset=utf-8", render_clusters_text(statuses).encode()
         if path == "/certs":
             # JSON only, as Envoy's; no key material is in it (control/certs.py).
             body = self._certs() if self._certs is not None else {"certificates": []}
             return 200, "application/json", json.dumps(body, indent=2).encode()
         if path == "/":
-            return 200, "text/plain", b"/ready\n/stats\n/stats/prometheus\n/config_dump\n/certs\n"
+            return 200, "text/plain", (b"/ready\n/stats\n/stats/prometheus\n/config_dump\n/certs\n"
+                                       + (b"/clusters\n" if self._clusters else b""))
         return 404, "text/plain", b"not found\n"
 
     async def stats(self, fmt: str, filter_regex: str | None) -> tuple[int, str, bytes]:

@@ -11,12 +11,15 @@ the application's loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
 from typing import Any
 
 from fastmesh import _core
+from fastmesh.admin.clusters import merge as merge_clusters
+from fastmesh.admin.clusters import worker_clusters
 from fastmesh.control import certs as _certs
 from fastmesh.control import tls as _tls
 from fastmesh.control.compile import build_snapshot
@@ -34,6 +37,9 @@ _FAILED_EDS_HEALTH = _core.HEALTH_FLAGS["failed_eds_health"]
 Wire = tuple[str, int, int, bool]     # a discovered endpoint: host, port, weight, healthy
 
 LISTEN_BACKLOG = 4096
+# An endpoint update at least this large freezes the collector's objects
+# (set_endpoints).
+FREEZE_AT = 1000
 
 
 def bind_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -175,7 +181,7 @@ class DataPlane:
         """`config` with its dynamic clusters' endpoints as discovered so far
         and its TLS material as the certificate sources last gave it."""
         return _certs.with_secrets(
-            with_endpoints(config, {name: [(h, p, w) for h, p, w, _ in wire]
+            with_endpoints(config, {name: [(h, p, w) for h, p, w, *_ in wire]
                                     for name, wire in self.discovered.items()}),
             self.secrets)
 
@@ -218,26 +224,39 @@ class DataPlane:
 
     def _discovered(self, table: Table) -> None:
         # Discovery running in this process (single process, embedded).
-        self.set_endpoints({name: [e.wire() for e in eps] for name, eps in table.items()})
+        # A DiscoveredEndpoint is a named tuple starting (host, port,
+        # weight, healthy): what set_endpoints takes, no conversion.
+        self.set_endpoints({name: list(eps) for name, eps in table.items()})
 
     def set_endpoints(self, changes: dict[str, list[list[Any]]]) -> None:
         """New endpoint sets of dynamic clusters ([host, port, weight,
         healthy] each), swapped on the live ClusterStates: routes untouched,
         balancer state kept where the set allows, pools of removed endpoints
         drained, in-flight requests finish. Endpoints the source calls
-        unhealthy get EP_FAILED_EDS_HEALTH (no new requests)."""
+        unhealthy get EP_FAILED_EDS_HEALTH (no new requests).
+
+        No per-endpoint Python work here: the set is kept as received and
+        ClusterState.set_endpoints converts and flags it in one C pass (a
+        10,000-endpoint update must not stall the loop)."""
+        checked = False
         for name, eps in changes.items():
-            wire = tuple((str(h), int(p), int(w), bool(ok)) for h, p, w, ok in eps)
-            self.discovered[name] = wire
+            self.discovered[name] = tuple(eps)
             state = self._state(name)
             if state is None:
                 continue
-            state.set_endpoints([(h, p, w) for h, p, w, _ in wire])
-            for i, (_, _, _, ok) in enumerate(wire):
-                state.set_health(i, _FAILED_EDS_HEALTH, not ok)
-        self._apply_health()
-        if self.checker is not None and self.loop is not None:
-            # Checks follow the discovered endpoints.
+            state.set_endpoints(eps)
+            checked |= self._apply_health_to(name, state)
+        if sum(len(eps) for eps in changes.values()) >= FREEZE_AT:
+            # Thousands of new long-lived objects (endpoints, their keys, the
+            # parsed set) would make the cyclic collector's next full pass
+            # scan all of them on this loop: 40-70 ms at 10,000 endpoints,
+            # the only stall of a large update. Frozen, they are left out of
+            # its passes (they are still freed by reference counting when
+            # they go; what a worker holds at start is frozen the same way).
+            gc.freeze()
+        if checked and self.checker is not None and self.loop is not None:
+            # Checks follow the discovered endpoints (only where a cluster
+            # that changed is checked: effective() copies the config).
             self.loop.create_task(self.checker.update(self.effective(self.config)))
 
     def _state(self, name: str) -> Any:
@@ -272,23 +291,28 @@ class DataPlane:
         # (unknown = unhealthy), is clear elsewhere; entries for endpoints
         # that left are forgotten, so one that comes back starts unhealthy.
         assert self.worker is not None
-        checked = {c.name for c in self.config.clusters if c.health_checks}
-        keep: dict[tuple[str, str, int], bool] = {}
+        names = {c.name for c in self.config.clusters if c.health_checks}
+        self.health = {k: v for k, v in self.health.items() if k[0] in names}
         for cfg in self.config.clusters:
-            try:
-                state = self.worker.cluster(cfg.name)
-            except KeyError:
-                continue
-            if state is None:
-                continue
-            for i, ep in enumerate(state.endpoints):
-                key = (cfg.name, ep.host, ep.port)
-                healthy = True
-                if cfg.name in checked:
-                    healthy = self.health.get(key, False)
-                    keep[key] = healthy
-                state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
+            state = self._state(cfg.name)
+            if state is not None:
+                self._apply_health_to(cfg.name, state)
+
+    def _apply_health_to(self, name: str, state: Any) -> bool:
+        # One cluster's EP_FAILED_ACTIVE_HC after its set changed; whether
+        # the cluster is health checked. Unchecked: one C pass clears it.
+        cfg = next((c for c in self.config.clusters if c.name == name), None)
+        if cfg is None or not cfg.health_checks:
+            state.clear_health_flag(_FAILED_ACTIVE_HC)
+            return False
+        keep = {k: v for k, v in self.health.items() if k[0] != name}
+        for i, ep in enumerate(state.endpoints):
+            key = (name, ep.host, ep.port)
+            healthy = self.health.get(key, False)
+            keep[key] = healthy
+            state.set_health(i, _FAILED_ACTIVE_HC, not healthy)
         self.health = keep
+        return True
 
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
@@ -468,6 +492,17 @@ class DataPlane:
             log.warning("drain timeout: closing %d connections", left)
         self.worker.close_all()
         self.listeners.clear()
+
+    def worker_clusters(self) -> dict[str, list[list[Any]]]:
+        """This worker's endpoints and their counters (admin /clusters; a
+        supervisor merges its workers' answers)."""
+        return worker_clusters(self.worker) if self.worker is not None else {}
+
+    async def clusters_status(self) -> list[dict[str, Any]]:
+        """Admin /clusters when this process owns the config (single
+        process, embedded): this worker's answer with discovery's metadata."""
+        table = self.discovery.table if self.discovery is not None else {}
+        return merge_clusters([self.worker_clusters()], self.config, table)
 
     def stats(self) -> dict[str, Any]:
         """The worker's stats registry snapshot: plain, JSON-able data

@@ -55,6 +55,7 @@ class SingleProcess:
                                      stats=self.stats_snapshot, config=lambda: self.plane.config,
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version,
+                                     clusters=self.plane.clusters_status,
                                      certs=self.plane.certs)
             await self.admin.start()
         privileges.warn_if_root(self.run_as)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from fastmesh.admin import metrics
+from fastmesh.admin.clusters import merge as merge_clusters
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.control.certs import CertManager
@@ -202,6 +203,7 @@ class Supervisor:
             self.admin = AdminServer(self.config.admin.address, self.config.admin.port,
                                      stats=self.stats_snapshot, config=lambda: self.config,
                                      ready=self.is_ready, version=lambda: self.version,
+                                     clusters=self.clusters_status,
                                      certs=self.certs.certs)
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -302,8 +304,11 @@ class Supervisor:
     def _send_endpoints(self, table: Table, workers: list[WorkerHandle] | None = None) -> None:
         self._broadcast({"op": "endpoints", "clusters": {
             name: [e.wire() for e in eps] for name, eps in table.items()}}, workers)
-        if workers is None:
-            # Health checks follow the discovered endpoints.
+        checked = {c.name for c in self.config.clusters if c.health_checks}
+        if workers is None and checked.intersection(table):
+            # Health checks follow the discovered endpoints (only a checked
+            # cluster's change needs them: effective() copies the config,
+            # 10,000 endpoints of Python objects).
             task = asyncio.ensure_future(self.health.update(self.discovery.effective(self.config)))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
@@ -447,6 +452,15 @@ class Supervisor:
                                        for a in answers],
         }
         return merged
+
+    async def clusters_status(self) -> list[dict[str, Any]]:
+        """Admin /clusters: the workers' endpoints and counters merged
+        (summed per endpoint), with discovery's metadata. A worker that does
+        not answer is left out."""
+        answers = await asyncio.gather(*(w.request({"op": "clusters"}, 5.0)
+                                         for w in self.workers))
+        return merge_clusters([a["clusters"] for a in answers if a.get("ok")], self.config,
+                              self.discovery.table)
 
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""

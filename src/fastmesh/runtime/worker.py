@@ -142,6 +142,8 @@ async def serve(fd: int, worker_id: int) -> int:
                 await chan.send(answer(req))
             elif op == "stats":
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
+            elif op == "clusters":
+                await chan.send(answer(req, clusters=plane.worker_clusters()))
             else:
                 await chan.send(answer(req, False, error=f"unknown op {op!r}"))
 
