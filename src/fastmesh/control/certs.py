@@ -41,6 +41,7 @@ from cryptography import x509
 
 from fastmesh.control import tls as _tls
 from fastmesh.control.schema import Config
+from fastmesh.control.tasks import cancel_and_wait
 
 log = logging.getLogger("fastmesh.certs")
 
@@ -254,13 +255,8 @@ class _Source:
         self.task = asyncio.create_task(self.run(), name=f"certificates {self.key}")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except BaseException:  # noqa: BLE001 - cancelled, or a bug already logged
-                pass
-            self.task = None
+        await cancel_and_wait(self.task)
+        self.task = None
 
     async def run(self) -> None:
         watchers = [asyncio.create_task(self._watch(d)) for d in self.watch_dirs]

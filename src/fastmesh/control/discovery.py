@@ -35,6 +35,7 @@ from typing import Any
 from fastmesh.control.dns import resolve
 from fastmesh.control.eds_file import DiscoveredEndpoint, EdsError, parse_cluster_load_assignment
 from fastmesh.control.schema import ClusterConfig, Config, EndpointConfig
+from fastmesh.control.tasks import cancel_and_wait
 
 log = logging.getLogger("fastmesh.discovery")
 
@@ -59,13 +60,8 @@ class _Source:
         self.task = asyncio.create_task(self.run(), name=f"discovery {self.cfg.name}")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except BaseException:  # noqa: BLE001 - cancelled, or a bug already logged
-                pass
-            self.task = None
+        await cancel_and_wait(self.task)
+        self.task = None
 
     async def run(self) -> None:
         raise NotImplementedError

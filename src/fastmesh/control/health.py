@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastmesh.control.schema import ClusterConfig, Config, HealthCheckConfig
+from fastmesh.control.tasks import cancel_and_wait
 
 log = logging.getLogger("fastmesh.health")
 
@@ -357,13 +358,8 @@ class HealthChecker:
             self.targets.clear()
 
     async def _drop(self, t: _Target) -> None:
-        if t.task is not None:
-            t.task.cancel()
-            try:
-                await t.task
-            except BaseException:  # noqa: BLE001 - cancelled, or a bug already logged
-                pass
-            t.task = None
+        await cancel_and_wait(t.task)
+        t.task = None
         if t.probe is not None:
             await t.probe.close()
             t.probe = None
