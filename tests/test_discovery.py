@@ -18,7 +18,7 @@ import pytest
 from support.dnsserver import DnsServer
 from support.harness import http_config
 from support.meshproc import Proc, fastmesh_argv
-from support.origin import Origin
+from support.served import poll, served_by
 
 from fastmesh.control.config import ConfigError, parse_config
 
@@ -32,50 +32,11 @@ def dns():
     d.stop()
 
 
-@pytest.fixture
-def origins():
-    """make(name, host, port=0) -> a started Origin on host (127.0.0.x)."""
-    made: list[Origin] = []
-
-    def make(name: str, host: str = "127.0.0.1", port: int = 0) -> Origin:
-        o = Origin(name)
-        o.host, o.port = host, port
-        o.start()
-        made.append(o)
-        return o
-    yield make
-    for o in made:
-        o.stop()
-
-
 def dns_cluster(dns: DnsServer, *names_ports, **extra) -> dict:
     return {"name": "origin", "type": extra.pop("type", "strict_dns"),
             "dns_refresh_rate": extra.pop("dns_refresh_rate", "100ms"),
             "dns_resolution_config": {"resolvers": [{"address": "127.0.0.1", "port": dns.port}]},
             "endpoints": [{"address": n, "port": p} for n, p in names_ports], **extra}
-
-
-def served_by(p, n: int, path: str = "/d") -> list[str]:
-    """Which origin answered each of n requests (the origin's name), or the status."""
-    from support.harness import Client
-    out = []
-    c = Client(p.address("web"))
-    try:
-        for i in range(n):
-            r = c.request("GET", f"{path}{i}")
-            out.append(r.header("x-origin").decode() if r.status == 200 else str(r.status))
-    finally:
-        c.close()
-    return out
-
-
-def poll(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # ------------------------------------------------------------------ validation
@@ -122,8 +83,8 @@ def test_a_hostname_makes_a_strict_dns_cluster_and_validate_only_warns(tmp_path)
 
 # ------------------------------------------------------------------ DNS
 
-def test_unresolvable_name_starts_empty_then_serves_when_it_resolves(start_proxy, dns, origins):
-    a = origins("a")
+def test_unresolvable_name_starts_empty_then_serves_when_it_resolves(start_proxy, dns, make_origin):
+    a = make_origin("a")
     p = start_proxy(http_config(clusters=[dns_cluster(dns, ("svc.test", a.port))]))
     # not a failed start: an empty cluster, answered 503 and counted
     assert served_by(p, 3) == ["503"] * 3
@@ -135,10 +96,10 @@ def test_unresolvable_name_starts_empty_then_serves_when_it_resolves(start_proxy
     assert st["membership_total"] == 1
 
 
-def test_every_address_is_an_endpoint_and_changes_follow_the_records(start_proxy, dns, origins):
-    a = origins("a")
-    b = origins("b", "127.0.0.2", a.port)
-    origins("c", "127.0.0.3", a.port)
+def test_every_address_is_an_endpoint_and_changes_follow_the_records(start_proxy, dns, make_origin):
+    a = make_origin("a")
+    b = make_origin("b", host="127.0.0.2", port=a.port)
+    make_origin("c", host="127.0.0.3", port=a.port)
     dns.set("svc.test", "127.0.0.1", "127.0.0.2")
     p = start_proxy(http_config(clusters=[dns_cluster(dns, ("svc.test", a.port))]))
     assert poll(lambda: set(served_by(p, 4)) == {"a", "b"})
@@ -151,8 +112,8 @@ def test_every_address_is_an_endpoint_and_changes_follow_the_records(start_proxy
     assert p.cluster_stats()["membership_change"] >= 2
 
 
-def test_a_failing_resolver_keeps_the_last_answer(start_proxy, dns, origins):
-    a = origins("a")
+def test_a_failing_resolver_keeps_the_last_answer(start_proxy, dns, make_origin):
+    a = make_origin("a")
     dns.set("svc.test", "127.0.0.1")
     p = start_proxy(http_config(clusters=[dns_cluster(
         dns, ("svc.test", a.port), dns_failure_refresh_rate={"base_interval": "50ms"})]))
@@ -166,8 +127,8 @@ def test_a_failing_resolver_keeps_the_last_answer(start_proxy, dns, origins):
     assert served_by(p, 10) == ["a"] * 10
 
 
-def test_respect_dns_ttl_resolves_again_at_the_ttl(start_proxy, dns, origins):
-    a = origins("a")
+def test_respect_dns_ttl_resolves_again_at_the_ttl(start_proxy, dns, make_origin):
+    a = make_origin("a")
     dns.set("svc.test", "127.0.0.1")
     dns.ttl = 1
     p = start_proxy(http_config(clusters=[dns_cluster(
@@ -178,8 +139,8 @@ def test_respect_dns_ttl_resolves_again_at_the_ttl(start_proxy, dns, origins):
     assert poll(lambda: dns.count("svc.test") > first, timeout=5)
 
 
-def test_without_respect_dns_ttl_the_refresh_rate_rules(start_proxy, dns, origins):
-    a = origins("a")
+def test_without_respect_dns_ttl_the_refresh_rate_rules(start_proxy, dns, make_origin):
+    a = make_origin("a")
     dns.set("svc.test", "127.0.0.1")
     dns.ttl = 1
     p = start_proxy(http_config(clusters=[dns_cluster(
@@ -190,9 +151,9 @@ def test_without_respect_dns_ttl_the_refresh_rate_rules(start_proxy, dns, origin
     assert not poll(lambda: dns.count("svc.test") > first, timeout=2.5)
 
 
-def test_logical_dns_uses_the_first_address_only(start_proxy, dns, origins):
-    a = origins("a")
-    origins("b", "127.0.0.2", a.port)
+def test_logical_dns_uses_the_first_address_only(start_proxy, dns, make_origin):
+    a = make_origin("a")
+    make_origin("b", host="127.0.0.2", port=a.port)
     dns.set("svc.test", "127.0.0.1", "127.0.0.2")
     p = start_proxy(http_config(clusters=[dns_cluster(dns, ("svc.test", a.port),
                                                       type="logical_dns")]))
@@ -201,8 +162,8 @@ def test_logical_dns_uses_the_first_address_only(start_proxy, dns, origins):
     assert p.cluster_stats()["membership_total"] == 1
 
 
-def test_the_system_resolver_reads_hosts_without_a_dns_server(start_proxy, origins):
-    a = origins("a")
+def test_the_system_resolver_reads_hosts_without_a_dns_server(start_proxy, make_origin):
+    a = make_origin("a")
     p = start_proxy(http_config(clusters=[{"name": "origin", "dns_refresh_rate": "100ms",
                                            "dns_lookup_family": "V4_ONLY",
                                            "endpoints": [{"address": "localhost", "port": a.port}]}]))
@@ -230,8 +191,8 @@ def eds_cluster(path: Path) -> dict:
 
 
 def test_eds_file_changes_are_applied_and_a_bad_file_keeps_the_last_good(start_proxy, tmp_path,
-                                                                        origins):
-    a, b = origins("a"), origins("b")
+                                                                        make_origin):
+    a, b = make_origin("a"), make_origin("b")
     f = tmp_path / "origin.json"
     write_atomic(f, cla(a.address))
     p = start_proxy(http_config(clusters=[eds_cluster(f)]))
@@ -251,8 +212,8 @@ def test_eds_file_changes_are_applied_and_a_bad_file_keeps_the_last_good(start_p
     assert poll(lambda: served_by(p, 4) == ["b"] * 4)
 
 
-def test_eds_draining_endpoints_get_no_new_requests(start_proxy, tmp_path, origins):
-    a, b = origins("a"), origins("b")
+def test_eds_draining_endpoints_get_no_new_requests(start_proxy, tmp_path, make_origin):
+    a, b = make_origin("a"), make_origin("b")
     f = tmp_path / "origin.json"
     write_atomic(f, cla(a.address, b.address))
     p = start_proxy(http_config(clusters=[eds_cluster(f)]))
@@ -264,10 +225,10 @@ def test_eds_draining_endpoints_get_no_new_requests(start_proxy, tmp_path, origi
     assert p.cluster_stats()["membership_healthy"] == 1
 
 
-def test_a_configmap_symlink_swap_is_applied(start_proxy, tmp_path, origins):
+def test_a_configmap_symlink_swap_is_applied(start_proxy, tmp_path, make_origin):
     """Kubernetes updates a mounted ConfigMap by writing a new timestamped
     directory and renaming the `..data` symlink over the old one."""
-    a, b = origins("a"), origins("b")
+    a, b = make_origin("a"), make_origin("b")
     mount = tmp_path / "mount"
     mount.mkdir()
 
@@ -299,9 +260,9 @@ class Run(Proc):
         self.spawn(fastmesh_argv(self.cfg, "--workers", "2"))
 
 
-def test_workers_get_discovered_endpoints_from_the_supervisor(tmp_path, dns, origins):
-    a = origins("a")
-    origins("b", "127.0.0.2", a.port)
+def test_workers_get_discovered_endpoints_from_the_supervisor(tmp_path, dns, make_origin):
+    a = make_origin("a")
+    make_origin("b", host="127.0.0.2", port=a.port)
     dns.set("svc.test", "127.0.0.1")
     r = Run(tmp_path, textwrap.dedent(f"""\
         drain_timeout: 1s

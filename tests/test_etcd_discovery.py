@@ -24,9 +24,10 @@ import pytest
 
 from support.etcdserver import EtcdServer, endpoint
 from support.faults import FaultProxy
-from support.harness import Client, http_config
+from support.harness import http_config
 from support.meshproc import Proc, fastmesh_argv
 from support.origin import Origin
+from support.served import poll, served_by
 
 from fastmesh.control.config import ConfigError, parse_config
 
@@ -46,48 +47,10 @@ def etcd(tmp_path):
     e.close()
 
 
-@pytest.fixture
-def origins():
-    """make(name, host="127.0.0.1", port=0) -> a started Origin."""
-    made: list[Origin] = []
-
-    def make(name: str, host: str = "127.0.0.1", port: int = 0) -> Origin:
-        o = Origin(name)
-        o.host, o.port = host, port
-        o.start()
-        made.append(o)
-        return o
-    yield make
-    for o in made:
-        o.stop()
-
-
 def etcd_cluster(*urls: str, prefix: str = PREFIX, **extra) -> dict:
     return {"name": "origin", "type": "eds", "eds_config": {"etcd": {
         "endpoints": list(urls), "prefix": prefix,
         "retry_backoff": {"base_interval": "50ms", "max_interval": "200ms"}, **extra}}}
-
-
-def served_by(p, n: int, path: str = "/e") -> list[str]:
-    """Which origin answered each of n requests (its name), or the status."""
-    out = []
-    c = Client(p.address("web"))
-    try:
-        for i in range(n):
-            r = c.request("GET", f"{path}{i}")
-            out.append(r.header("x-origin").decode() if r.status == 200 else str(r.status))
-    finally:
-        c.close()
-    return out
-
-
-def poll(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def key(o: Origin) -> str:
@@ -197,9 +160,9 @@ def test_endpoint_values_are_checked_field_by_field():
 
 # ------------------------------------------------------------------ live
 
-def test_endpoints_follow_the_prefix(start_proxy, etcd, origins):
-    a, b = origins("a"), origins("b")
-    c = origins("c", "127.0.0.2")
+def test_endpoints_follow_the_prefix(start_proxy, etcd, make_origin):
+    a, b = make_origin("a"), make_origin("b")
+    c = make_origin("c", host="127.0.0.2")
     p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))
     # nothing registered yet: an empty cluster, 503 at once, not a failed start
     assert served_by(p, 2) == ["503", "503"]
@@ -228,9 +191,9 @@ def test_endpoints_follow_the_prefix(start_proxy, etcd, origins):
     assert st["etcd_compacted"] == 0
 
 
-def test_a_killed_registrant_disappears_when_its_lease_expires(start_proxy, etcd, origins,
+def test_a_killed_registrant_disappears_when_its_lease_expires(start_proxy, etcd, make_origin,
                                                               tmp_path):
-    a, b = origins("a"), origins("b")
+    a, b = make_origin("a"), make_origin("b")
     etcd.put(key(b), endpoint(*b.address))       # a static survivor, no lease
     p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))
     log = open(tmp_path / "register.log", "w+b")
@@ -253,8 +216,8 @@ def test_a_killed_registrant_disappears_when_its_lease_expires(start_proxy, etcd
         log.close()
 
 
-def test_register_sigterm_removes_the_endpoint_at_once(start_proxy, etcd, origins, tmp_path):
-    a, b = origins("a"), origins("b")
+def test_register_sigterm_removes_the_endpoint_at_once(start_proxy, etcd, make_origin, tmp_path):
+    a, b = make_origin("a"), make_origin("b")
     etcd.put(key(b), endpoint(*b.address))
     p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))
     log = open(tmp_path / "register.log", "w+b")
@@ -278,9 +241,9 @@ def test_register_sigterm_removes_the_endpoint_at_once(start_proxy, etcd, origin
         log.close()
 
 
-def test_the_embedding_api_registers_and_cancel_revokes(etcd, origins):
+def test_the_embedding_api_registers_and_cancel_revokes(etcd, make_origin):
     import fastmesh
-    a = origins("a")
+    a = make_origin("a")
     loop = asyncio.new_event_loop()
     t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
@@ -297,8 +260,8 @@ def test_the_embedding_api_registers_and_cancel_revokes(etcd, origins):
 
 
 def test_etcd_down_keeps_serving_and_back_resumes_from_the_revision(start_proxy, etcd,
-                                                                    origins):
-    a, b = origins("a"), origins("b")
+                                                                    make_origin):
+    a, b = make_origin("a"), make_origin("b")
     etcd.put(key(a), endpoint(*a.address))
     p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))
     assert poll(lambda: served_by(p, 1) == ["a"])
@@ -313,8 +276,8 @@ def test_etcd_down_keeps_serving_and_back_resumes_from_the_revision(start_proxy,
     assert st["etcd_watch_resumed"] >= 1 and st["etcd_compacted"] == 0
 
 
-def test_a_compaction_while_away_forces_a_full_read(start_proxy, etcd, origins):
-    a, b, c = origins("a"), origins("b"), origins("c")
+def test_a_compaction_while_away_forces_a_full_read(start_proxy, etcd, make_origin):
+    a, b, c = make_origin("a"), make_origin("b"), make_origin("c")
     fp = FaultProxy(("127.0.0.1", etcd.client_port)).start()
     try:
         etcd.put(key(a), endpoint(*a.address))
@@ -337,10 +300,10 @@ def test_a_compaction_while_away_forces_a_full_read(start_proxy, etcd, origins):
 
 
 def test_a_disconnect_without_compaction_replays_the_missed_events(start_proxy, etcd,
-                                                                   origins):
+                                                                   make_origin):
     """The feature-off twin of the compaction test: same cut, no compaction,
     so the watch resumes from the revision (deletes included), no re-read."""
-    a, b = origins("a"), origins("b")
+    a, b = make_origin("a"), make_origin("b")
     fp = FaultProxy(("127.0.0.1", etcd.client_port)).start()
     try:
         etcd.put(key(a), endpoint(*a.address))
@@ -372,8 +335,8 @@ class Run(Proc):
         self.spawn(fastmesh_argv(self.cfg, "--workers", "2"), env=child_env())
 
 
-def test_workers_follow_etcd_through_the_supervisor(tmp_path, etcd, origins):
-    a, b = origins("a"), origins("b")
+def test_workers_follow_etcd_through_the_supervisor(tmp_path, etcd, make_origin):
+    a, b = make_origin("a"), make_origin("b")
     etcd.put(key(a), endpoint(*a.address))
     r = Run(tmp_path, textwrap.dedent(f"""\
         drain_timeout: 1s
@@ -418,10 +381,10 @@ def test_workers_follow_etcd_through_the_supervisor(tmp_path, etcd, origins):
         r.stop()
 
 
-def test_an_etcd_back_with_its_data_wiped_is_read_again(start_proxy, etcd, origins):
+def test_an_etcd_back_with_its_data_wiped_is_read_again(start_proxy, etcd, make_origin):
     """Its revision went back: resuming from ours would wait for revisions
     that mean something else, so the source reads the prefix again."""
-    a, b = origins("a"), origins("b")
+    a, b = make_origin("a"), make_origin("b")
     for i in range(20):                          # our revision well above a new etcd's
         etcd.put(key(a), endpoint(*a.address, weight=1 + i % 2))
     p = start_proxy(http_config(clusters=[etcd_cluster(etcd.url)]))

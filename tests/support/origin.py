@@ -136,8 +136,12 @@ class _ServerThread(LoopThread):
 class Origin(_ServerThread):
     """The HTTP origin (see the module docstring)."""
 
-    def __init__(self, name: str = "origin", idle_close_ms: int | None = None) -> None:
+    def __init__(self, name: str = "origin", idle_close_ms: int | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__()
+        # host/port: e.g. two origins on one port at 127.0.0.1 and
+        # 127.0.0.2, for DNS discovery (port 0: ephemeral)
+        self.host, self.port = host, port
         self.name = name
         self.idle_close_ms = idle_close_ms
         self.requests: list[RecordedRequest] = []
@@ -151,8 +155,6 @@ class Origin(_ServerThread):
         self._next_id = 0
 
     async def _serve(self):
-        # host/port may be set before start() (e.g. two origins on one port
-        # at 127.0.0.1 and 127.0.0.2, for DNS discovery); port 0: ephemeral
         return await asyncio.start_server(self._handle, self.host, self.port)
 
     # ---- inspection (thread-safe snapshots) ----
