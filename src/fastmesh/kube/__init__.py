@@ -1,0 +1,1 @@
+"""Kubernetes: sidecar injection (`fastmesh inject`)."""
