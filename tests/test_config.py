@@ -577,9 +577,10 @@ ERROR_CASES = [
     ("empty-document",
      "# nothing here\n",
      "", 1, "config is empty"),
+    # the unclosed "[" is on line 6: the error points there, not where parsing gave up
     ("yaml-syntax-error",
      edit(BASE, '        domains: ["*"]', '        domains: ["*"'),
-     "", 7, "invalid YAML"),
+     "", 6, "invalid YAML"),
     ("yaml-bad-indentation",
      edit(BASE, "    port: 10000", "     port: 10000"),
      "", 3, "invalid YAML"),
@@ -592,7 +593,8 @@ def test_error_table(text: str, path: str, line: int, reason: str) -> None:
     err = parse_error(text)
     assert (err.file, err.path, err.line) == ("test.yaml", path, line), str(err)
     assert reason in err.reason, str(err)
-    where = f"test.yaml:{line}: " + (f"{path}: " if path else "")
+    column = f"{err.column}:" if err.column is not None else ""   # YAML syntax errors
+    where = f"test.yaml:{line}:{column} " + (f"{path}: " if path else "")
     assert str(err) == f"{where}{err.reason}"
     assert err.errors[0] is err
 

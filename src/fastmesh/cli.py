@@ -1,10 +1,16 @@
 """The `fastmesh` command: run the proxy, validate a config.
 
-    fastmesh run [-c FILE] [--workers N]   run the sidecar (no -c: the demo)
+    fastmesh run [-c FILE] [--workers N]   run the sidecar (no -c: $FASTMESH_CONFIG,
+                                           /etc/fastmesh/fastmesh.yaml, else the demo)
+    fastmesh run --port P --admin-port A   the demo on other ports
     fastmesh validate -c FILE              check a config, print the error if any
+    fastmesh config --example | --schema   an annotated config; its JSON Schema
+    fastmesh inject -f app.yaml [-o out]   add the sidecar to Kubernetes workloads
+    fastmesh request POST /healthcheck/fail
+                                           call the local admin API (preStop hooks)
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
-    fastmesh version
+    fastmesh --version | fastmesh version
 """
 from __future__ import annotations
 
@@ -17,14 +23,38 @@ import sys
 from fastmesh import __version__
 from fastmesh.control.config import ConfigError, load_config
 
+# Where the image and the injected sidecar mount the config (docs/deploy.md).
+DEFAULT_CONFIG_PATH = "/etc/fastmesh/fastmesh.yaml"
+CONFIG_ENV = "FASTMESH_CONFIG"
+DEMO_PORT, DEMO_ADMIN_PORT = 10000, 9901
+
+
+def resolve_config_path(arg: str | None, environ: dict[str, str] | os._Environ[str] = os.environ,
+                        default_path: str = DEFAULT_CONFIG_PATH) -> str | None:
+    """The config `fastmesh run` uses: -c, else $FASTMESH_CONFIG, else the
+    mounted default path if that file exists, else None (the embedded demo)."""
+    if arg:
+        return arg
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV]
+    if os.path.exists(default_path):
+        return default_path
+    return None
+
+
+def _print_config_error(exc: ConfigError, prefix: str) -> None:
+    print(f"{prefix}{exc}", file=sys.stderr)
+    if exc.snippet:
+        print(exc.snippet, file=sys.stderr)
+    for extra in exc.errors[1:]:
+        print(f"{prefix}{extra}", file=sys.stderr)
+
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
-        for extra in getattr(exc, "errors", [])[1:]:
-            print(f"invalid: {extra}", file=sys.stderr)
+        _print_config_error(exc, "invalid: ")
         return 1
     print(f"{args.config}: valid ({len(cfg.listeners)} listener(s), {len(cfg.clusters)} cluster(s))")
     _warn_unresolvable(cfg)
@@ -54,21 +84,42 @@ def _warn_unresolvable(cfg) -> None:
                       "(the cluster has no endpoints until it resolves)", file=sys.stderr)
 
 
+def _demo_config(port: int, admin_port: int, origin_port: int) -> str:
+    """The embedded demo config with its ports moved (--port, --admin-port)."""
+    import yaml
+
+    text = importlib.resources.files("fastmesh").joinpath("default.yaml").read_text()
+    doc = yaml.safe_load(text)
+    doc["listeners"][0]["port"] = port
+    doc["admin"]["port"] = admin_port
+    doc["clusters"][0]["endpoints"][0]["port"] = origin_port
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 async def _run(args: argparse.Namespace) -> int:
     demo = None
-    if args.config is None:
+    config = resolve_config_path(args.config)
+    if config is None:
         from fastmesh.runtime.demo import start_demo_origin
 
-        text = importlib.resources.files("fastmesh").joinpath("default.yaml").read_text()
+        # The origin takes a free port, so it never clashes with anything.
+        demo = await start_demo_origin("127.0.0.1", 0)
+        origin_port = demo.sockets[0].getsockname()[1]
+        text = _demo_config(args.port or DEMO_PORT,
+                            DEMO_ADMIN_PORT if args.admin_port is None else args.admin_port,
+                            origin_port)
         source, path = "<embedded default.yaml>", None
-        demo = await start_demo_origin("127.0.0.1", 10001)
     else:
-        path = os.path.abspath(args.config)
+        if args.port is not None or args.admin_port is not None:
+            print("fastmesh: --port and --admin-port move the demo's ports; with a config "
+                  f"({config}) set the ports in it", file=sys.stderr)
+            return 2
+        path = os.path.abspath(config)
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as exc:
-            print(f"fastmesh: cannot read config {args.config}: {exc}", file=sys.stderr)
+            print(f"fastmesh: cannot read config {config}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         source = path
     try:
@@ -79,10 +130,15 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             from fastmesh.runtime.supervisor import Supervisor
 
-            sup = Supervisor(text, source, path=path, workers=args.workers,
+            workers = args.workers
+            if workers is None:
+                from fastmesh.runtime.cpus import available_cpus
+
+                workers = available_cpus()
+            sup = Supervisor(text, source, path=path, workers=workers,
                              log_level=args.log_level, user=args.user, group=args.group)
     except ConfigError as exc:
-        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        _print_config_error(exc, "fastmesh: invalid config: ")
         return 1
     except ValueError as exc:       # user/group that do not exist here
         print(f"fastmesh: {exc}", file=sys.stderr)
@@ -90,14 +146,20 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         await sup.start()
     except (RuntimeError, OSError) as exc:
-        print(f"fastmesh: {exc}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"fastmesh: {reason}", file=sys.stderr)
+        if demo is not None:
+            print("fastmesh: the demo's ports move with --port and --admin-port", file=sys.stderr)
+            demo.close()
         return 1
     if demo is not None:
         lst = sup.config.listeners[0]
-        print("fastmesh demo: a built-in origin on 127.0.0.1:10001 behind the sidecar listener "
+        admin = sup.config.admin
+        assert admin is not None
+        print("fastmesh demo: a built-in origin behind the sidecar listener "
               f"{lst.address}:{lst.port}. Try:\n"
               f"  curl -i http://{lst.address}:{lst.port}/hello\n"
-              f"  curl -s http://127.0.0.1:9901/stats/prometheus\n"
+              f"  curl -s http://{admin.address}:{admin.port}/stats/prometheus\n"
               "Stop with Ctrl-C.", flush=True)
     code = await sup.wait()
     if demo is not None:
@@ -129,14 +191,54 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return register_run(args)
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        import json
+
+        from fastmesh.control.jsonschema import config_json_schema
+
+        print(json.dumps(config_json_schema(), indent=2))
+    else:
+        print(importlib.resources.files("fastmesh").joinpath("example.yaml").read_text(), end="")
+    return 0
+
+
+def _cmd_inject(args: argparse.Namespace) -> int:
+    from fastmesh.kube.inject import run as inject_run
+    return inject_run(args)
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    import http.client
+
+    try:
+        conn = http.client.HTTPConnection(args.admin_address, args.admin_port, timeout=args.timeout)
+        conn.request(args.method.upper(), args.path)
+        resp = conn.getresponse()
+        sys.stdout.write(resp.read().decode("utf-8", "replace"))
+    except OSError as exc:
+        print(f"fastmesh: admin {args.admin_address}:{args.admin_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0 if resp.status < 400 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
+    ap.add_argument("--version", action="version", version=f"fastmesh {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    run = sub.add_parser("run", help="run the proxy (no -c: the demo on the embedded config)")
-    run.add_argument("-c", "--config", help="YAML config file (docs/config.md)")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                     help="worker processes sharing the ports (default: one per core)")
+    run = sub.add_parser("run", help="run the proxy (no config: the demo on the embedded config)")
+    run.add_argument("-c", "--config",
+                     help=f"YAML config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} "
+                          "if it exists, else the demo; `fastmesh config --example` prints "
+                          "an annotated one)")
+    run.add_argument("--port", type=int, help=f"the demo's listener port (default {DEMO_PORT})")
+    run.add_argument("--admin-port", type=int,
+                     help=f"the demo's admin port (default {DEMO_ADMIN_PORT})")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes sharing the ports (default: one per CPU the "
+                          "container's CPU quota allows)")
     run.add_argument("--single-process", action="store_true",
                      help="one process that is its own worker (no supervisor): the "
                           "smallest footprint, like Envoy --concurrency 1")
@@ -150,6 +252,30 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="check a config file")
     val.add_argument("-c", "--config", required=True)
     val.set_defaults(func=_cmd_validate)
+
+    cfg = sub.add_parser("config", help="print an annotated example config, or the JSON Schema")
+    what = cfg.add_mutually_exclusive_group(required=True)
+    what.add_argument("--example", action="store_true", help="an annotated config to start from")
+    what.add_argument("--schema", action="store_true",
+                      help="the config's JSON Schema (for editor completion and checks)")
+    cfg.set_defaults(func=_cmd_config)
+
+    inj = sub.add_parser("inject", help="add the fastmesh sidecar to Kubernetes workloads",
+                         description="Like istioctl kube-inject: reads Deployments, "
+                                     "StatefulSets, DaemonSets, Pods (or Lists) and writes them "
+                                     "back with the sidecar; see docs/deploy.md.")
+    from fastmesh.kube.inject import add_arguments as _inject_arguments
+
+    _inject_arguments(inj)
+    inj.set_defaults(func=_cmd_inject)
+
+    req = sub.add_parser("request", help="call the local admin API (for preStop hooks)")
+    req.add_argument("method", help="GET or POST")
+    req.add_argument("path", help="e.g. /healthcheck/fail")
+    req.add_argument("--admin-address", default="127.0.0.1")
+    req.add_argument("--admin-port", type=int, default=DEMO_ADMIN_PORT)
+    req.add_argument("--timeout", type=float, default=5.0)
+    req.set_defaults(func=_cmd_request)
 
     bench = sub.add_parser("bench", help="benchmark fastmesh against Envoy (and HAProxy, nginx)",
                            description="Whole-proxy benchmark on 127.0.0.1; see docs/bench.md.")

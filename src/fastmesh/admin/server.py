@@ -10,6 +10,10 @@ Control side, plain asyncio: it serves operators and scrapers, not traffic.
     GET /clusters           every cluster's endpoints: Envoy's `cluster::host:port::field::value`
                             lines, or its admin.v3.Clusters JSON with ?format=json (admin/clusters.py)
     GET /certs              the TLS certificates in use (Envoy's admin.v3.Certificates JSON)
+    POST /healthcheck/fail  /ready answers 503 "DRAINING" from now on (Envoy's; a
+                            Kubernetes preStop hook calls it so the pod leaves the
+                            Service's endpoints before SIGTERM drains the listeners)
+    POST /healthcheck/ok    undo /healthcheck/fail
 
 ``?filter=REGEX`` on the stats keeps those whose Envoy name it matches
 (``re.search``), in every format, as Envoy's admin does. The stats come from
@@ -18,6 +22,7 @@ the runtime as one merged registry snapshot (docs/stats.md).
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
@@ -62,9 +67,17 @@ class AdminServer:
         self._clusters = clusters
         self._certs = certs
         self._server: asyncio.AbstractServer | None = None
+        self.health_failed = False      # POST /healthcheck/fail
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            # One line naming what failed to bind, not uvloop's tuple repr.
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (
+                exc.strerror or str(exc)).lower()
+            raise OSError(exc.errno, f"admin {host}:{self.port}: {reason}") from None
         log.info("admin on %s:%d", *self.address)
         if not ipaddress.ip_address(self.address[0]).is_loopback:
             # Validation refuses this unless admin.allow_remote says it is meant.
@@ -110,11 +123,17 @@ class AdminServer:
         writer.close()
 
     async def dispatch(self, method: str, target: str) -> tuple[int, str, bytes]:
+        path, _, query = target.partition("?")
+        if method == "POST" and path in ("/healthcheck/fail", "/healthcheck/ok"):
+            self.health_failed = path == "/healthcheck/fail"
+            log.info("admin: %s", path)
+            return 200, "text/plain", b"OK\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
-        path, _, query = target.partition("?")
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         if path == "/ready":
+            if self.health_failed:
+                return 503, "text/plain", b"DRAINING\n"
             if self._ready():
                 return 200, "text/plain", b"LIVE\n"
             return 503, "text/plain", b"NOT READY\n"

@@ -34,17 +34,25 @@ class ConfigError(Exception):
         line: int | None = None,
         path: str | None = "",
         reason: str = "invalid config",
+        column: int | None = None,
+        snippet: str = "",
     ) -> None:
         self.file = file
         self.line = line
         self.path = path or ""
         self.reason = reason
+        # YAML syntax errors only: the 1-based column, and the offending
+        # line with a caret under the column (printed by the CLI).
+        self.column = column
+        self.snippet = snippet
         self.errors: list[ConfigError] = [self]
-        super().__init__(file, line, self.path, reason)   # args as given: picklable
+        super().__init__(file, line, self.path, reason, column, snippet)   # picklable
 
     def _format(self) -> str:
         where = ""
-        if self.file is not None and self.line is not None:
+        if self.file is not None and self.line is not None and self.column is not None:
+            where = f"{self.file}:{self.line}:{self.column}: "
+        elif self.file is not None and self.line is not None:
             where = f"{self.file}:{self.line}: "
         elif self.file is not None:
             where = f"{self.file}: "
@@ -95,10 +103,12 @@ class _Ctx:
                 return None
             path = path[:-1]
 
-    def error(self, path: Path, reason: str, *, key: bool = False, line: int | None = None) -> None:
+    def error(self, path: Path, reason: str, *, key: bool = False, line: int | None = None,
+              column: int | None = None, snippet: str = "") -> None:
         if line is None:
             line = self.line(path, key=key)
-        self.errors.append(ConfigError(self.source, line, _format_path(path), reason))
+        self.errors.append(ConfigError(self.source, line, _format_path(path), reason,
+                                       column, snippet))
 
     def raise_if_errors(self) -> None:
         if not self.errors:
@@ -131,11 +141,7 @@ def _compose(ctx: _Ctx, data: str | bytes) -> Any:
             return None
         return _node_to_py(ctx, loader, node, ())
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        reason = "invalid YAML: " + ": ".join(
-            part for part in (exc.context, exc.problem) if part
-        )
-        ctx.error((), reason, line=mark.line + 1 if mark else None)
+        _syntax_error(ctx, data, exc)
         return None
     except yaml.reader.ReaderError as exc:   # a control character; it has no mark
         _reader_error(ctx, data, exc)
@@ -145,6 +151,33 @@ def _compose(ctx: _Ctx, data: str | bytes) -> Any:
         return None
     finally:
         loader.dispose()
+
+
+# Errors about something left open (a bracket, a quote): the place to fix is
+# where it was opened, not where the parser gave up (often the end of the file).
+_OPENED = ("while parsing a flow", "while scanning a quoted scalar")
+
+
+def _syntax_error(ctx: _Ctx, text: str, exc: yaml.MarkedYAMLError) -> None:
+    """A YAML syntax error at the line and column to fix, with a snippet."""
+    mark, other = exc.problem_mark, exc.context_mark
+    if other is not None and (mark is None or (
+            (exc.context or "").startswith(_OPENED) and other.line != mark.line)):
+        mark, other = other, mark
+    reason = "invalid YAML: " + (exc.problem or exc.context or "syntax error")
+    if exc.context and mark is exc.context_mark:
+        reason = f"invalid YAML: {exc.problem} ({exc.context.removeprefix('while ')} opened here)"
+    elif exc.context and other is not None and other.line != mark.line:
+        reason += f" ({exc.context.removeprefix('while ')} from line {other.line + 1})"
+    if mark is None:
+        ctx.error((), reason)
+        return
+    lines = text.splitlines()
+    snippet = ""
+    if mark.line < len(lines):
+        src = lines[mark.line].replace("\t", " ")
+        snippet = f"  {mark.line + 1:>4} | {src}\n         {' ' * mark.column}^"
+    ctx.error((), reason, line=mark.line + 1, column=mark.column + 1, snippet=snippet)
 
 
 def _reader_error(ctx: _Ctx, text: str, exc: yaml.reader.ReaderError) -> None:

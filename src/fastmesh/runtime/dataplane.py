@@ -42,9 +42,14 @@ LISTEN_BACKLOG = 4096
 FREEZE_AT = 1000
 
 
-def bind_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
+def bind_socket(address: str, port: int, reuse_port: bool, name: str | None = None) -> socket.socket:
     """A listening TCP socket; with reuse_port several processes share the port
-    and the kernel spreads connections across them."""
+    and the kernel spreads connections across them.
+
+    A failure raises OSError with the same errno and a one-line message naming
+    the listener and its address ("listener 'ingress' 0.0.0.0:10000: address
+    already in use"), the line a user needs to fix the config.
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -55,10 +60,20 @@ def bind_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
         sock.bind((address, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        what = f"listener {name!r}" if name is not None else "listener"
+        raise OSError(exc.errno, f"{what} {format_hostport(address, port)}: "
+                      f"{(exc.strerror or str(exc)).lower()}") from None
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def format_hostport(address: str, port: int) -> str:
+    """``host:port``, with IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class _Listener:
@@ -329,7 +344,7 @@ class DataPlane:
     async def _open(self, lc: ListenerConfig, sock: socket.socket | None = None) -> None:
         assert self.worker is not None and self.loop is not None
         if sock is None:
-            sock = bind_socket(lc.address, lc.port, self.reuse_port)
+            sock = bind_socket(lc.address, lc.port, self.reuse_port, lc.name)
         try:
             server = await self.loop.create_server(
                 self.worker.listener_state(lc.name), sock=sock, backlog=LISTEN_BACKLOG)
@@ -426,7 +441,7 @@ class DataPlane:
         socks: dict[str, socket.socket] = {}
         try:
             for lc in to_open:
-                socks[lc.name] = bind_socket(lc.address, lc.port, self.reuse_port)
+                socks[lc.name] = bind_socket(lc.address, lc.port, self.reuse_port, lc.name)
         except BaseException:
             for s in socks.values():
                 s.close()

@@ -56,6 +56,7 @@ class WorkerHandle:
         self.ready = False
         self.restarts = 0
         self.started_at = 0.0
+        self.error: str | None = None   # why the last start failed
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -194,7 +195,9 @@ class Supervisor:
         results = await asyncio.gather(*(self._spawn(w) for w in self.workers))
         if not all(results):
             await self.stop()
-            raise RuntimeError("workers failed to start (see the log above)")
+            # Every worker hits the same error (a port in use, say): say it once.
+            errors = dict.fromkeys(w.error for w in self.workers if w.error)
+            raise RuntimeError("; ".join(errors) or "workers failed to start")
         for w in self.workers:
             self._watchers.append(asyncio.create_task(self._watch(w)))
         await self.discovery.update(self.config)
@@ -205,7 +208,12 @@ class Supervisor:
                                      ready=self.is_ready, version=lambda: self.version,
                                      clusters=self.clusters_status,
                                      certs=self.certs.certs)
-            await self.admin.start()
+            try:
+                await self.admin.start()
+            except OSError:
+                self.admin = None
+                await self.stop()
+                raise
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
         self._started = True
@@ -279,7 +287,9 @@ class Supervisor:
                             "secrets": self.certs.table},
                            START_TIMEOUT)
         if not msg.get("ok"):
-            log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))
+            w.error = msg.get("error", "no answer")
+            if self._started:   # at start, start() reports it once
+                log.error("worker %d failed to start: %s", w.id, w.error)
             w.detach()
             if w.proc.returncode is None:
                 w.proc.kill()

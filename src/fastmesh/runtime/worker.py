@@ -103,8 +103,10 @@ async def serve(fd: int, worker_id: int) -> int:
             name, uid, gid = msg["run_as"]
             privileges.drop_privileges(privileges.Identity(name, uid, gid))
     except (ConfigError, OSError) as exc:
-        await chan.send(answer(msg, False, error=str(exc)))
-        log.error("worker %d: cannot start: %s", worker_id, exc)
+        # OSError's strerror is the whole one-line message (bind_socket's "listener ...").
+        error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        await chan.send(answer(msg, False, error=error))
+        log.debug("worker %d: cannot start: %s", worker_id, error)   # the supervisor reports it
         return 1
     # What exists now lives as long as the process: keep it out of the
     # cyclic collector's scans.
