@@ -10,7 +10,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 # System tools: nginx (origin for bench), haproxy (bench peer), wrk (HTTP/1.1 load),
 # h2load from nghttp2-client (HTTP/2 load), a C compiler for the Cython build,
-# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py).
+# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py),
+# buildah and debootstrap (tests/test_image.py builds the image with no
+# registry), podman (to run it where the kernel lets it).
 need=()
 command -v nginx   >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -18,6 +20,9 @@ command -v wrk     >/dev/null || need+=(wrk)
 command -v h2load  >/dev/null || need+=(nghttp2-client)
 command -v gcc     >/dev/null || need+=(gcc)
 command -v etcd    >/dev/null || need+=(etcd-server)
+command -v buildah >/dev/null || need+=(buildah)
+command -v podman  >/dev/null || need+=(podman)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     $SUDO apt-get update -qq
@@ -25,4 +30,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -e '.[test,bench]'
+
+# The wheel carries the compiled core: build it, install it into a fresh
+# virtualenv whose PATH has no compiler, and proxy a request with it.
+wheeldir="$(mktemp -d)"
+trap 'rm -rf "$wheeldir"' EXIT
+python3 -m build --wheel --no-isolation --outdir "$wheeldir/dist" . >/dev/null
+python3 scripts/wheel_smoke.py "$wheeldir" "$wheeldir"/dist/fastmesh-*.whl
+
+# tests/test_image.py builds the image from source (minutes): CI runs it.
+export FASTMESH_IMAGE_TEST="${FASTMESH_IMAGE_TEST:-1}"
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -143,3 +143,13 @@ def test_run_defaults_workers_to_available_cpus():
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.mark.parametrize("tree", ["v1", "v2"])
+def test_one_core_quota_means_one_worker(tmp_path, tree):
+    """A 1-CPU limit gives one worker however many cores the host has."""
+    if tree == "v1":
+        root, proc = v1_tree(tmp_path, 100000, 100000)
+    else:
+        root, proc = v2_tree(tmp_path, {"/kubepods/pod1/ctr": "100000 100000"})
+    assert available_cpus(root, proc) == 1

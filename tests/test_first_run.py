@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from fastmesh import __version__
-from fastmesh.cli import resolve_config_path
 from support.origin import Origin
 from support.origin_proc import free_port
 from support.served import poll
@@ -270,6 +269,8 @@ def test_default_listener_address_is_documented_and_explicit():
 
 
 def test_config_path_resolution(tmp_path):
+    from fastmesh.cli import resolve_config_path
+
     mounted = tmp_path / "fastmesh.yaml"
     assert resolve_config_path("a.yaml", {"FASTMESH_CONFIG": "b.yaml"}, str(mounted)) == "a.yaml"
     assert resolve_config_path(None, {"FASTMESH_CONFIG": "b.yaml"}, str(mounted)) == "b.yaml"
@@ -313,3 +314,41 @@ def test_healthcheck_fail_turns_ready_503_and_request_command(tmp_path):
     r = fastmesh("request", "GET", "/ready", "--admin-port", str(closed))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"admin 127.0.0.1:{closed}" in r.stderr
+
+
+def test_request_finds_the_admin_port_in_the_config(tmp_path):
+    """`fastmesh request` with no --admin-port reads the admin port of the
+    config `run` would use (the image's HEALTHCHECK relies on it)."""
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "env.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "admin": {"address": "127.0.0.1", "port": admin},
+        "listeners": [{"name": "env", "address": "127.0.0.1", "port": port,
+                       "virtual_hosts": [{"name": "a", "domains": ["*"], "routes": [
+                           {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]}],
+    }))
+    env = {**os.environ, "FASTMESH_CONFIG": str(cfg)}
+    with Running("--workers", "1", env=env) as run:
+        assert run.ready(admin)
+        r = fastmesh("request", "GET", "/ready", env=env)
+        assert (r.returncode, r.stdout) == (0, "LIVE\n"), r.stderr
+
+
+def test_readme_two_commands_and_the_demo_curl_line():
+    """README's first two commands: `pip install . && fastmesh run` (the
+    install is proven by scripts/test.sh's wheel step; here the run, and the
+    curl line it prints, work) and `./scripts/test.sh` (this suite)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert commands == ["pip install . && fastmesh run", "./scripts/test.sh"]
+    assert "python3 -m pytest" in (ROOT / "scripts/test.sh").read_text()
+    port, admin = free_port(), free_port()
+    with Running("--port", str(port), "--admin-port", str(admin), "--workers", "1") as run:
+        assert run.ready(admin)
+        run.proc.terminate()
+        out = run.proc.communicate(timeout=20)[0]
+    urls = [ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("curl")]
+    assert f"http://127.0.0.1:{port}/hello" in urls, out
+    assert f"http://127.0.0.1:{admin}/stats/prometheus" in urls, out
+    assert "Traceback" not in out

@@ -19,9 +19,12 @@ import importlib.resources
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from fastmesh import __version__
-from fastmesh.control.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from fastmesh.control.config import ConfigError
 
 # Where the image and the injected sidecar mount the config (docs/deploy.md).
 DEFAULT_CONFIG_PATH = "/etc/fastmesh/fastmesh.yaml"
@@ -51,6 +54,8 @@ def _print_config_error(exc: ConfigError, prefix: str) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from fastmesh.control.config import ConfigError, load_config
+
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -97,6 +102,8 @@ def _demo_config(port: int, admin_port: int, origin_port: int) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from fastmesh.control.config import ConfigError
+
     demo = None
     config = resolve_config_path(args.config)
     if config is None:
@@ -208,9 +215,41 @@ def _cmd_inject(args: argparse.Namespace) -> int:
     return inject_run(args)
 
 
+def _request_arguments(req: argparse.ArgumentParser) -> None:
+    req.add_argument("method", help="GET or POST")
+    req.add_argument("path", help="e.g. /ready, /healthcheck/fail")
+    req.add_argument("--admin-address", help="default: the config's admin.address")
+    req.add_argument("--admin-port", type=int,
+                     help="default: the config's admin.port (the config `fastmesh run` "
+                          f"would use: ${CONFIG_ENV}, {DEFAULT_CONFIG_PATH}), else "
+                          f"{DEMO_ADMIN_PORT}")
+    req.add_argument("--timeout", type=float, default=5.0)
+
+
+def _configured_admin() -> tuple[str, int]:
+    """The admin address of the config `fastmesh run` would use (the image's
+    HEALTHCHECK needs no port this way); the demo's when there is none."""
+    path = resolve_config_path(None)
+    if path is not None:
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                admin = (yaml.safe_load(f) or {}).get("admin") or {}
+            return str(admin.get("address", "127.0.0.1")), int(admin.get("port", DEMO_ADMIN_PORT))
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+            pass        # `fastmesh run` reports a bad config; here: the default
+    return "127.0.0.1", DEMO_ADMIN_PORT
+
+
 def _cmd_request(args: argparse.Namespace) -> int:
+    """Exit 0 on a 2xx/3xx answer, 1 otherwise: a Kubernetes exec probe."""
     import http.client
 
+    if args.admin_address is None or args.admin_port is None:
+        address, port = _configured_admin()
+        args.admin_address = args.admin_address or address
+        args.admin_port = args.admin_port or port
     try:
         conn = http.client.HTTPConnection(args.admin_address, args.admin_port, timeout=args.timeout)
         conn.request(args.method.upper(), args.path)
@@ -224,6 +263,14 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["request"]:
+        # The probes and preStop hook of every injected pod run this: skip the
+        # imports the other commands' parsers need (a quarter second of CPU).
+        req = argparse.ArgumentParser(prog="fastmesh request",
+                                      description="call the local admin API")
+        _request_arguments(req)
+        return _cmd_request(req.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(prog="fastmesh", description="fastmesh service-mesh sidecar proxy")
     ap.add_argument("--version", action="version", version=f"fastmesh {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -270,11 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     inj.set_defaults(func=_cmd_inject)
 
     req = sub.add_parser("request", help="call the local admin API (for preStop hooks)")
-    req.add_argument("method", help="GET or POST")
-    req.add_argument("path", help="e.g. /healthcheck/fail")
-    req.add_argument("--admin-address", default="127.0.0.1")
-    req.add_argument("--admin-port", type=int, default=DEMO_ADMIN_PORT)
-    req.add_argument("--timeout", type=float, default=5.0)
+    _request_arguments(req)
     req.set_defaults(func=_cmd_request)
 
     bench = sub.add_parser("bench", help="benchmark fastmesh against Envoy (and HAProxy, nginx)",
