@@ -150,7 +150,6 @@ def _eds_cluster_config(tx: Tx, epath: Path, npath: Path, value: Any, out: dict)
     for k in sorted(extra):
         tx.error(epath + (k,), f"field {k!r} of EdsClusterConfig is not supported by fastmesh",
                  key=True)
-    tx.used.add("envoy.config.cluster.v3.Cluster.EdsClusterConfig")
     source = value.get("eds_config", {})
     out["_eds"] = (value.get("service_name"), source, epath)
 

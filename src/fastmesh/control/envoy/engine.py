@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,18 @@ class Table:
 
 
 TABLES: list[Table] = []    # every table, in definition order (the doc's order)
+_RECORDERS: list[set[str]] = []
+
+
+@contextmanager
+def recording(into: set[str]) -> Iterator[set[str]]:
+    """Collect into ``into`` the id of every row applied meanwhile, by any translation
+    (the test that every row is exercised by a fixture)."""
+    _RECORDERS.append(into)
+    try:
+        yield into
+    finally:
+        _RECORDERS.remove(into)
 
 
 # ---------------------------------------------------------------- row makers
@@ -318,12 +331,17 @@ class Tx:
                 self.error(path, f"field {key!r} of {table.message} is not supported by "
                            f"fastmesh{_suggest(key, table)}", key=True)
                 continue
-            self.used.add(table.row_id(key))
+            self.use(table.row_id(key))
             if row.handler is None:
                 self.error(path, f"not supported yet: {row.note}", key=True)
                 continue
             row.handler(self, path, npath, item, out)
         return True
+
+    def use(self, row_id: str) -> None:
+        self.used.add(row_id)
+        for r in _RECORDERS:
+            r.add(row_id)
 
     def check_type(self, table: Table, path: Path, url: Any) -> None:
         if table.type_url is None:

@@ -395,7 +395,11 @@ def _filters(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) -> None:
             out["protocol"] = "http"
             tx.filter_names = {}
             out.setdefault("xff_append", False)        # Envoy's use_remote_address: false
-            tx.walk(HTTP_CONNECTION_MANAGER, path, npath, e["_config"], out)
+            # http_filters first: routes' typed_per_filter_config refer to their names.
+            cfg = e["_config"]
+            if isinstance(cfg, Mapping) and "http_filters" in cfg:
+                cfg = {"http_filters": cfg["http_filters"], **cfg}
+            tx.walk(HTTP_CONNECTION_MANAGER, path, npath, cfg, out)
             if "route_config" not in e["_config"] and "rds" not in e["_config"]:
                 tx.error(path, "an http_connection_manager needs route_config or rds")
         elif kind == TCP_PROXY:
