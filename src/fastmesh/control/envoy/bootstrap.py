@@ -22,7 +22,6 @@ from fastmesh.control.envoy.engine import (
     custom,
     ignore,
     reject,
-    string,
 )
 from fastmesh.control.envoy.listeners import address, translate_listener
 from fastmesh.control.envoy.tls import secrets_by_name

@@ -27,7 +27,6 @@ from fastmesh.control.envoy.engine import (
     normalize,
     reject,
     string,
-    sub,
     type_name,
     uint32,
 )

@@ -69,10 +69,19 @@ def filter_settings(cfg: Mapping[str, Any]) -> dict:
 
 # ---------------------------------------------------------------- addresses
 
+def _check(tx: Tx, epath: Path, value: Any, conv) -> None:
+    """A field that is checked and writes nothing."""
+    try:
+        conv(value)
+    except Bad as exc:
+        tx.error(epath, exc.reason)
+
+
 SOCKET_ADDRESS = Table("envoy.config.core.v3.SocketAddress", (
     copy("address", "address", string, "an IP literal for listeners", T_LISTENER),
     copy("port_value", "port", uint32, "", T_LISTENER),
-    copy("protocol", "", enum({"TCP": None}), "TCP only", T_LISTENER),
+    custom("protocol", "", lambda tx, e, n, v, o: _check(tx, e, v, enum({"TCP": "TCP"})),
+           "TCP only", T_LISTENER),
     reject("named_port", "named ports", T_REJECT),
     reject("resolver_name", "custom resolvers", T_REJECT),
     reject("ipv4_compat", "ipv4_compat", T_REJECT),
@@ -81,7 +90,6 @@ SOCKET_ADDRESS = Table("envoy.config.core.v3.SocketAddress", (
 
 def _socket_address(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) -> None:
     tx.walk(SOCKET_ADDRESS, epath, npath, value, out)
-    out.pop("", None)
     if isinstance(value, Mapping) and "port_value" not in value and "named_port" not in value:
         tx.error(epath, "missing required field 'port_value'")
 

@@ -1,4 +1,4 @@
-"""RouteConfiguration (inline ``route_config`` or an RDS resource) to a listener's ``virtual_hosts``.
+"""RouteConfiguration (inline ``route_config`` or RDS) to a listener's ``virtual_hosts``.
 
 fastmesh's native route keys are mostly Envoy's; the differences are the
 shape (Envoy nests the action under ``route``) and header matchers (suffix,
