@@ -202,6 +202,16 @@ def test_routes_translated(files, tmp_path):
     assert list(routes_of(cfg)) == ["exact", "regex", "headers", "retry", "split",
                                     "direct-inline", "direct-bytes", "direct-file"]
     assert routes_of(cfg)["retry"].per_request_buffer_limit_bytes == 16384
+    # No virtual hosts, or a virtual host without routes: 404 for everything, as Envoy.
+    doc = yaml.safe_load(render("optional.yaml", files, tmp_path).read_text())
+    rc = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["route_config"]
+    rc["virtual_hosts"][0]["routes"] = []
+    vh = translate_bootstrap(doc).validate().listeners[0].virtual_hosts[0]
+    assert [(r.match.prefix, r.direct_response.status) for r in vh.routes] == [("/", 404)]
+    del rc["virtual_hosts"]
+    vh, = translate_bootstrap(doc).validate().listeners[0].virtual_hosts
+    assert (vh.domains, vh.routes[0].direct_response.status) == (("*",), 404)
 
 
 def test_route_matches(files, tmp_path):
@@ -317,17 +327,17 @@ def test_eds_clusters(files, tmp_path):
     cfg = load("full.yaml", files, tmp_path)
     eds = cfg.cluster("eds")
     assert (eds.discovery.type, eds.discovery.eds_path) == ("eds", str(files / "eds.yaml"))
-    # Over xDS the assignment comes with the resources (by service name).
+    # Fed over ADS (or api_config_source): native eds_config {ads: {}}, the xDS
+    # client publishing the assignments through the discovery path.
     doc = yaml.safe_load(render("full.yaml", files, tmp_path).read_text())
-    cla = {"cluster_name": "eds-service", "endpoints": [{"lb_endpoints": [
-        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.9",
-                                                     "port_value": 80}}}},
-        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.8",
-                                                     "port_value": 80}}},
-         "health_status": "UNHEALTHY"}]}]}
-    boot = translate_bootstrap(doc, load_assignments={"eds-service": cla})
-    eds = boot.validate().cluster("eds")
-    assert [(e.address, e.port) for e in eds.endpoints] == [("10.0.0.9", 80)]
+    for source in ({"ads": {}}, {"api_config_source": {"api_type": "GRPC"}}):
+        doc["static_resources"]["clusters"][4]["eds_cluster_config"]["eds_config"] = source
+        native, dynamic = translate_bootstrap(doc)
+        eds = next(c for c in native["clusters"] if c["name"] == "eds")
+        assert (eds["type"], eds["eds_config"], "endpoints" in eds) == ("eds", {"ads": {}}, False)
+    # An endpoint the assignment marks UNHEALTHY, DRAINING or TIMEOUT is left out (as
+    # Envoy sends it no traffic): full.yaml's cluster a has a DRAINING one.
+    assert [e.port for e in load("full.yaml", files, tmp_path).cluster("a").endpoints] == [18001]
 
 
 def test_cluster_resilience(files, tmp_path):
@@ -436,7 +446,7 @@ def test_validate_cli(files, tmp_path):
     assert r.returncode == 1
     assert r.stderr.splitlines()[0] == (
         f"invalid: {bad}:{rewrite_line}: static_resources.listeners[0].filter_chains[0]"
-        ".filters[0].typed_config.route_config.virtual_hosts[2].routes[1].route.prefix_rewrite: "
+        ".filters[0].typed_config.route_config.virtual_hosts[3].routes[1].route.prefix_rewrite: "
         "not supported yet: traffic management (rewrites, redirects, mirroring) comes later")
     text = text.replace("prefix_rewrite: /", "timeout: 5s")
     bad.write_text(text)
@@ -549,12 +559,17 @@ def test_translate_resources_from_protos(files, tmp_path):
         {"endpoint": {"address": {"socket_address": {"address": "10.1.1.1",
                                                      "port_value": 8080}}}}]}]},
         endpoint_pb2.ClusterLoadAssignment)
+    assert cla["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]  # decoded, not used
     assert clusters[0]["connect_timeout"] == "0.250s"        # proto3 JSON, as the client has it
     secrets = {s["name"]: s for s in static["secrets"]}
     native = translate_resources(listeners, clusters, {"web-routes": rc},
-                                 {"eds-service": cla}, secrets)
+                                 {"eds-service": cla}, secrets, validate=False)
+    eds = next(c for c in native["clusters"] if c["name"] == "eds")
+    assert (eds["type"], eds["eds_config"]) == ("eds", {"ads": {}})
+    # {ads: {}} is the xDS client's native key; without it, the rest validates as is.
+    native["clusters"].remove(eds)
+    clusters.pop(4)
     cfg = parse_config(native)
-    assert [(e.address, e.port) for e in cfg.cluster("eds").endpoints] == [("10.1.1.1", 8080)]
     static_cfg = load_config(tmp_path / "full.yaml")
     for got, want in zip(cfg.listeners[0].virtual_hosts[0].routes,
                          static_cfg.listeners[0].virtual_hosts[0].routes):
@@ -660,7 +675,7 @@ def test_side_by_side_with_envoy(files, tmp_path, make_origin, tcp_echo):
         ("/nothing", None, {}), ("/a/y", "api.example.com", {}),
         ("/shop/cart", "shop.example.com", {}), ("/elsewhere", "shop.example.com", {}),
         ("/nothing", None, {"x-canary": "yes"}), ("/a/z", None, {"x-canary": "no"}),
-        ("/retry/1", None, {}),
+        ("/retry/1", None, {}), ("/a/x", "empty.example.com", {}),
     ]
 
     def run(name: str, argv: list[str]) -> list:
@@ -696,4 +711,5 @@ def test_side_by_side_with_envoy(files, tmp_path, make_origin, tcp_echo):
     assert got[("/nothing", None, None)] == (404, None)
     assert got[("/elsewhere", "shop.example.com", None)] == (404, None)
     assert got[("/gone", None, None)] == (410, None)
+    assert got[("/a/x", "empty.example.com", None)] == (404, None)      # a host without routes
     assert envoy[-1] == ("tcp", b"ping over tcp_proxyBYE")
