@@ -155,6 +155,9 @@ def test_listeners_translated(files, tmp_path):
     assert (web.name, web.address, web.port, web.protocol) == ("web", "127.0.0.1", 19010, "http")
     assert web.per_connection_buffer_limit == 65536
     assert (secure.name, secure.port) == ("secure", 19011)
+    doc = yaml.safe_load(render("tcp.yaml", files, tmp_path, tcp=19012).read_text())
+    del doc["static_resources"]["listeners"][0]["name"]
+    assert translate_bootstrap(doc).validate().listeners[0].name == "127.0.0.1_19012"
 
 
 def test_http_connection_manager(files, tmp_path):
@@ -633,30 +636,75 @@ def _tcp_roundtrip(port: int, data: bytes) -> bytes:
             out += chunk
 
 
-@pytest.mark.parametrize("mode", ["http", "h2", "tcp", "https"])
+@pytest.mark.parametrize("mode", ["http", "h2", "tcp", "https", "grpc"])
 def test_bench_envoy_configs_run_unchanged(tmp_path, make_origin, mode):
     """`fastmesh bench` writes its Envoy peer's bootstrap: fastmesh runs that file as
-    it is and proxies real requests (h2: the config is http's; tcp: HTTP over tcp_proxy)."""
+    it is and proxies real requests (h2: h2c with prior knowledge; tcp: HTTP over
+    tcp_proxy; https: TLS with the bench's certificate; grpc: a grpcio server behind
+    the HTTP/2 upstream the file asks for)."""
     from fastmesh.bench.peers import Envoy
 
-    origin = make_origin("bench-origin")
+    grpc_server = None
+    if mode == "grpc":
+        grpc = pytest.importorskip("grpc")
+        from concurrent import futures
+
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        servicer.set("bench", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, grpc_server)
+        origin_port = grpc_server.add_insecure_port("127.0.0.1:0")
+        grpc_server.start()
+    else:
+        origin = make_origin("bench-origin")
+        origin_port = origin.address[1]
     port = free_port()
-    argv = Envoy().command(str(tmp_path), mode, port, origin.address[1])
+    argv = Envoy().command(str(tmp_path), mode, port, origin_port)
     cfg = Path(argv[argv.index("-c") + 1])
     assert cfg.name == f"envoy-{mode}.json" and is_envoy_bootstrap(json.loads(cfg.read_text()))
     p = _Run(tmp_path, fastmesh_argv(cfg, "--single-process"), f"fastmesh-{mode}")
     try:
+        if mode == "grpc":
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                try:
+                    return stub.Check(health_pb2.HealthCheckRequest(service="bench"),
+                                      timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+                except grpc.RpcError:
+                    return False         # not listening yet
+
+            assert p.wait(serving, 30), p.output()
+            with pytest.raises(grpc.RpcError) as info:          # the origin's own answer
+                stub.Check(health_pb2.HealthCheckRequest(service="nosuch"), timeout=2)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            channel.close()
+            return
         tls = None
         if mode == "https":
             from fastmesh.bench import tlscerts
             tls = tlscerts.client_context(tlscerts.files(str(tmp_path)).bundle)
             tls.check_hostname = False
         assert p.wait(lambda: _get(port, "/hello", tls=tls)[0] == 200, 30), p.output()
-        status, who, body = _get(port, "/bench/1", tls=tls)
+        if mode == "h2":
+            from support.h2util import H2Client
+            c = H2Client(("127.0.0.1", port))
+            try:
+                r = c.get("/bench/1")
+            finally:
+                c.close()
+            status, who, body = r.status, r.header(b"x-origin").decode(), bytes(r.body)
+        else:
+            status, who, body = _get(port, "/bench/1", tls=tls)
         assert (status, who, body) == (200, "bench-origin", b"hello /bench/1\n")
         assert origin.received()[-1].target == b"/bench/1"
     finally:
         p.stop()
+        if grpc_server is not None:
+            grpc_server.stop(0)
 
 
 @needs_envoy
