@@ -11,8 +11,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 # System tools: nginx (origin for bench), haproxy (bench peer), wrk (HTTP/1.1 load),
 # h2load from nghttp2-client (HTTP/2 load), a C compiler for the Cython build,
 # etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py),
-# buildah and debootstrap (tests/test_image.py builds the image with no
-# registry), podman (to run it where the kernel lets it).
+# testssl.sh (tests/test_tls.py: no finding on a TLS listener), buildah and
+# debootstrap (tests/test_image.py builds the image with no registry), podman
+# (to run it where the kernel lets it).
 need=()
 command -v nginx   >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -23,6 +24,7 @@ command -v etcd    >/dev/null || need+=(etcd-server)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman  >/dev/null || need+=(podman)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     $SUDO apt-get update -qq
