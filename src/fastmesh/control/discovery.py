@@ -216,7 +216,18 @@ _SOURCES: dict[str, type[_Source]] = {
 }
 
 
+class _AdsSource(_Source):
+    """eds with ``eds_config: {ads: {}}``: the xDS client (control/xds)
+    publishes the cluster's ClusterLoadAssignments itself; this source only
+    holds the cluster's place in the table."""
+
+    def start(self) -> None:
+        pass
+
+
 def _source_class(cfg: ClusterConfig) -> type[_Source]:
+    if cfg.discovery.ads:
+        return _AdsSource
     if cfg.discovery.type == "eds" and cfg.discovery.etcd is not None:
         # Imported here: aetcd and grpcio load only when a cluster uses etcd.
         from fastmesh.control.etcd_source import EtcdSource
