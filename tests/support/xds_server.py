@@ -125,12 +125,11 @@ class _Stream:
     def _send_sotw(self, t: str, force: bool = False) -> None:
         if t not in self.names:
             return
-        snap = self.server.snapshot
         names = self.names[t]
         key = (self.server.version, frozenset(names) if names is not None else None)
         if not force and self.sent_version.get(t) == key:
             return
-        res = snap.get(t, {})
+        res = self.server.resources(self.node, t)
         chosen = [m for n, m in res.items() if names is None or n in names]
         if names is not None and not chosen and not force:
             return
@@ -144,7 +143,7 @@ class _Stream:
     def _send_delta(self, t: str) -> None:
         if t not in self.subs:
             return
-        res = self.server.snapshot.get(t, {})
+        res = self.server.resources(self.node, t)
         known = self.known.setdefault(t, {})
         wanted = set(res) if t in self.wild else (self.subs[t] & set(res))
         add = []
@@ -221,6 +220,9 @@ class XdsServer:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.snapshot: dict[str, dict[str, Message]] = {t: {} for t in ORDER}
+        # Per node id: resources of some types that replace the snapshot's
+        # for that client (each proxy's listener port in the parity test).
+        self.per_node: dict[str, dict[str, dict[str, Message]]] = {}
         self.version = ""
         self.events: list[Event] = []
         self.nodes: list[Message] = []
@@ -252,14 +254,24 @@ class XdsServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def set(self, version: str, resources: dict[str, Iterable[Message]]) -> None:
+    def resources(self, node: str, type_url: str) -> dict[str, Message]:
+        """What `node` is served of a type."""
+        own = self.per_node.get(node, {})
+        return own[type_url] if type_url in own else self.snapshot.get(type_url, {})
+
+    def set(self, version: str, resources: dict[str, Iterable[Message]],
+            per_node: dict[str, dict[str, Iterable[Message]]] | None = None) -> None:
         """Serve `version`: the resources of each type given replace that
-        type's (types not given keep theirs); connected clients get what
-        changed."""
+        type's (types not given keep theirs), `per_node` a node's own of
+        some types; connected clients get what changed."""
         with self.lock:
             self.version = version
             for t, msgs in resources.items():
                 self.snapshot[t] = {_name(t, m): m for m in msgs}
+            for node, types in (per_node or {}).items():
+                own = self.per_node.setdefault(node, {})
+                for t, msgs in types.items():
+                    own[t] = {_name(t, m): m for m in msgs}
             for s in list(self.streams):
                 s.push()
 

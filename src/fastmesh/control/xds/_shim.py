@@ -39,8 +39,10 @@ def _route(r: dict[str, Any], path: str) -> dict[str, Any]:
         if "cluster" in a:
             out["cluster"] = a["cluster"]
         elif "weighted_clusters" in a:
+            # Weight 0: never picked (Envoy); native weights start at 1.
             out["weighted_clusters"] = [{"name": c["name"], "weight": int(c.get("weight", 1))}
-                                        for c in a["weighted_clusters"]["clusters"]]
+                                        for c in a["weighted_clusters"]["clusters"]
+                                        if int(c.get("weight", 1)) > 0]
         else:
             raise _bad(path + ".route", "needs cluster or weighted_clusters")
         if "timeout" in a:

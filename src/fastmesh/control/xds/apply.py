@@ -111,13 +111,15 @@ class Assembler:
         self.timeout = initial_fetch_timeout
         self.target: Target | None = None
         self.applied: dict[str, Any] | None = None     # the native config serving
-        self.serving_eds: dict[str, str] = {}          # EDS cluster -> service name, serving
+        self.serving_eds: dict[str, str | None] = {}   # EDS cluster -> service name, serving
         self.latest: tuple[dict[str, Any], Config] | None = None   # built, maybe warming
         self.warming: set[str] = set()                 # "eds:<name>", "rds:<name>", ...
         self.changed = asyncio.Event()                 # set at every apply (startup waits)
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.timeouts = 0
+        # The resources accepted now (the client's; set by XdsClient).
+        self.states_fn: Any = lambda: {t: {} for t in (CDS, EDS, LDS, RDS, SDS)}
 
     # --- building ------------------------------------------------------------
 
@@ -185,11 +187,12 @@ class Assembler:
     def _arm_timer(self, states: States) -> None:
         if self._timer is None or self._timer.done():
             if self.timeout > 0:
-                self._timer = asyncio.create_task(self._time_out(states))
+                self._timer = asyncio.create_task(self._time_out())
 
-    async def _time_out(self, states: States) -> None:
+    async def _time_out(self) -> None:
         await asyncio.sleep(self.timeout)
         async with self._lock:
+            states = self.states_fn()
             if not self.warming or self.latest is None:
                 return
             log.warning("xds: initial_fetch_timeout (%gs): applying without %s",
@@ -207,10 +210,9 @@ class Assembler:
         assert self.latest is not None
         native, config = self.latest
         self.warming = set()
-        eds = {}
-        for c in config.clusters:
-            if c.discovery.ads:
-                eds[c.name] = c.name
+        # EDS cluster -> the assignment it takes; None: a cluster made for a
+        # route whose cluster is gone (no endpoints).
+        eds: dict[str, str | None] = {c.name: None for c in config.clusters if c.discovery.ads}
         for e in states[CDS].values():
             svc = eds_service_name(e.doc)
             if svc is not None:
@@ -220,9 +222,12 @@ class Assembler:
             self.serving_eds = eds
             self.changed.set()
             return
-        # Endpoints first: the new clusters compile with them.
+        # Endpoints first: new clusters compile with them. A cluster whose
+        # assignment is gone (removed, or never came) has none.
         for cluster, svc in eds.items():
-            if cluster not in self.serving_eds and svc in states[EDS]:
+            if svc is None or svc not in states[EDS]:
+                self.target.publish(cluster, [])
+            elif self.serving_eds.get(cluster, "") != svc:
                 self.target.publish(cluster, states[EDS][svc].extra)
         if native != self.applied:
             await self.target.apply(config, native)
@@ -235,8 +240,7 @@ class Assembler:
         EDS cluster's endpoints now."""
         self.target = target
         for cluster, svc in self.serving_eds.items():
-            if svc in states[EDS]:
-                target.publish(cluster, states[EDS][svc].extra)
+            target.publish(cluster, states[EDS][svc].extra if svc in states[EDS] else [])
 
     async def stop(self) -> None:
         if self._timer is not None:

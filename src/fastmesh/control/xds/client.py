@@ -53,6 +53,7 @@ class XdsClient:
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self.stream_count = 0                # streams opened (1 + reconnects)
+        assembler.states_fn = self.states
 
     # --- what we hold and want ------------------------------------------------
 
@@ -126,7 +127,9 @@ class XdsClient:
         except (ResourceError, ConfigError) as exc:
             return self._reject(ts, version_info, names, str(exc), docs)
         old_version = ts.version_info
+        held = self.states()
         ts.accept(new, version_info)
+        self._forget_unwanted()
         try:
             if type_url == EDS:
                 if changed:
@@ -136,10 +139,11 @@ class XdsClient:
         except ConfigError as exc:
             # Valid, but the data plane refused it (a worker could not
             # prepare it): as a NACK, the old resources stay.
-            ts.entries, ts.version_info = old, old_version
+            for t, entries in held.items():
+                self.types[t].entries = entries
+            ts.version_info = old_version
             ts.counters["update_success"] -= 1
             return self._reject(ts, version_info, names, str(exc), docs)
-        self._forget_unwanted()
         log.info("xds: %s version %r accepted (%d resource(s), %d changed)", ts.short,
                  version_info, len(new), len(changed))
         return None
