@@ -97,22 +97,34 @@ class XdsClient:
         try:
             now = time.time()
             for name, version, packed in updates:
-                msg = decode(type_url, packed)
-                name = name or name_of(type_url, msg)
+                if packed.type_url != type_url:
+                    raise ResourceError(f"a {packed.type_url} resource in a {type_url} response")
+                raw = packed.value
+                if type_url == EDS:
+                    # Read from the bytes (no protobuf objects: 10,000 endpoints).
+                    try:
+                        cname, eps = endpoints_of(raw)
+                    except EdsError as exc:
+                        # Named in the NACK and in /config_dump's error_state.
+                        name = name or decode(type_url, packed).cluster_name
+                        names.append(name)
+                        raise ResourceError(f"ClusterLoadAssignment {name!r}: {exc}") from None
+                    name = name or cname
+                    msg = None
+                else:
+                    msg = decode(type_url, packed)
+                    name = name or name_of(type_url, msg)
                 names.append(name)
                 if name in changed:
                     raise ResourceError(f"{name!r} is in the response twice")
                 prev = old.get(name)
-                if prev is not None and prev.msg == msg:
+                if prev is not None and prev.raw == raw:
                     new[name] = prev if prev.version == version else Entry(
-                        name, version, prev.msg, prev.last_updated, prev.doc, prev.extra)
+                        name, version, raw, prev.last_updated, prev.msg, prev.doc, prev.extra)
                     continue
-                entry = Entry(name, version, msg, now)
+                entry = Entry(name, version, raw, now, msg)
                 if type_url == EDS:
-                    try:
-                        entry.extra = endpoints_of(msg)
-                    except EdsError as exc:
-                        raise ResourceError(f"ClusterLoadAssignment {name!r}: {exc}") from None
+                    entry.extra = eps
                 else:
                     entry.doc = docs[name] = to_dict(msg)
                 new[name] = entry

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from fastmesh.control.xds.resources import CDS, EDS, LDS, RDS, SDS, to_dict
+from fastmesh.control.xds.resources import CDS, EDS, LDS, PROTO, RDS, SDS, to_dict
 from fastmesh.control.xds.state import Entry, TypeState
 
 _DUMP = "type.googleapis.com/envoy.admin.v3."
@@ -22,6 +22,8 @@ def _ts(t: float) -> str:
 
 def _doc(type_url: str, e: Entry) -> dict[str, Any]:
     if e.doc is None:         # EDS: made when dumped, not for every push
+        if e.msg is None:
+            e.msg = PROTO[type_url].FromString(e.raw)
         e.doc = to_dict(e.msg)
     return {"@type": type_url, **e.doc}
 

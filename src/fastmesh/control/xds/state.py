@@ -22,8 +22,9 @@ class Entry:
 
     name: str
     version: str                 # the resource's version (delta) or the response's (SotW)
-    msg: Message
+    raw: bytes                   # as received: an unchanged resource is the same bytes
     last_updated: float          # time.time() when accepted
+    msg: Message | None = None   # decoded (EDS: only when dumped)
     doc: dict[str, Any] | None = None     # proto3 JSON, made when first needed
     extra: Any = None            # per type: an EDS entry's endpoint list
 
