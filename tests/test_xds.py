@@ -108,3 +108,27 @@ def test_xds_feed_ack_nack_endpoints(tmp_path, xds, make_origin, delta):
         assert poll(lambda: origins_of(addr, 2) == ["b", "b"], 20)
     finally:
         p.stop()
+
+
+def test_xds_with_workers(tmp_path, xds, make_origin):
+    """The supervisor runs the client: full applies go to every worker
+    (prepare, commit), EDS to every worker's live clusters."""
+    a, b = make_origin("a"), make_origin("b")
+    port = free_port()
+    xds.set("v1", snapshot(port, {"ca": [a.address], "cb": [b.address]}, [("/", "ca")]))
+    p = XdsMesh(tmp_path, "fmw", xds.port, True, "--workers", "2")
+    try:
+        addr = ("127.0.0.1", port)
+        assert poll(lambda: origins_of(addr, 4) == ["a"] * 4)
+        xds.set("v2", snapshot(port, {"ca": [a.address], "cb": [b.address]}, [("/", "cb")]))
+        # Several connections: the kernel spreads them over both workers.
+        assert poll(lambda: all(origins_of(addr, 2) == ["b", "b"] for _ in range(6)))
+        version = json.loads(p.admin_get("/config_dump")[1])["version"]
+        xds.set("v3", snapshot(port, {"ca": [a.address], "cb": [a.address]}, [("/", "cb")]))
+        assert poll(lambda: all(origins_of(addr, 2) == ["a", "a"] for _ in range(6)))
+        assert json.loads(p.admin_get("/config_dump")[1])["version"] == version
+        st = text_stats(p)
+        assert st["control_plane.connected_state"] == 1
+        assert st["listener_manager.lds.update_success"] >= 1
+    finally:
+        p.stop()
