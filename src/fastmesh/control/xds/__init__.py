@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from fastmesh.control.config import Config
+from fastmesh.control.envoy import translate_bootstrap
 from fastmesh.control.loader import ConfigError
 from fastmesh.control.xds.apply import Assembler, Target
 from fastmesh.control.xds.bootstrap import XdsSettings, is_xds_bootstrap, settings_of
@@ -50,16 +51,11 @@ def _static(doc: Mapping[str, Any], file: str | None) -> tuple[list[dict], list[
 
 
 def _base(doc: Mapping[str, Any], file: str | None) -> dict[str, Any]:
-    # The native top level (admin, ...) of the bootstrap.
-    try:
-        from fastmesh.control.envoy import translate_bootstrap
-    except ImportError:        # until control/envoy is on main (the envoy-config branch)
-        admin = (((doc.get("admin") or {}).get("address") or {}).get("socket_address"))
-        return {"admin": {"address": admin["address"], "port": int(admin["port_value"])}} \
-            if admin else {}
-    native, _dynamic = translate_bootstrap(
-        {k: v for k, v in doc.items() if k != "dynamic_resources"}, file=file)
-    return {k: v for k, v in native.items() if k not in ("listeners", "clusters")}
+    # The native top level (admin, ...) of the bootstrap; its static
+    # resources go to translate_resources with the dynamic ones.
+    bs = translate_bootstrap({k: v for k, v in doc.items()
+                              if k not in ("dynamic_resources", "static_resources")}, file=file)
+    return {k: v for k, v in bs.config.items() if k not in ("listeners", "clusters")}
 
 
 class XdsSource:
