@@ -21,11 +21,13 @@ the client and by the origins.
 2. --flips route flips: push-to-traffic latency, from just before the
    server sends the new route to the first request the new cluster's
    origin serves for that proxy (origin timestamps, same clock).
-3. A --eds-endpoint EDS push (all endpoints changed, addresses that are
-   never connected to) to an unused cluster, 5 times, without load: the
-   CPU (per-thread run time from /proc/*/schedstat, the process and its children) each proxy
-   spent from the send until it ACKed plus 1 s; then 3 times under load:
-   the slowest request around the push.
+3. A --eds-endpoint EDS push to a cluster no route uses (addresses that
+   are never connected to), 10% of the endpoints replaced, then all of
+   them: 5 pushes without load, the CPU (per-thread run time from
+   /proc/*/schedstat, the process and its children) each proxy spent from
+   the send until both ACKed plus 1 s; then 3 pushes under load, the
+   slowest request in flight from the send until 1 s after the ACKs,
+   beside the slowest of the quiet second before.
 
 Timings on a shared 2-core machine are noisy; the comparisons are same-run
 (both proxies get the same push at the same time).
@@ -126,6 +128,72 @@ def first_after(origin: OriginProc, tag: str, t: float) -> float | None:
         if rid.startswith(tag) and when >= t:
             return when
     return None
+
+
+def big_set(n: int, generation: int, fraction: float) -> list[tuple[str, int]]:
+    """n endpoints (addresses never connected to) of which `fraction` are
+    new in each generation: the first n*fraction move to a port that
+    changes with the generation, the others stay."""
+    moved = int(n * fraction)
+    return [(f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}",
+             10000 + generation if i < moved else 9999) for i in range(n)]
+
+
+def measure_eds(feed: Feed, sides, n: int, fraction: float) -> dict:
+    """5 pushes without load (CPU), then 3 under load (the slowest request)."""
+    gen = getattr(feed, "gen", 0)
+    cpu: dict[str, list[float]] = {s.node: [] for s in sides}
+    feed.big = big_set(n, gen, fraction)
+    v = feed.push()
+    feed.acked(v, EDS, 60)
+    time.sleep(1.0)
+    for _ in range(5):
+        gen += 1
+        feed.big = big_set(n, gen, fraction)
+        before = {s.node: cpu_seconds(s.proc.pid) for s in sides}
+        v = feed.push()
+        if not feed.acked(v, EDS, 60):
+            print(f"EDS push {v} not ACKed")
+        time.sleep(1.0)
+        for s in sides:
+            cpu[s.node].append(cpu_seconds(s.proc.pid) - before[s.node])
+    stalls: dict[str, list[float]] = {s.node: [] for s in sides}
+    baseline: dict[str, list[float]] = {s.node: [] for s in sides}
+    for s in sides:
+        s.load = LoadClient(("127.0.0.1", s.port), connections=2, interval=0.002,
+                            prefix=s.tag + "S").start()
+    for _ in range(3):
+        time.sleep(1.0)
+        t_quiet = time.time()
+        time.sleep(1.0)
+        gen += 1
+        feed.big = big_set(n, gen, fraction)
+        t0 = time.time()
+        v = feed.push()
+        feed.acked(v, EDS, 60)
+        time.sleep(1.0)
+        t1 = time.time()
+        for s in sides:
+            with s.load.lock:
+                outs = list(s.load.outcomes)
+            baseline[s.node] += [o.latency for o in outs if t_quiet <= o.start < t0]
+            # In flight at any time from the send until 1 s after both ACKed.
+            stalls[s.node] += [o.latency for o in outs
+                               if o.start + o.latency >= t0 and o.start < t1]
+    failed = {}
+    for s in sides:
+        outs = s.load.stop()
+        failed[s.node] = sum(1 for o in outs if not o.ok)
+    feed.gen = gen
+    return {
+        "endpoints": n, "replaced": int(n * fraction),
+        "cpu_ms": {k: [round(x * 1e3, 1) for x in v] for k, v in cpu.items()},
+        "cpu_ms_median": {k: round(statistics.median(v) * 1e3, 1) for k, v in cpu.items()},
+        "max_latency_ms_around_push": {k: round(max(v) * 1e3, 1) for k, v in stalls.items()},
+        "max_latency_ms_quiet_second_before": {k: round(max(v) * 1e3, 1)
+                                               for k, v in baseline.items()},
+        "failed_requests": failed,
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -240,55 +308,11 @@ def main() -> int:
         print("push to traffic:", json.dumps(result["push_to_traffic"], indent=1))
 
         # --- 3. a large EDS push --------------------------------------------------------
-        cpu: dict[str, list[float]] = {s.node: [] for s in sides}
-        port = 10000
-        for rep in range(5):
-            port += 1
-            feed.big = [(f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}", port)
-                        for i in range(args.eds)]
-            before = {s.node: cpu_seconds(s.proc.pid) for s in sides}
-            v = feed.push()
-            if not feed.acked(v, EDS, 60):
-                print(f"EDS push {v} not ACKed")
-            time.sleep(1.0)
-            for s in sides:
-                cpu[s.node].append(cpu_seconds(s.proc.pid) - before[s.node])
-        stalls: dict[str, list[float]] = {s.node: [] for s in sides}
-        baseline: dict[str, list[float]] = {s.node: [] for s in sides}
-        for s in sides:
-            s.load = LoadClient(("127.0.0.1", s.port), connections=2, interval=0.002,
-                                prefix=s.tag + "S").start()
-        for rep in range(3):
-            time.sleep(1.0)
-            t_quiet = time.time()
-            time.sleep(1.0)
-            port += 1
-            feed.big = [(f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}", port)
-                        for i in range(args.eds)]
-            t0 = time.time()
-            v = feed.push()
-            feed.acked(v, EDS, 60)
-            time.sleep(1.0)
-            t1 = time.time()
-            for s in sides:
-                with s.load.lock:
-                    outs = list(s.load.outcomes)
-                baseline[s.node] += [o.latency for o in outs if t_quiet <= o.start < t0]
-                # a request stalled by the push: any one in flight from the send until 1 s
-                # after both ACKed
-                stalls[s.node] += [o.latency for o in outs
-                                   if t0 - o.latency <= o.start + o.latency and o.start < t1]
-        for s in sides:
-            s.load.stop()
-        result["eds_push"] = {
-            "endpoints": args.eds,
-            "cpu_ms": {n: [round(x * 1e3, 1) for x in v] for n, v in cpu.items()},
-            "cpu_ms_median": {n: round(statistics.median(v) * 1e3, 1) for n, v in cpu.items()},
-            "max_latency_ms_around_push": {n: round(max(v) * 1e3, 1) for n, v in stalls.items()},
-            "max_latency_ms_quiet_second_before": {n: round(max(v) * 1e3, 1)
-                                                   for n, v in baseline.items()},
-        }
-        print("EDS push:", json.dumps(result["eds_push"], indent=1))
+        result["eds_push"] = {}
+        for label, fraction in (("10% replaced", 0.1), ("all replaced", 1.0)):
+            result["eds_push"][label] = measure_eds(feed, sides, args.eds, fraction)
+            print(f"EDS push, {args.eds} endpoints, {label}:",
+                  json.dumps(result["eds_push"][label], indent=1))
     finally:
         for s in sides:
             if s.load is not None:

@@ -26,6 +26,7 @@ cdef extern from "sys/socket.h" nogil:
 
 DEF MAX_WEIGHT = 128
 
+_tuple_new = tuple.__new__
 _STATUS = ("UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED")
 
 
@@ -106,7 +107,8 @@ cdef bint _canonical_ip(Cur* s):
 
 def parse(const unsigned char[:] data not None, make):
     """(cluster_name, [make(host, port, weight, healthy, status, region,
-    zone, sub_zone, priority), ...]) of a serialized ClusterLoadAssignment.
+    zone, sub_zone, priority), ...]) of a serialized ClusterLoadAssignment
+    (`make`: a tuple subclass, e.g. a named tuple of those fields).
     Hosts must be canonical IP addresses (the caller re-checks a refused
     one with ipaddress for its message)."""
     cdef Cur c, loc, sub, f, g, h
@@ -159,6 +161,12 @@ def parse(const unsigned char[:] data not None, make):
                 ei += 1
                 out.append(_lb_endpoint(&sub, li, ei, region, zone, sub_zone, priority,
                                         make, seen))
+                if len(out) % 256 == 0:
+                    # Called in a thread beside the event loop: let it run
+                    # (a thread waiting for the GIL takes it now, not after
+                    # the whole assignment).
+                    with nogil:
+                        pass
     return name, out
 
 
@@ -210,8 +218,10 @@ cdef object _lb_endpoint(Cur* lbe, int li, int ei, str region, str zone, str sub
         raise ValueError(f"endpoints[{li}].lb_endpoints[{ei}].endpoint.address: {host}:{port} "
                          "is listed twice")
     seen.add(key)
-    return make(host, port, weight, status < 2 or status > 4,
-                _STATUS[status] if status < 6 else "UNKNOWN", region, zone, sub_zone, priority)
+    # tuple.__new__ in C, not the named tuple's Python-level __new__.
+    return _tuple_new(make, (host, port, weight, status < 2 or status > 4,
+                             _STATUS[status] if status < 6 else "UNKNOWN", region, zone,
+                             sub_zone, priority))
 
 
 cdef int _refuse(int li, int ei, object host, bint bad_ip, uint64_t port,

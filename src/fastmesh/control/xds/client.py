@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from fastmesh.control.discovery import without_gc
 from fastmesh.control.eds_file import EdsError
 from fastmesh.control.loader import ConfigError
 from fastmesh.control.xds.apply import (Assembler, eds_service_name, route_config_names,
@@ -39,6 +40,19 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 
 Update = tuple[str, str, Any]        # (name or "", version, packed Any)
+
+# An assignment larger than this is read in a thread (about 400 endpoints).
+PARSE_INLINE_BYTES = 8192
+
+
+def _parse_many(raws: list[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for raw in raws:
+        try:
+            out.append(endpoints_of(raw))
+        except EdsError as exc:
+            out.append(exc)
+    return out
 
 
 class XdsClient:
@@ -95,6 +109,7 @@ class XdsClient:
         names: list[str] = []
         built = None
         try:
+            parsed = await self._parse_eds(updates, old) if type_url == EDS else {}
             now = time.time()
             for name, version, packed in updates:
                 if packed.type_url != type_url:
@@ -103,7 +118,12 @@ class XdsClient:
                 if type_url == EDS:
                     # Read from the bytes (no protobuf objects: 10,000 endpoints).
                     try:
-                        cname, eps = endpoints_of(raw)
+                        got = parsed.get(id(packed))
+                        if got is None:
+                            got = endpoints_of(raw)
+                        elif isinstance(got, EdsError):
+                            raise got
+                        cname, eps = got
                     except EdsError as exc:
                         # Named in the NACK and in /config_dump's error_state.
                         name = name or decode(type_url, packed).cluster_name
@@ -159,6 +179,20 @@ class XdsClient:
         log.info("xds: %s version %r accepted (%d resource(s), %d changed)", ts.short,
                  version_info, len(new), len(changed))
         return None
+
+    async def _parse_eds(self, updates: Sequence[Update], old: dict[str, Entry]
+                         ) -> dict[int, Any]:
+        # Large assignments that changed are read in a thread, the collector
+        # paused, so the loop (which serves traffic with --single-process)
+        # keeps running: the reader lets it take the GIL every 256 endpoints.
+        held = {e.raw for e in old.values()}
+        todo = [p for _name, _v, p in updates
+                if len(p.value) > PARSE_INLINE_BYTES and p.value not in held]
+        if not todo:
+            return {}
+        results = await asyncio.get_running_loop().run_in_executor(
+            None, without_gc, _parse_many, [p.value for p in todo])
+        return {id(p): r for p, r in zip(todo, results)}
 
     def _reject(self, ts: TypeState, version: str, names: list[str], details: str,
                 docs: dict[str, dict[str, Any]]) -> str:
