@@ -155,6 +155,9 @@ def test_listeners_translated(files, tmp_path):
     assert (web.name, web.address, web.port, web.protocol) == ("web", "127.0.0.1", 19010, "http")
     assert web.per_connection_buffer_limit == 65536
     assert (secure.name, secure.port) == ("secure", 19011)
+    doc = yaml.safe_load(render("tcp.yaml", files, tmp_path, tcp=19012).read_text())
+    del doc["static_resources"]["listeners"][0]["name"]
+    assert translate_bootstrap(doc).validate().listeners[0].name == "127.0.0.1_19012"
 
 
 def test_http_connection_manager(files, tmp_path):
@@ -202,6 +205,16 @@ def test_routes_translated(files, tmp_path):
     assert list(routes_of(cfg)) == ["exact", "regex", "headers", "retry", "split",
                                     "direct-inline", "direct-bytes", "direct-file"]
     assert routes_of(cfg)["retry"].per_request_buffer_limit_bytes == 16384
+    # No virtual hosts, or a virtual host without routes: 404 for everything, as Envoy.
+    doc = yaml.safe_load(render("optional.yaml", files, tmp_path).read_text())
+    rc = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["route_config"]
+    rc["virtual_hosts"][0]["routes"] = []
+    vh = translate_bootstrap(doc).validate().listeners[0].virtual_hosts[0]
+    assert [(r.match.prefix, r.direct_response.status) for r in vh.routes] == [("/", 404)]
+    del rc["virtual_hosts"]
+    vh, = translate_bootstrap(doc).validate().listeners[0].virtual_hosts
+    assert (vh.domains, vh.routes[0].direct_response.status) == (("*",), 404)
 
 
 def test_route_matches(files, tmp_path):
@@ -317,17 +330,17 @@ def test_eds_clusters(files, tmp_path):
     cfg = load("full.yaml", files, tmp_path)
     eds = cfg.cluster("eds")
     assert (eds.discovery.type, eds.discovery.eds_path) == ("eds", str(files / "eds.yaml"))
-    # Over xDS the assignment comes with the resources (by service name).
+    # Fed over ADS (or api_config_source): native eds_config {ads: {}}, the xDS
+    # client publishing the assignments through the discovery path.
     doc = yaml.safe_load(render("full.yaml", files, tmp_path).read_text())
-    cla = {"cluster_name": "eds-service", "endpoints": [{"lb_endpoints": [
-        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.9",
-                                                     "port_value": 80}}}},
-        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.8",
-                                                     "port_value": 80}}},
-         "health_status": "UNHEALTHY"}]}]}
-    boot = translate_bootstrap(doc, load_assignments={"eds-service": cla})
-    eds = boot.validate().cluster("eds")
-    assert [(e.address, e.port) for e in eds.endpoints] == [("10.0.0.9", 80)]
+    for source in ({"ads": {}}, {"api_config_source": {"api_type": "GRPC"}}):
+        doc["static_resources"]["clusters"][4]["eds_cluster_config"]["eds_config"] = source
+        native, dynamic = translate_bootstrap(doc)
+        eds = next(c for c in native["clusters"] if c["name"] == "eds")
+        assert (eds["type"], eds["eds_config"], "endpoints" in eds) == ("eds", {"ads": {}}, False)
+    # An endpoint the assignment marks UNHEALTHY, DRAINING or TIMEOUT is left out (as
+    # Envoy sends it no traffic): full.yaml's cluster a has a DRAINING one.
+    assert [e.port for e in load("full.yaml", files, tmp_path).cluster("a").endpoints] == [18001]
 
 
 def test_cluster_resilience(files, tmp_path):
@@ -436,7 +449,7 @@ def test_validate_cli(files, tmp_path):
     assert r.returncode == 1
     assert r.stderr.splitlines()[0] == (
         f"invalid: {bad}:{rewrite_line}: static_resources.listeners[0].filter_chains[0]"
-        ".filters[0].typed_config.route_config.virtual_hosts[2].routes[1].route.prefix_rewrite: "
+        ".filters[0].typed_config.route_config.virtual_hosts[3].routes[1].route.prefix_rewrite: "
         "not supported yet: traffic management (rewrites, redirects, mirroring) comes later")
     text = text.replace("prefix_rewrite: /", "timeout: 5s")
     bad.write_text(text)
@@ -549,12 +562,17 @@ def test_translate_resources_from_protos(files, tmp_path):
         {"endpoint": {"address": {"socket_address": {"address": "10.1.1.1",
                                                      "port_value": 8080}}}}]}]},
         endpoint_pb2.ClusterLoadAssignment)
+    assert cla["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]  # decoded, not used
     assert clusters[0]["connect_timeout"] == "0.250s"        # proto3 JSON, as the client has it
     secrets = {s["name"]: s for s in static["secrets"]}
     native = translate_resources(listeners, clusters, {"web-routes": rc},
-                                 {"eds-service": cla}, secrets)
+                                 {"eds-service": cla}, secrets, validate=False)
+    eds = next(c for c in native["clusters"] if c["name"] == "eds")
+    assert (eds["type"], eds["eds_config"]) == ("eds", {"ads": {}})
+    # {ads: {}} is the xDS client's native key; without it, the rest validates as is.
+    native["clusters"].remove(eds)
+    clusters.pop(4)
     cfg = parse_config(native)
-    assert [(e.address, e.port) for e in cfg.cluster("eds").endpoints] == [("10.1.1.1", 8080)]
     static_cfg = load_config(tmp_path / "full.yaml")
     for got, want in zip(cfg.listeners[0].virtual_hosts[0].routes,
                          static_cfg.listeners[0].virtual_hosts[0].routes):
@@ -618,30 +636,75 @@ def _tcp_roundtrip(port: int, data: bytes) -> bytes:
             out += chunk
 
 
-@pytest.mark.parametrize("mode", ["http", "h2", "tcp", "https"])
+@pytest.mark.parametrize("mode", ["http", "h2", "tcp", "https", "grpc"])
 def test_bench_envoy_configs_run_unchanged(tmp_path, make_origin, mode):
     """`fastmesh bench` writes its Envoy peer's bootstrap: fastmesh runs that file as
-    it is and proxies real requests (h2: the config is http's; tcp: HTTP over tcp_proxy)."""
+    it is and proxies real requests (h2: h2c with prior knowledge; tcp: HTTP over
+    tcp_proxy; https: TLS with the bench's certificate; grpc: a grpcio server behind
+    the HTTP/2 upstream the file asks for)."""
     from fastmesh.bench.peers import Envoy
 
-    origin = make_origin("bench-origin")
+    grpc_server = None
+    if mode == "grpc":
+        grpc = pytest.importorskip("grpc")
+        from concurrent import futures
+
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        servicer.set("bench", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, grpc_server)
+        origin_port = grpc_server.add_insecure_port("127.0.0.1:0")
+        grpc_server.start()
+    else:
+        origin = make_origin("bench-origin")
+        origin_port = origin.address[1]
     port = free_port()
-    argv = Envoy().command(str(tmp_path), mode, port, origin.address[1])
+    argv = Envoy().command(str(tmp_path), mode, port, origin_port)
     cfg = Path(argv[argv.index("-c") + 1])
     assert cfg.name == f"envoy-{mode}.json" and is_envoy_bootstrap(json.loads(cfg.read_text()))
     p = _Run(tmp_path, fastmesh_argv(cfg, "--single-process"), f"fastmesh-{mode}")
     try:
+        if mode == "grpc":
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                try:
+                    return stub.Check(health_pb2.HealthCheckRequest(service="bench"),
+                                      timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+                except grpc.RpcError:
+                    return False         # not listening yet
+
+            assert p.wait(serving, 30), p.output()
+            with pytest.raises(grpc.RpcError) as info:          # the origin's own answer
+                stub.Check(health_pb2.HealthCheckRequest(service="nosuch"), timeout=2)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            channel.close()
+            return
         tls = None
         if mode == "https":
             from fastmesh.bench import tlscerts
             tls = tlscerts.client_context(tlscerts.files(str(tmp_path)).bundle)
             tls.check_hostname = False
         assert p.wait(lambda: _get(port, "/hello", tls=tls)[0] == 200, 30), p.output()
-        status, who, body = _get(port, "/bench/1", tls=tls)
+        if mode == "h2":
+            from support.h2util import H2Client
+            c = H2Client(("127.0.0.1", port))
+            try:
+                r = c.get("/bench/1")
+            finally:
+                c.close()
+            status, who, body = r.status, r.header(b"x-origin").decode(), bytes(r.body)
+        else:
+            status, who, body = _get(port, "/bench/1", tls=tls)
         assert (status, who, body) == (200, "bench-origin", b"hello /bench/1\n")
         assert origin.received()[-1].target == b"/bench/1"
     finally:
         p.stop()
+        if grpc_server is not None:
+            grpc_server.stop(0)
 
 
 @needs_envoy
@@ -660,7 +723,7 @@ def test_side_by_side_with_envoy(files, tmp_path, make_origin, tcp_echo):
         ("/nothing", None, {}), ("/a/y", "api.example.com", {}),
         ("/shop/cart", "shop.example.com", {}), ("/elsewhere", "shop.example.com", {}),
         ("/nothing", None, {"x-canary": "yes"}), ("/a/z", None, {"x-canary": "no"}),
-        ("/retry/1", None, {}),
+        ("/retry/1", None, {}), ("/a/x", "empty.example.com", {}),
     ]
 
     def run(name: str, argv: list[str]) -> list:
@@ -696,4 +759,5 @@ def test_side_by_side_with_envoy(files, tmp_path, make_origin, tcp_echo):
     assert got[("/nothing", None, None)] == (404, None)
     assert got[("/elsewhere", "shop.example.com", None)] == (404, None)
     assert got[("/gone", None, None)] == (410, None)
+    assert got[("/a/x", "empty.example.com", None)] == (404, None)      # a host without routes
     assert envoy[-1] == ("tcp", b"ping over tcp_proxyBYE")

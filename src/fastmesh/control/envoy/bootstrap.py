@@ -57,6 +57,10 @@ class Bootstrap:
     warnings: tuple[str, ...]
     _tx: Tx = field(repr=False, compare=False)
 
+    def __iter__(self):
+        """``native, dynamic = translate_bootstrap(...)`` unpacks the two main parts."""
+        return iter((self.config, self.dynamic_resources))
+
     def validate(self) -> Config:
         """The native config validated, errors at the Envoy path and line."""
         return validate_native(self._tx, self.config)
@@ -164,8 +168,10 @@ def translate_bootstrap(doc: Any, file: str | None = None, *,
     """Translate an Envoy v3 Bootstrap (YAML/JSON text, or the parsed dict).
 
     ``file`` names it in errors (with text input every error has its line).
-    ``route_configs``, ``load_assignments`` and ``secrets`` (by name, proto3-JSON dicts)
-    complete static listeners using ``rds``, EDS clusters fed over ADS and SDS secrets.
+    ``route_configs`` and ``secrets`` (by name, proto3-JSON dicts) complete static
+    listeners using ``rds`` and SDS secrets. ``load_assignments`` is accepted and not
+    used: an EDS cluster fed by the xDS client becomes native ``eds_config: {ads: {}}``
+    and its endpoints take the discovery path.
     Raises ``ConfigError`` at the Envoy path of the first problem; does not run native
     validation (``Bootstrap.validate()`` does).
     """
@@ -173,7 +179,6 @@ def translate_bootstrap(doc: Any, file: str | None = None, *,
         doc, lines = _doc(doc, file)
     tx = Tx(file, lines)
     tx.route_configs = route_configs
-    tx.load_assignments = load_assignments
     native: dict[str, Any] = {}
     static = doc.get("static_resources", {}) if isinstance(doc, Mapping) else {}
     if isinstance(static, Mapping) and "secrets" in static:
@@ -219,6 +224,12 @@ def config_from_bootstrap(doc: Any, lines: _Ctx | None, source: str) -> Config:
                  "client (ads, api_config_source) is not wired into `fastmesh run` yet",
                  key=True)
         tx.raise_if_errors()
+    if boot._tx.ads_eds:
+        name, spath = boot._tx.ads_eds[0]
+        boot._tx.error(spath + ("eds_config",), f"the endpoints of {name!r} come from the xDS "
+                       "client (ads, api_config_source), which is not wired into `fastmesh "
+                       "run` yet; a file ConfigSource (path_config_source) works without it")
+        boot._tx.raise_if_errors()
     if boot.rds:
         lst, name = boot.rds[0]
         tx = boot._tx

@@ -3,8 +3,8 @@
 Cluster types STATIC, STRICT_DNS, LOGICAL_DNS and EDS; the endpoints of a
 ``load_assignment`` become the native ``endpoints``. An EDS cluster reads
 its assignment from a file (``path_config_source``, watched by fastmesh) or
-from the xDS client (the ``load_assignments`` given to
-``translate_resources``). Resilience settings (circuit breakers, outlier
+from the xDS client (``ads`` / ``api_config_source``: native ``eds_config:
+{ads: {}}``, the client publishing the assignments itself). Resilience settings (circuit breakers, outlier
 detection, health checks) already use Envoy's names natively: they pass
 through with durations and wrapper values normalized.
 """
@@ -154,15 +154,15 @@ def _eds_cluster_config(tx: Tx, epath: Path, npath: Path, value: Any, out: dict)
 
 
 def _eds(tx: Tx, epath: Path, out: dict, npath: Path, name: Any) -> None:
-    """Resolve an EDS cluster's endpoints: the xDS client's assignment, or a file."""
+    """Where an EDS cluster's endpoints come from: a watched file, or the xDS client.
+
+    ADS and api_config_source both become native ``eds_config: {ads: {}}``: the xDS
+    client publishes the assignments through the discovery (endpoint) path, so an
+    endpoint push never recompiles the config; they are never inlined here."""
     service, source, spath = out.pop("_eds", (None, {}, epath + ("type",)))
-    key = service or name
-    if tx.load_assignments is not None and key in tx.load_assignments:
-        out["type"] = "static"
-        endpoints_from(tx, (f"load_assignments[{key}]",), npath, tx.load_assignments[key], out)
-        if not out["endpoints"]:
-            tx.error((f"load_assignments[{key}]",), "no endpoints yet: fastmesh's clusters "
-                     "need at least one (an empty assignment is not supported yet)")
+    if isinstance(source, Mapping) and ("ads" in source or "api_config_source" in source):
+        tx.set(out, npath, "eds_config", {"ads": {}}, spath + ("eds_config",))
+        tx.ads_eds.append((service or name, spath))
         return
     if isinstance(source, Mapping) and ("path_config_source" in source or "path" in source):
         tx.set(out, npath, "eds_config", normalize(
@@ -174,9 +174,8 @@ def _eds(tx: Tx, epath: Path, out: dict, npath: Path, name: Any) -> None:
             tx.error(spath + ("eds_config", k), f"field {k!r} of the ConfigSource is not "
                      "supported with path_config_source", key=True)
         return
-    tx.error(spath, f"EDS endpoints for {key!r} come from the xDS client (ads / "
-             "api_config_source), which is not given here; a file ConfigSource "
-             "(path_config_source) works without it")
+    tx.error(spath + ("eds_config",), "an EDS cluster's eds_config needs path_config_source "
+             "(a watched file), ads or api_config_source (the xDS client)")
 
 
 # ---------------------------------------------------------------- protocol options

@@ -276,7 +276,7 @@ class Tx:
         self.zero_weight_refs: list[tuple[Path, Any]] = []   # clusters named with weight 0
         self.cluster_refs: list[tuple[Path, Any]] = []       # other cluster names to check
         self.route_configs: dict[str, Any] | None = None     # RDS resources, when given
-        self.load_assignments: dict[str, Any] | None = None  # EDS resources, when given
+        self.ads_eds: list[tuple[Any, Path]] = []            # EDS clusters the xDS client feeds
         self.rds: list[tuple[str, str]] = []                 # (listener, route config) waiting
 
     # -- reporting

@@ -468,7 +468,7 @@ def _listener_filter(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) ->
 
 
 LISTENER = Table("envoy.config.listener.v3.Listener", (
-    copy("name", "name", string, "required by fastmesh (Envoy makes one up)", T_LISTENER),
+    copy("name", "name", string, "without it: `<address>_<port>` (Istio's form)", T_LISTENER),
     custom("address", "address, port", address, "socket_address only", T_LISTENER),
     custom("filter_chains", "(the listener)", _filter_chains, "exactly one", T_LISTENER),
     custom("listener_filters", "", _listener_filter,
@@ -493,4 +493,9 @@ def translate_listener(tx: Tx, epath: Path, npath: Path, value: Any) -> dict:
         for key in ("address", "filter_chains"):
             if key not in value:
                 tx.error(epath, f"missing required field {key!r}")
+        if "name" not in out and "address" in out and "port" in out:
+            # Envoy makes a name up for an unnamed static listener; fastmesh needs one.
+            name = f"{out['address']}_{out['port']}"
+            out["name"] = name if name[:1].isalnum() else "listener_" + name
+            tx.paths[npath + ("name",)] = epath
     return out

@@ -33,17 +33,20 @@ def translate_resources(listeners: list[dict], clusters: list[dict],
                         validate: bool = True) -> dict[str, Any]:
     """Envoy resources in their proto3-JSON dict shape to a native fastmesh config dict.
 
-    ``route_configs`` (RDS), ``load_assignments`` (EDS, by cluster or service name) and
-    ``secrets`` (SDS) are by resource name. ``admin`` is the native admin mapping to keep
-    (``Bootstrap.config.get("admin")``). A listener whose RDS route configuration is not
-    in ``route_configs``, or an EDS cluster without endpoints, is an error: call once the
-    resources they need are warm. With ``validate`` (the default, when there is at least
-    one listener) the result is also checked as fastmesh checks its own config. Raises
-    ``ConfigError`` whose path starts with the resource (``listeners[web]...``).
+    ``route_configs`` (RDS) and ``secrets`` (SDS) are by resource name.
+    ``load_assignments`` is accepted and not used: an EDS cluster fed over ADS or
+    api_config_source becomes native ``type: eds, eds_config: {ads: {}}`` and the xDS
+    client publishes its assignments through the discovery path. ``admin`` is the
+    native admin mapping to keep (``Bootstrap.config.get("admin")``). A route
+    configuration without virtual hosts (or a virtual host without routes) answers 404,
+    as Envoy. A listener whose RDS route configuration is not in ``route_configs`` is an
+    error: call once the resources it needs are warm. With ``validate`` (the default,
+    when there is at least one listener) the result is also checked as fastmesh checks
+    its own config. Raises ``ConfigError`` whose path starts with the resource
+    (``listeners[web]...``).
     """
     tx = Tx(None)
     tx.route_configs = dict(route_configs)
-    tx.load_assignments = dict(load_assignments)
     tx.secrets = dict(secrets)
     native: dict[str, Any] = {"listeners": [], "clusters": []}
     if admin is not None:

@@ -391,7 +391,7 @@ def _domains(value: Any) -> list[str]:
 VIRTUAL_HOST = Table("envoy.config.route.v3.VirtualHost", (
     copy("name", "name", string, "", T_ROUTES),
     copy("domains", "domains", _domains, "", T_ROUTES),
-    custom("routes", "routes", _routes, "first match wins", T_ROUTES),
+    custom("routes", "routes", _routes, "first match wins; none: 404, as Envoy", T_ROUTES),
     custom("typed_per_filter_config", "typed_per_filter_config", _per_filter, "", T_FILTERS),
     copy("include_request_attempt_count", "include_request_attempt_count", boolean, "",
          T_ROUTES),
@@ -407,6 +407,12 @@ VIRTUAL_HOST = Table("envoy.config.route.v3.VirtualHost", (
 ))
 
 
+# Envoy answers 404 where a route table or a virtual host has no routes; fastmesh's
+# native config wants at least one, so they get this one.
+def _not_found() -> dict:
+    return {"match": {"prefix": "/"}, "direct_response": {"status": 404}}
+
+
 def _virtual_hosts(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) -> None:
     if not isinstance(value, list):
         tx.error(epath, "expected a list of virtual hosts")
@@ -416,12 +422,17 @@ def _virtual_hosts(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) -> N
     for i, vh in enumerate(value):
         native: dict = {}
         items.append(native)
-        tx.walk(VIRTUAL_HOST, epath + (i,), npath + ("virtual_hosts", i), vh, native)
+        if tx.walk(VIRTUAL_HOST, epath + (i,), npath + ("virtual_hosts", i), vh, native) and \
+                not native.get("routes"):
+            native["routes"] = [_not_found()]
+    if not items:
+        out["virtual_hosts"] = [{"name": "no_routes", "domains": ["*"], "routes": [_not_found()]}]
 
 
 ROUTE_CONFIGURATION = Table("envoy.config.route.v3.RouteConfiguration", (
     ignore("name", "names the configuration for RDS", T_ROUTES),
-    custom("virtual_hosts", "virtual_hosts", _virtual_hosts, "", T_ROUTES),
+    custom("virtual_hosts", "virtual_hosts", _virtual_hosts,
+           "none: every request gets 404, as Envoy", T_ROUTES),
     ignore("validate_clusters", "fastmesh always checks that route clusters exist",
            T_ROUTES),
     reject("vhds", "VHDS", T_REJECT),
@@ -434,10 +445,11 @@ ROUTE_CONFIGURATION = Table("envoy.config.route.v3.RouteConfiguration", (
 
 def translate_route_config(tx: Tx, epath: Path, npath: Path, value: Any, listener: dict) -> None:
     """A RouteConfiguration into ``listener``'s ``virtual_hosts`` (at native ``npath``)."""
-    tx.walk(ROUTE_CONFIGURATION, epath, npath, value, listener)
-    if isinstance(value, Mapping) and "virtual_hosts" not in value:
-        tx.error(epath, "a route configuration without virtual_hosts routes nothing "
-                 "(every request would get 404)")
+    if tx.walk(ROUTE_CONFIGURATION, epath, npath, value, listener) and \
+            "virtual_hosts" not in listener:
+        # As Envoy: a table without virtual hosts answers every request with 404.
+        listener["virtual_hosts"] = [{"name": "no_routes", "domains": ["*"],
+                                      "routes": [_not_found()]}]
 
 
 __all__ = ["translate_route_config", "wrapped"]

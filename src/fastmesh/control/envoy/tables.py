@@ -54,11 +54,15 @@ The translator is the xDS client's back end (`fastmesh.control.envoy`):
   configurations, load assignments and secrets by name), and returns a native
   config dict for the versioned apply; errors name the resource
   (`clusters[backend].load_assignment...`). Call it once the resources a
-  listener needs are warm: a missing RDS route configuration or an EDS
-  cluster without endpoints is an error.
+  listener needs are warm: a missing RDS route configuration is an error.
+  An EDS cluster fed over `ads` or `api_config_source` becomes native
+  `type: eds` with `eds_config: {ads: {}}`: the client publishes its
+  ClusterLoadAssignments through the discovery path (an endpoint push never
+  recompiles the config), so `load_assignments` are not inlined.
 
 Until the client is wired in, `fastmesh run` refuses a bootstrap with
-`dynamic_resources` or a static listener using `rds`.
+`dynamic_resources`, a static listener using `rds` or an EDS cluster fed
+over ADS.
 
 ## Fields
 """
