@@ -101,9 +101,27 @@ def _demo_config(port: int, admin_port: int, origin_port: int) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def _is_xds_bootstrap(text: str) -> bool:
+    # An Envoy bootstrap with dynamic_resources: the xDS client runs it
+    # (runtime/xds.py). Cheap test first: most configs never mention it.
+    if "dynamic_resources" not in text:
+        return False
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("dynamic_resources"), dict)
+
+
 async def _run(args: argparse.Namespace) -> int:
     from fastmesh.control.config import ConfigError
 
+    if args.workers is None:
+        from fastmesh.runtime.cpus import available_cpus
+
+        args.workers = available_cpus()
     demo = None
     config = resolve_config_path(args.config)
     if config is None:
@@ -129,6 +147,12 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"fastmesh: cannot read config {config}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         source = path
+        if _is_xds_bootstrap(text):
+            from fastmesh.runtime import xds
+
+            import yaml
+
+            return await xds.run(args, yaml.safe_load(text), path)
     try:
         if args.single_process:
             from fastmesh.runtime.single import SingleProcess
@@ -137,12 +161,7 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             from fastmesh.runtime.supervisor import Supervisor
 
-            workers = args.workers
-            if workers is None:
-                from fastmesh.runtime.cpus import available_cpus
-
-                workers = available_cpus()
-            sup = Supervisor(text, source, path=path, workers=workers,
+            sup = Supervisor(text, source, path=path, workers=args.workers,
                              log_level=args.log_level, user=args.user, group=args.group)
     except ConfigError as exc:
         _print_config_error(exc, "fastmesh: invalid config: ")
