@@ -369,6 +369,7 @@ def test_cluster_http2(files, tmp_path):
     assert cfg.cluster("dns").protocol == "http2"          # the deprecated cluster field
     assert cfg.cluster("logical").protocol == "auto"       # use_downstream_protocol_config
     assert cfg.cluster("h1").protocol == "http1"
+    assert cfg.cluster("h1").idle_timeout == 3600          # Envoy's default, not native 60s
 
 
 # ---------------------------------------------------------------- rejections and errors
