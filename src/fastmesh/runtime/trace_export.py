@@ -64,6 +64,7 @@ class SpanExporterThread:
         self._lock = threading.Lock()      # one flush at a time (thread, shutdown)
         self._exporter: Any = None
         self._failed_setup = False
+        self._last_ok = True            # the last export went through
         self.sink = _core.TraceSink(cap, self.batch, self.start, self._wake.set)
 
     # --- the thread ----------------------------------------------------------
@@ -92,12 +93,18 @@ class SpanExporterThread:
                 self._export(records[i:i + self.batch])
 
     def shutdown(self, timeout: float = 2.0) -> None:
-        """Export what is left (bounded by `timeout`) and stop."""
+        """Export what is left and stop. A thread still busy after `timeout`
+        (a collector that does not answer) is left behind (it is a daemon),
+        and what is left is exported only if the last export went through:
+        a process's exit waits for a collector at most `timeout`, plus one
+        export when the collector answers."""
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.sink.pending():
+            if self._thread.is_alive():
+                return
+        if self.sink.pending() and self._last_ok:
             self.flush()
         if self._exporter is not None:
             try:
@@ -138,6 +145,7 @@ class SpanExporterThread:
         except Exception as exc:
             log.warning("tracing: OTLP export to %s failed: %s", self.endpoint, exc)
             ok = False
+        self._last_ok = ok
         if ok:
             self.sink.spans_sent += len(records)
         else:
