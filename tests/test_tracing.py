@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from fastmesh import _core
 from fastmesh.control.config import ConfigError, parse_config
+from support.h2util import H2Client, H2Origin
 from support.meshproc import Proc, fastmesh_argv
 from support.origin import Origin, closed_port
 from support.served import poll
@@ -202,6 +203,24 @@ def test_config_accepts_envoy_shape():
     assert t.custom_tags == (("env", "prod"),) and t.inject == ("tracecontext", "b3multi")
 
 
+@pytest.mark.parametrize("service", [
+    {"grpc_service": {"envoy_grpc": {"cluster_name": "otel"}, "timeout": "2s",
+                      "initial_metadata": [{"key": "x-k", "value": "v"}]}},
+    {"grpc_service": {"google_grpc": {"target_uri": "collector:4317"}}},
+    {"http_service": {"http_uri": {"uri": "http://c:4318/v1/traces", "cluster": "otel"},
+                      "request_headers_to_add": [{"header": {"key": "x-k", "value": "v"}}]}},
+])
+def test_config_dump_round_trip(service, monkeypatch):
+    from fastmesh.control.dump import config_to_dict
+    monkeypatch.setenv("POD", "pod-7")
+    cfg = parse_config(_cfg_text({
+        "random_sampling": 0.5, "spawn_upstream_span": False, "provider": _otel(service),
+        "custom_tags": [{"tag": "pod", "environment": {"name": "POD"}}],
+        "propagation": {"extract": ["b3"], "inject": ["b3multi"]}}))
+    assert cfg.listeners[0].tracing.custom_tags == (("pod", "pod-7"),)
+    assert parse_config(json.dumps(config_to_dict(cfg))) == cfg
+
+
 @pytest.mark.parametrize("tracing, where, says", [
     ({"random_sampling": {"value": 101}}, "tracing.random_sampling.value", "out of range"),
     ({"random_sampling": "1%"}, "tracing.random_sampling", "percentage"),
@@ -332,7 +351,7 @@ class Traced(Proc):
     (host, port) `upstream` and the listener's `tracing`."""
 
     def __init__(self, tmp: Path, name: str, upstream, tracing: dict, collector_port: int,
-                 route_extra: dict | None = None) -> None:
+                 route_extra: dict | None = None, cluster_extra: dict | None = None) -> None:
         self.name = name
         super().__init__(tmp)
         cfg = {"drain_timeout": 1, "admin": {"address": "127.0.0.1", "port": self.admin},
@@ -342,7 +361,7 @@ class Traced(Proc):
                                   {"match": {"prefix": "/"}, "cluster": "up",
                                    **(route_extra or {})}]}]}],
                "clusters": [{"name": "up", "endpoints": [
-                   {"address": upstream[0], "port": upstream[1]}]},
+                   {"address": upstream[0], "port": upstream[1]}], **(cluster_extra or {})},
                    {"name": "otel", "endpoints": [
                        {"address": "127.0.0.1", "port": collector_port}]}]}
         path = self.tmp / f"{name}.yaml"
@@ -547,3 +566,35 @@ def test_exporter_down_traffic_unaffected(tmp_path, origin, procs):
     assert p.wait(lambda: p.tracing_stats().get("export_failed", 0) >= 1, timeout=20)
     for _ in range(10):
         assert p.get("/still") == 200
+
+
+def test_h2_client_h2_upstream_retries(tmp_path, grpc_collector, procs):
+    # HTTP/2 both sides: the upstream header list kept for the retry gets
+    # each attempt's span id (and the B3 multi-header form).
+    with H2Origin() as h2o:
+        h2o.fixed_status = 503
+        p = Traced(tmp_path, "h2", h2o.address,
+                   grpc_tracing(propagation={"inject": ["tracecontext", "b3multi"]}),
+                   grpc_collector.port, cluster_extra={"protocol": "http2"},
+                   route_extra={"retry_policy": {"retry_on": "5xx", "num_retries": 2,
+                                                 "retry_back_off": {"base_interval": "0.01s"}}})
+        procs.append(p)
+        c = H2Client(p.address)
+        try:
+            sid = c.request("GET", "/h2x", headers=[("traceparent", TP)])
+            c.wait(sid)
+            assert c.responses[sid].status == 503
+        finally:
+            c.close()
+        assert poll(lambda: len(grpc_collector.get()) >= 4)
+        spans = grpc_collector.get()
+        srv = [s for s in spans if s["kind"] == 2]
+        clients = sorted((s for s in spans if s["kind"] == 3),
+                         key=lambda s: s["attrs"].get("http.request.resend_count", 0))
+        assert len(srv) == 1 and len(clients) == 3
+        assert srv[0]["parent"] == 0x00f067aa0ba902b7 and srv[0]["trace"] == TID
+        assert srv[0]["attrs"]["network.protocol.version"] == "2"
+        got = [(r.header(b"traceparent"), r.header(b"x-b3-spanid"), r.header(b"x-b3-parentspanid"))
+               for r in h2o.received()]
+        assert got == [(f"00-{TID:032x}-{cl['span']:016x}-01".encode(), f"{cl['span']:016x}".encode(),
+                        f"{srv[0]['span']:016x}".encode()) for cl in clients]

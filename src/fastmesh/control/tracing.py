@@ -228,6 +228,43 @@ def parse_tracing(ctx: _Ctx, path: Path, value: Any) -> TracingConfig | None:
         inject=inject or (), **{k: v for k, v in (provider or {}).items() if v is not None})
 
 
+def to_dict(cfg: TracingConfig) -> dict[str, Any]:
+    """The section back in the config's shape (control/dump.py): every
+    default written, environment tags as the literals they were read as."""
+    out: dict[str, Any] = {
+        "random_sampling": {"value": cfg.random_sampling},
+        "client_sampling": {"value": cfg.client_sampling},
+        "overall_sampling": {"value": cfg.overall_sampling},
+        "spawn_upstream_span": cfg.spawn_upstream_span,
+        "custom_tags": [{"tag": k, "literal": {"value": v}} for k, v in cfg.custom_tags],
+        "propagation": {"extract": list(cfg.extract)},
+    }
+    if cfg.inject:
+        out["propagation"]["inject"] = list(cfg.inject)
+    if cfg.protocol is None:
+        return out
+    typed: dict[str, Any] = {"@type": OTEL_TYPE, "service_name": cfg.service_name}
+    if cfg.protocol == "grpc":
+        svc: dict[str, Any] = {"timeout": cfg.timeout}
+        if cfg.cluster is not None:
+            svc["envoy_grpc"] = {"cluster_name": cfg.cluster}
+        else:
+            svc["google_grpc"] = {"target_uri": cfg.target}
+        if cfg.headers:
+            svc["initial_metadata"] = [{"key": k, "value": v} for k, v in cfg.headers]
+        typed["grpc_service"] = svc
+    else:
+        uri: dict[str, Any] = {"uri": cfg.target, "timeout": cfg.timeout}
+        if cfg.cluster is not None:
+            uri["cluster"] = cfg.cluster
+        typed["http_service"] = {"http_uri": uri}
+        if cfg.headers:
+            typed["http_service"]["request_headers_to_add"] = [
+                {"header": {"key": k, "value": v}} for k, v in cfg.headers]
+    out["provider"] = {"name": OTEL_TRACER, "typed_config": typed}
+    return out
+
+
 def _collector(cfg: TracingConfig, clusters: Mapping[str, Any]) -> str | None:
     # Where the export thread sends: google_grpc's target, the http_uri, or
     # the first endpoint of the named cluster (Envoy sends through it).
