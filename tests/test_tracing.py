@@ -170,6 +170,146 @@ def test_tracestate_generated(members):
     assert _core.tc_tracestate_valid(",".join(f"{k}={v}" for k, v in members).encode())
 
 
+# --- OTLP encoding (trace_otlp.pxi) against the SDK's encoder -----------------------
+
+_OUTCOMES = {0: "cancelled", -1: "connect_failure", -2: "timeout", -3: "reset"}
+
+
+class SdkSpans:
+    """The oracle: span records (tuples) -> OpenTelemetry SDK ReadableSpans
+    with the attributes of the HTTP semantic conventions, for the SDK's own
+    encoder (what trace_otlp.pxi must match)."""
+
+    def __init__(self, service_name: str) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+        self._ReadableSpan = ReadableSpan
+        self._SpanContext = SpanContext
+        self._Status = Status
+        self._StatusCode = StatusCode
+        self._kinds = {1: SpanKind.SERVER, 2: SpanKind.CLIENT}
+        self._flags = TraceFlags(TraceFlags.SAMPLED)
+        self._resource = Resource.create({"service.name": service_name})
+        self._scope = InstrumentationScope("fastmesh", "")
+
+    def span(self, rec: tuple) -> Any:
+        kind, hi, lo, sid, parent, start, end, status = rec[:8]
+        tid = (hi << 64) | lo
+        ctx = self._SpanContext(tid, sid, is_remote=False, trace_flags=self._flags)
+        method = rec[8].decode("latin-1")
+        target = rec[9].decode("latin-1")
+        path, _, query = target.partition("?")
+        attrs: dict[str, Any] = {"http.request.method": method, "url.path": path}
+        if query:
+            attrs["url.query"] = query
+        error = None
+        if kind == 1:
+            host, client_ip, h2, listener, cluster, attempts, tags = rec[10:17]
+            # The caller's span is remote; none: we started the trace (a root).
+            pctx = (self._SpanContext(tid, parent, is_remote=True, trace_flags=self._flags)
+                    if parent else None)
+            authority = host.decode("latin-1")
+            if authority.startswith("["):
+                name, _, rest = authority[1:].partition("]")
+                port = rest[1:] if rest.startswith(":") else ""
+            elif authority.count(":") == 1:
+                name, port = authority.split(":")
+            else:
+                name, port = authority, ""
+            attrs["server.address"] = name
+            if port.isdigit():
+                attrs["server.port"] = int(port)
+            attrs["url.scheme"] = "http"
+            attrs["client.address"] = client_ip.decode("latin-1")
+            attrs["network.protocol.version"] = "2" if h2 else "1.1"
+            attrs["fastmesh.listener"] = listener
+            if cluster is not None:
+                attrs["upstream_cluster"] = cluster     # Envoy's tag
+            for k, v in tags:
+                attrs[k] = v
+            if status:
+                attrs["http.response.status_code"] = status
+            if status == 0:
+                error = "downstream_reset"              # no response went out
+            elif status >= 500:
+                error = str(status)
+        else:
+            cluster, host, port, attempt = rec[10:14]
+            pctx = self._SpanContext(tid, parent, is_remote=False, trace_flags=self._flags)
+            attrs["server.address"] = host
+            attrs["server.port"] = port
+            attrs["url.full"] = f"http://{host}:{port}{target}"
+            attrs["upstream_cluster"] = cluster
+            attrs["upstream_address"] = f"{host}:{port}"     # Envoy's tag
+            if attempt > 1:
+                attrs["http.request.resend_count"] = attempt - 1
+            if status > 0:
+                attrs["http.response.status_code"] = status
+                if status >= 500:
+                    error = str(status)
+            else:
+                error = _OUTCOMES.get(status, "error")
+        if error is not None:
+            attrs["error.type"] = error
+            st = self._Status(self._StatusCode.ERROR, error)
+        else:
+            st = self._Status(self._StatusCode.UNSET)
+        return self._ReadableSpan(
+            name=method, context=ctx, parent=pctx, resource=self._resource,
+            attributes=attrs, kind=self._kinds[kind], status=st, start_time=start,
+            end_time=end, instrumentation_scope=self._scope)
+
+
+
+RECORDS = [
+    # server: (1, hi, lo, sid, parent, start, end, status, method, target, host,
+    #          client_ip, h2, listener, cluster, attempts, custom_tags)
+    (1, 0x4bf92f3577b34da6, 0xa3ce929d0e0e4736, 0x1111, 0x2222, 1_700_000_000_000_000_000,
+     1_700_000_000_123_456_789, 200, b"GET", b"/a/b?x=1&y=2", b"example.com:8080",
+     b"10.0.0.1", False, "web", "backend", 1, (("env", "prod"), ("team", "edge"))),
+    (1, 1, 2, 3, 0, 5, 6, 503, b"POST", b"/", b"[::1]:443", b"::1", True, "web", "b", 2, ()),
+    (1, 1, 2, 4, 9, 5, 6, 0, b"GET", b"/reset", b"svc", b"127.0.0.1", False, "l", None, 0, ()),
+    (1, 1, 2, 4, 9, 5, 6, 404, b"DELETE", b"/q?", b"h:x", b"127.0.0.1", False, "l", None, 0, ()),
+    # client: (2, hi, lo, sid, parent, start, end, outcome, method, target,
+    #          cluster, ep_host, ep_port, attempt)
+    (2, 7, 8, 0xfffffffffffffff0, 0x1111, 10, 20, 200, b"GET", b"/a?x", "backend",
+     "10.1.2.3", 8080, 1),
+    (2, 7, 8, 0x55, 0x1111, 10, 20, 502, b"GET", b"/a", "backend", "10.1.2.3", 8080, 2),
+    (2, 7, 8, 0x56, 0x1111, 10, 20, -1, b"GET", b"/a", "backend", "10.1.2.3", 80, 3),
+    (2, 7, 8, 0x57, 0x1111, 10, 20, -2, b"GET", b"/a", "backend", "h", 80, 1),
+    (2, 7, 8, 0x58, 0x1111, 10, 20, -3, b"GET", b"/a", "backend", "h", 80, 1),
+    (2, 7, 8, 0x59, 0x1111, 10, 20, 0, b"GET", b"/a", "backend", "h", 80, 1),
+]
+
+
+def _spans_of(req) -> list[dict]:
+    from google.protobuf.json_format import MessageToDict
+    out = []
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                d = MessageToDict(sp)
+                d["attributes"] = sorted(d.get("attributes", []), key=lambda a: a["key"])
+                out.append(d)
+    return out
+
+
+def test_otlp_encoding_matches_the_sdk():
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from fastmesh.runtime.trace_export import _resource_and_scope
+
+    sdk = encode_spans([SdkSpans("svc").span(r) for r in RECORDS])
+    resource, scope = _resource_and_scope("svc")
+    ours = trace_service_pb2.ExportTraceServiceRequest.FromString(
+        _core.otlp_encode(RECORDS, resource, scope))
+    assert _spans_of(ours) == _spans_of(sdk)
+    assert ours.resource_spans[0].resource == sdk.resource_spans[0].resource
+    assert ours.resource_spans[0].scope_spans[0].scope.name == "fastmesh"
+
+
 # --- config -------------------------------------------------------------------------
 
 def _cfg_text(tracing: dict, port: int = 18080) -> str:

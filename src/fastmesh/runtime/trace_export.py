@@ -28,10 +28,6 @@ from fastmesh import _core
 
 log = logging.getLogger("fastmesh.tracing")
 
-# Record layouts (filter_tracing.pxi: trace_finish / trace_attempt_end).
-SERVER, CLIENT = 1, 2
-# UpstreamRequest.outcome below 0 (cluster_outlier.pxd): why an attempt failed.
-_OUTCOMES = {0: "cancelled", -1: "connect_failure", -2: "timeout", -3: "reset"}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -117,20 +113,14 @@ class SpanExporterThread:
 
     def _make_exporter(self) -> Any:
         if self.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            return OTLPSpanExporter(endpoint=self.endpoint, insecure=True,
-                                    headers=dict(self.headers) or None, timeout=self.timeout)
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-        return HttpExporter(endpoint=self.endpoint, headers=dict(self.headers) or None,
-                            timeout=self.timeout)
+            return _grpc_exporter(self.endpoint, self.headers, self.timeout)
+        return _http_exporter(self.endpoint, self.headers, self.timeout)
 
     def _export(self, records: list) -> None:
         if self._exporter is None and not self._failed_setup:
             try:
                 self._exporter = self._make_exporter()
-                self._builder = SpanBuilder(self.service_name)
+                self._resource, self._scope = _resource_and_scope(self.service_name)
             except Exception as exc:
                 self._failed_setup = True
                 log.error("tracing: cannot set up the OTLP exporter (%s): %s",
@@ -138,10 +128,9 @@ class SpanExporterThread:
         if self._exporter is None:
             self.sink.export_failed += len(records)
             return
-        from opentelemetry.sdk.trace.export import SpanExportResult
-        spans = [self._builder.span(r) for r in records]
+        batch = Encoded(_core.otlp_encode(records, self._resource, self._scope), len(records))
         try:
-            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
+            ok = self._exporter.export(batch)
         except Exception as exc:
             log.warning("tracing: OTLP export to %s failed: %s", self.endpoint, exc)
             ok = False
@@ -152,87 +141,75 @@ class SpanExporterThread:
             self.sink.export_failed += len(records)
 
 
-class SpanBuilder:
-    """Span records (tuples) -> OpenTelemetry SDK ReadableSpans, with the
-    attributes of the OpenTelemetry HTTP semantic conventions."""
+class Encoded:
+    """A batch of spans in OTLP's wire format (an ExportTraceServiceRequest)."""
 
-    def __init__(self, service_name: str) -> None:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+    __slots__ = ("data", "count")
 
-        import fastmesh
-        self._ReadableSpan = ReadableSpan
-        self._SpanContext = SpanContext
-        self._Status = Status
-        self._StatusCode = StatusCode
-        self._kinds = {SERVER: SpanKind.SERVER, CLIENT: SpanKind.CLIENT}
-        self._flags = TraceFlags(TraceFlags.SAMPLED)
-        self._resource = Resource.create({"service.name": service_name})
-        self._scope = InstrumentationScope("fastmesh", getattr(fastmesh, "__version__", None))
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
 
-    def span(self, rec: tuple) -> Any:
-        kind, hi, lo, sid, parent, start, end, status = rec[:8]
-        tid = (hi << 64) | lo
-        ctx = self._SpanContext(tid, sid, is_remote=False, trace_flags=self._flags)
-        method = rec[8].decode("latin-1")
-        target = rec[9].decode("latin-1")
-        path, _, query = target.partition("?")
-        attrs: dict[str, Any] = {"http.request.method": method, "url.path": path}
-        if query:
-            attrs["url.query"] = query
-        error = None
-        if kind == SERVER:
-            host, client_ip, h2, listener, cluster, attempts, tags = rec[10:17]
-            # The caller's span is remote; none: we started the trace (a root).
-            pctx = (self._SpanContext(tid, parent, is_remote=True, trace_flags=self._flags)
-                    if parent else None)
-            authority = host.decode("latin-1")
-            name, _, port = authority.rpartition(":") if authority.count(":") == 1 \
-                else (authority, "", "")
-            attrs["server.address"] = name or authority
-            if port.isdigit():
-                attrs["server.port"] = int(port)
-            attrs["url.scheme"] = "http"
-            attrs["client.address"] = client_ip.decode("latin-1")
-            attrs["network.protocol.version"] = "2" if h2 else "1.1"
-            attrs["fastmesh.listener"] = listener
-            if cluster is not None:
-                attrs["upstream_cluster"] = cluster     # Envoy's tag
-            for k, v in tags:
-                attrs[k] = v
-            if status:
-                attrs["http.response.status_code"] = status
-            if status == 0:
-                error = "downstream_reset"              # no response went out
-            elif status >= 500:
-                error = str(status)
-        else:
-            cluster, host, port, attempt = rec[10:14]
-            pctx = self._SpanContext(tid, parent, is_remote=False, trace_flags=self._flags)
-            attrs["server.address"] = host
-            attrs["server.port"] = port
-            attrs["url.full"] = f"http://{host}:{port}{target}"
-            attrs["upstream_cluster"] = cluster
-            attrs["upstream_address"] = f"{host}:{port}"     # Envoy's tag
-            if attempt > 1:
-                attrs["http.request.resend_count"] = attempt - 1
-            if status > 0:
-                attrs["http.response.status_code"] = status
-                if status >= 500:
-                    error = str(status)
-            else:
-                error = _OUTCOMES.get(status, "error")
-        if error is not None:
-            attrs["error.type"] = error
-            st = self._Status(self._StatusCode.ERROR, error)
-        else:
-            st = self._Status(self._StatusCode.UNSET)
-        return self._ReadableSpan(
-            name=method, context=ctx, parent=pctx, resource=self._resource,
-            attributes=attrs, kind=self._kinds[kind], status=st, start_time=start,
-            end_time=end, instrumentation_scope=self._scope)
+
+def _resource_and_scope(service_name: str) -> tuple[bytes, bytes]:
+    # The batch's Resource and InstrumentationScope, encoded once with
+    # opentelemetry-proto's classes (the spans are encoded by _core).
+    from opentelemetry.proto.common.v1.common_pb2 import (
+        AnyValue,
+        InstrumentationScope,
+        KeyValue,
+    )
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.sdk.resources import Resource as SdkResource
+
+    import fastmesh
+    # The SDK's default resource (telemetry.sdk.*), as its exporters send.
+    attrs = SdkResource.create({"service.name": service_name}).attributes
+    res = Resource(attributes=[KeyValue(key=k, value=AnyValue(string_value=str(v)))
+                               for k, v in attrs.items()])
+    scope = InstrumentationScope(name="fastmesh",
+                                 version=getattr(fastmesh, "__version__", "") or "")
+    return res.SerializeToString(), scope.SerializeToString()
+
+
+def _grpc_exporter(endpoint: str, headers: Sequence[tuple[str, str]], timeout: float) -> Any:
+    """The SDK's OTLP/gRPC span exporter (its channel, retries with back-off,
+    headers, timeout), sending batches that come encoded."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class Exporter(OTLPSpanExporter):
+        def _translate_data(self, data: Encoded) -> ExportTraceServiceRequest:
+            return ExportTraceServiceRequest.FromString(data.data)
+
+        def _count_data(self, data: Encoded) -> int:
+            return data.count
+
+        def export(self, batch: Encoded) -> bool:      # type: ignore[override]
+            return self._export(batch) == SpanExportResult.SUCCESS
+
+    return Exporter(endpoint=endpoint, insecure=True, headers=dict(headers) or None,
+                    timeout=timeout)
+
+
+def _http_exporter(endpoint: str, headers: Sequence[tuple[str, str]], timeout: float) -> Any:
+    """The SDK's OTLP/HTTP span exporter (its session, retries, headers,
+    timeout), posting batches that come encoded."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    class Exporter(OTLPSpanExporter):
+        def export(self, batch: Encoded) -> bool:      # type: ignore[override]
+            if self._shutdown:
+                return False
+            client = getattr(self, "_client", None)
+            if client is not None:                     # opentelemetry-exporter-http-transport
+                return bool(client.export(batch.data).success)
+            return bool(self._export(batch.data).ok)   # older SDKs: a requests.Response
+
+    return Exporter(endpoint=endpoint, headers=dict(headers) or None, timeout=timeout)
 
 
 _exporters: dict[tuple, SpanExporterThread] = {}
