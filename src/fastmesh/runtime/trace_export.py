@@ -73,6 +73,11 @@ class SpanExporterThread:
             self._thread.start()
 
     def _run(self) -> None:
+        # The SDK's import and the exporter are made now, at the first span,
+        # not at the first export: a process that ends before its first
+        # export (shutdown waits for this thread only so long) still sends.
+        with self._lock:
+            self._setup()
         while not self._stop:
             self._wake.wait(self.delay)
             self._wake.clear()
@@ -98,6 +103,9 @@ class SpanExporterThread:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._exporter is None and not self._failed_setup:
+                # Still importing the SDK (no network in that): wait for it.
+                self._thread.join()
             if self._thread.is_alive():
                 return
         if self.sink.pending() and self._last_ok:
@@ -116,15 +124,18 @@ class SpanExporterThread:
             return _grpc_exporter(self.endpoint, self.headers, self.timeout)
         return _http_exporter(self.endpoint, self.headers, self.timeout)
 
-    def _export(self, records: list) -> None:
+    def _setup(self) -> None:
         if self._exporter is None and not self._failed_setup:
             try:
-                self._exporter = self._make_exporter()
                 self._resource, self._scope = _resource_and_scope(self.service_name)
+                self._exporter = self._make_exporter()
             except Exception as exc:
                 self._failed_setup = True
                 log.error("tracing: cannot set up the OTLP exporter (%s): %s",
                           self.protocol, exc)
+
+    def _export(self, records: list) -> None:
+        self._setup()
         if self._exporter is None:
             self.sink.export_failed += len(records)
             return
