@@ -52,7 +52,8 @@ class AdminServer:
                  config: Callable[[], Config], ready: Callable[[], bool],
                  version: Callable[[], int] | None = None,
                  clusters: ClustersProvider | None = None,
-                 certs: Callable[[], dict[str, Any]] | None = None) -> None:
+                 certs: Callable[[], dict[str, Any]] | None = None,
+                 xds_configs: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.host = address
         self.port = port
         self._stats = stats
@@ -61,6 +62,8 @@ class AdminServer:
         self._version = version
         self._clusters = clusters
         self._certs = certs
+        # With an xDS client: its resources in Envoy's config_dump shape.
+        self._xds_configs = xds_configs
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -126,6 +129,8 @@ class AdminServer:
             dump = config_to_dict(self._config())
             if self._version is not None:
                 dump = {"version": self._version(), **dump}
+            if self._xds_configs is not None:
+                dump["configs"] = self._xds_configs()
             return 200, "application/json", json.dumps(dump, indent=2).encode()
         if path == "/clusters" and self._clusters is not None:
             fmt = params.get("format", "text")

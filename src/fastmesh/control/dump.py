@@ -19,6 +19,7 @@ from fastmesh.control.schema import (
     thaw,
 )
 from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
+from fastmesh.control import tracing
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -101,6 +102,8 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
     if lst.max_stream_duration:
         out["max_stream_duration"] = lst.max_stream_duration
+    if lst.tracing is not None:
+        out["tracing"] = tracing.to_dict(lst.tracing)
     return out
 
 
@@ -222,6 +225,8 @@ def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
             "endpoints": list(e.endpoints), "prefix": e.prefix, "dial_timeout": e.dial_timeout,
             "retry_backoff": {"base_interval": e.retry_base_interval,
                               "max_interval": e.retry_max_interval}}}
+    elif d.type == "eds" and d.ads:
+        out["eds_config"] = {"ads": {}}
     elif d.type == "eds":
         out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
     elif d.type != "static":

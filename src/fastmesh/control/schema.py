@@ -324,6 +324,7 @@ class ListenerConfig:
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
     network_filters: tuple[NetworkFilterConfig, ...] = ()   # tcp only (control/rbac.py)
+    tracing: Any = None                            # http only: control/tracing.TracingConfig
 
 
 
@@ -487,6 +488,7 @@ class DiscoveryConfig:
     dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
     eds_path: str | None = None
     etcd: EtcdSourceConfig | None = None
+    ads: bool = False                   # eds_config {ads: {}}: fed by the xDS client
 
     @property
     def dynamic(self) -> bool:

@@ -411,7 +411,7 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
                   "trust_retry_headers", "forward_client_cert_details",
-                  "set_current_client_cert_details")
+                  "set_current_client_cert_details", "tracing")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config",
@@ -483,7 +483,7 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     admin = m.section("admin", _parse_admin, None)
     overload = m.section("overload_manager", _parse_overload, OverloadConfig())
     listeners = m.section("listeners", lambda c, p, v: _list(
-        c, p, v, _parse_listener, min_items=1, what="listeners"))
+        c, p, v, _parse_listener, min_items=ctx.min_listeners, what="listeners"))
     clusters = m.section("clusters", lambda c, p, v: _list(
         c, p, v, _parse_cluster, min_items=0, what="clusters"), ())
     listeners = listeners or ()
@@ -604,6 +604,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
         network_filters=_network_filters(ctx, path, m, http),
+        tracing=_listener_tracing(ctx, path, m, http),
         **_listener_tls(ctx, path, m, http),
     )
 
@@ -614,6 +615,14 @@ def _network_filters(ctx: _Ctx, path: Path, m: _Map, http: bool) -> tuple[Any, .
         return ()
     from fastmesh.control import rbac
     return m.section("network_filters", rbac.parse_network_filters, ()) or ()
+
+
+def _listener_tracing(ctx: _Ctx, path: Path, m: _Map, http: bool) -> Any:
+    # control/tracing.py parses it (imported here, as it uses this module).
+    if not http or "tracing" not in m:
+        return None
+    from fastmesh.control import tracing
+    return m.section("tracing", tracing.parse_tracing, None)
 
 
 def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
@@ -1059,6 +1068,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
     eds_source = m.section("eds_config", _parse_eds_config, None)
     eds_path = eds_source if isinstance(eds_source, str) else None
     etcd = eds_source if isinstance(eds_source, EtcdSourceConfig) else None
+    ads = eds_source is True
     if typ == "eds" and eds_source is None and "eds_config" not in m:
         ctx.error(path + ("eds_config",), "an eds cluster needs eds_config "
                   "({path_config_source: {path: <file>}} or {etcd: {endpoints, prefix}})")
@@ -1078,6 +1088,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
         dns_resolvers=tuple(resolvers),
         eds_path=eds_path,
         etcd=etcd,
+        ads=ads,
     )
 
 
@@ -1131,12 +1142,20 @@ def _parse_resolver(ctx: _Ctx, path: Path, value: Any) -> DnsResolverConfig:
                              port=m.get("port", _int(1, 65535), 53))
 
 
-def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | EtcdSourceConfig | None:
+def _parse_eds_config(ctx: _Ctx, path: Path, value: Any
+                      ) -> str | EtcdSourceConfig | bool | None:
     # Envoy's ConfigSource, file form: {path_config_source: {path}} or the
     # older {path: ...}; or fastmesh's etcd source ({etcd: {...}}, no Envoy
-    # equivalent). The file or etcd itself is read when the proxy runs.
-    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "resource_api_version"),
+    # equivalent); or {ads: {}}: the xDS client's ADS stream publishes the
+    # endpoints (control/xds). The file or etcd itself is read when the
+    # proxy runs.
+    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "ads",
+                                "resource_api_version", "initial_fetch_timeout"),
              "eds_config (a ConfigSource)")
+    if "ads" in m:
+        for other in ("path_config_source", "path", "etcd"):
+            m.forbid(other, f"give either ads or {other}, not both")
+        return True
     if "etcd" in m:
         for other in ("path_config_source", "path"):
             m.forbid(other, f"give either etcd or {other}, not both")

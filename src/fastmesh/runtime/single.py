@@ -42,6 +42,7 @@ class SingleProcess:
         self._done = asyncio.Event()
         self._started = False
         self._stop_requested = False     # SIGTERM/SIGINT while starting
+        self.xds: Any = None             # the xDS source feeding it (runtime/xds.py)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,7 +57,8 @@ class SingleProcess:
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version,
                                      clusters=self.plane.clusters_status,
-                                     certs=self.plane.certs)
+                                     certs=self.plane.certs,
+                                     xds_configs=self._xds_configs())
             await self.admin.start()
         privileges.warn_if_root(self.run_as)
         if self.run_as is not None:
@@ -115,7 +117,11 @@ class SingleProcess:
             config_reloads_ok=self.reloads_ok,
             config_reloads_failed=self.reloads_failed,
             config_version=self.plane.version)
-        return metrics.merge([self.plane.stats(), {"blocks": [own]}])
+        xds = self.xds.blocks() if self.xds is not None else []
+        return metrics.merge([self.plane.stats(), {"blocks": [own, *xds]}])
+
+    def _xds_configs(self) -> Any:
+        return self.xds.config_dump if self.xds is not None else None
 
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""
