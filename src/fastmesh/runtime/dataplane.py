@@ -125,6 +125,7 @@ class DataPlane:
         self.worker: _core.Worker | None = None
         self.listeners: dict[str, _Listener] = {}
         self.version = version    # of the config being served (1 = the first)
+        self.listening_stopped = False   # admin /drain_listeners
         # Filter objects embedders added (add_filter), by listener: they go
         # into every snapshot after the listener's configured http_filters.
         self.extra_filters: dict[str, list[_core.HttpFilter]] = {}
@@ -343,6 +344,8 @@ class DataPlane:
         """The overload protection (core_overload.pxi) stops or resumes
         accepting. Stopping closes the servers but keeps each listening
         socket open (a duplicate), so connections wait in its backlog."""
+        if self.listening_stopped:
+            return              # /drain_listeners: they stay closed
         for name, lst in list(self.listeners.items()):
             if accepting:
                 if lst.paused is not None:
@@ -492,6 +495,23 @@ class DataPlane:
             log.warning("drain timeout: closing %d connections", left)
         self.worker.close_all()
         self.listeners.clear()
+
+    def reset_counters(self) -> None:
+        """Admin /reset_counters: this worker's counters and histograms to 0
+        (gauges kept, as Envoy)."""
+        if self.worker is not None:
+            self.worker.registry.reset_counters()
+
+    def stop_listening(self, graceful: bool) -> None:
+        """Admin /drain_listeners: stop accepting on every listener (the
+        connections open keep being served); `graceful` also asks them to
+        close after their current request, as a drain does."""
+        self.listening_stopped = True
+        for lst in self.listeners.values():
+            lst.server.close()
+            lst.close_paused()
+        if graceful and self.worker is not None:
+            self.worker.start_drain()
 
     def worker_clusters(self) -> dict[str, list[list[Any]]]:
         """This worker's endpoints and their counters (admin /clusters; a
