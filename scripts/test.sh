@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 # System tools: nginx (origin for bench), haproxy (bench peer), wrk (HTTP/1.1 load),
 # h2load from nghttp2-client (HTTP/2 load), a C compiler for the Cython build,
-# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py).
+# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py),
+# testssl.sh (tests/test_tls.py: no finding on a TLS listener).
 need=()
 command -v nginx   >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -18,6 +19,7 @@ command -v wrk     >/dev/null || need+=(wrk)
 command -v h2load  >/dev/null || need+=(nghttp2-client)
 command -v gcc     >/dev/null || need+=(gcc)
 command -v etcd    >/dev/null || need+=(etcd-server)
+command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     $SUDO apt-get update -qq
