@@ -188,3 +188,58 @@ def test_envoy_naming_from_config(tmp_path, origin):
         assert "fastmesh_cluster_upstream_rq_total" in text
     finally:
         m.stop()
+
+
+def test_istio_standard_metrics(tmp_path, origin):
+    """admin.metrics.istio: istio_requests_total and
+    istio_request_duration_milliseconds per destination and exact code."""
+    m = Mesh.__new__(Mesh)
+    Proc.__init__(m, tmp_path)
+    cfg = {"drain_timeout": 1,
+           "admin": {"address": "127.0.0.1", "port": m.admin,
+                     "metrics": {"istio": True, "workload": "shop", "namespace": "prod"}},
+           "listeners": [{"name": "web", "address": "127.0.0.1", "port": m.port,
+                          "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                              {"name": "local", "match": {"prefix": "/local"},
+                               "direct_response": {"status": 404, "body": "no\n"}},
+                              {"match": {"prefix": "/"}, "cluster": "origin"}]}]}],
+           "clusters": [{"name": "origin", "endpoints": [
+               {"address": origin[0], "port": origin[1]}]}]}
+    (tmp_path / "fm.json").write_text(json.dumps(cfg))
+    m.spawn(fastmesh_argv(tmp_path / "fm.json", "--workers", "2", "--log-level", "warning"))
+    try:
+        traffic(m, 9, 4)
+        for accept in ({}, {"Accept": OM_ACCEPT}):
+            text = m.get("/stats/prometheus", accept, admin=True)[2].decode()
+            fams = list(om_families(text) if accept else text_string_to_metric_families(text))
+            v = samples(fams)
+            base = {"reporter": "source", "source_workload": "shop",
+                    "source_workload_namespace": "prod", "destination_workload": "unknown",
+                    "request_protocol": "http", "grpc_response_status": "",
+                    "response_flags": "-", "connection_security_policy": "unknown"}
+
+            def key(name, service, code, **more):
+                lab = {**base, "destination_service": service,
+                       "destination_service_name": service, "response_code": code, **more}
+                return (name, tuple(sorted(lab.items())))
+
+            assert v[key("istio_requests_total", "origin", "200")] == 9
+            assert v[key("istio_requests_total", "unknown", "404")] == 4
+            d = "istio_request_duration_milliseconds"
+            assert v[key(d + "_count", "origin", "200")] == 9
+            assert v[key(d + "_bucket", "origin", "200", le="+Inf")] == 9
+            assert v[key(d + "_bucket", "unknown", "404", le="3600000")] == 4
+        # off by default: no istio_ family (test_prometheus_text_... runs without it)
+    finally:
+        m.stop()
+
+
+def test_no_istio_metrics_by_default(tmp_path, origin):
+    m = Mesh(tmp_path, origin)
+    try:
+        traffic(m, 3, 1)
+        text = m.get("/stats/prometheus", admin=True)[2].decode()
+        assert "istio_" not in text
+        assert "istio." not in m.get("/stats", admin=True)[2].decode()
+    finally:
+        m.stop()

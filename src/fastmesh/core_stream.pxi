@@ -421,6 +421,8 @@ cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
         s.lst.rq_time.record(elapsed)
     if s.route is not None:
         route_request_ended(s, complete, elapsed)     # core_route_stats.pxi
+    if s.worker.istio:
+        istio_request_ended(s, elapsed if complete else mono_now() - s.rq_start)
 
 
 cdef inline void add_extra_h1(OutBuf o, HeaderList extra):

@@ -327,6 +327,8 @@ def families(merged: dict[str, Any], namespace: str = "fastmesh",
             family(fname, kind, prefix, name).append((fname, labels, _number(value)))
 
     for h in merged.get("histograms", ()):
+        if h["prefix"] == "istio":
+            continue            # Istio's own families (admin/istio.py), when asked for
         fname, factor = namer.histogram(h["prefix"], h["name"])
         samples = family(fname, "histogram", h["prefix"], h["name"])
         labels = namer.labels(h["labels"])

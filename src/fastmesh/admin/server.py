@@ -27,6 +27,7 @@ from fastmesh import __version__
 from fastmesh.admin import ops as _ops
 from fastmesh.admin.clusters import render_json as render_clusters_json
 from fastmesh.admin.clusters import render_text as render_clusters_text
+from fastmesh.admin.istio import istio_families, source_labels
 from fastmesh.admin.metrics import (NAMINGS, OPENMETRICS_TYPE, PROMETHEUS_TYPE, envoy_json,
                                     render_openmetrics, render_prometheus, render_text, select,
                                     summary, used_only, wants_openmetrics)
@@ -63,6 +64,8 @@ ENDPOINTS = {
     "/server_info": ("GET", "version, state, uptime, command line options, node"),
     "/certs": ("GET", "the TLS certificates in use"),
     "/memory": ("GET", "the processes' memory use"),
+    "/dashboard": ("GET", "a live dashboard (HTML) of requests, errors, latency, health"),
+    "/dashboard/data": ("GET", "the dashboard's numbers as JSON"),
     "/logging": ("POST", "change log levels: ?level=LEVEL (every logger) or "
                          "?paths=LOGGER:LEVEL,...; no parameter lists the loggers"),
     "/healthcheck/fail": ("POST", "fail health checks: /ready answers 503, traffic still flows"),
@@ -409,12 +412,25 @@ class AdminServer:
         if fmt == "json":
             return _json({**summary(snap), **envoy_json(snap)})
         if fmt == "prometheus":
+            extra = self.istio(snap)
             if wants_openmetrics((headers or {}).get("accept")):
-                return 200, OPENMETRICS_TYPE, render_openmetrics(snap, naming=naming).encode()
-            return 200, PROMETHEUS_TYPE, render_prometheus(snap, naming=naming).encode()
+                return 200, OPENMETRICS_TYPE, render_openmetrics(snap, naming=naming,
+                                                                 extra=extra).encode()
+            return 200, PROMETHEUS_TYPE, render_prometheus(snap, naming=naming,
+                                                           extra=extra).encode()
         return _text(render_text(snap))
 
-    def default_naming(self) -> str:
+    def _metrics_config(self) -> Any:
         cfg = self._config()
-        metrics = getattr(cfg.admin, "metrics", None) if cfg.admin is not None else None
-        return getattr(metrics, "naming", "fastmesh") if metrics is not None else "fastmesh"
+        return cfg.admin.metrics if cfg.admin is not None else None
+
+    def istio(self, snap: dict[str, Any]) -> dict[str, list[Any]] | None:
+        """Istio's standard metrics, when admin.metrics.istio asks for them."""
+        mc = self._metrics_config()
+        if mc is None or not mc.istio:
+            return None
+        return istio_families(snap, source_labels(mc.workload, mc.namespace, mc.reporter))
+
+    def default_naming(self) -> str:
+        mc = self._metrics_config()
+        return mc.naming if mc is not None else "fastmesh"

@@ -140,6 +140,10 @@ class MetricsConfig:
     """admin.metrics: how /stats/prometheus names things (docs/observability.md)."""
 
     naming: str = "fastmesh"             # "fastmesh" | "envoy" (drop-in Envoy dashboards)
+    istio: bool = False                  # also Istio's standard metrics (istio_requests_total...)
+    workload: str = ""                   # source_workload ("": $ISTIO_META_WORKLOAD_NAME or the host name)
+    namespace: str = ""                  # source_workload_namespace ("": $POD_NAMESPACE or "default")
+    reporter: str = "source"             # Istio's reporter label: source | destination
 
 
 @dataclass(frozen=True, slots=True)

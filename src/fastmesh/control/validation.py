@@ -405,7 +405,7 @@ _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
               "overload_manager", "user", "group")
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
 _ADMIN_KEYS = ("address", "port", "allow_remote", "allow_remote_changes", "metrics")
-_METRICS_KEYS = ("naming",)
+_METRICS_KEYS = ("naming", "istio", "workload", "namespace", "reporter")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit", "max_connections", "tls", "tls_mode",
                     "network_filters")
@@ -551,7 +551,11 @@ def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
 
 def _parse_metrics(ctx: _Ctx, path: Path, value: Any) -> MetricsConfig:
     m = _Map(ctx, path, value, _METRICS_KEYS, "metrics settings")
-    return MetricsConfig(naming=m.get("naming", _enum(("fastmesh", "envoy")), "fastmesh"))
+    return MetricsConfig(naming=m.get("naming", _enum(("fastmesh", "envoy")), "fastmesh"),
+                         istio=m.get("istio", _bool, False),
+                         workload=m.get("workload", _nonempty_str, ""),
+                         namespace=m.get("namespace", _nonempty_str, ""),
+                         reporter=m.get("reporter", _enum(("source", "destination")), "source"))
 
 
 def _is_loopback(address: str) -> bool:

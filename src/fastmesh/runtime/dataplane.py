@@ -167,6 +167,7 @@ class DataPlane:
         self.worker.set_accept_control(self._accept_control)
         self._apply_health()
         self._set_batching(self.config)
+        self._set_istio(self.config)
         try:
             for lc in self.config.listeners:
                 await self._open(lc)
@@ -315,6 +316,11 @@ class DataPlane:
         self.health = keep
         return True
 
+    def _set_istio(self, config: Config) -> None:
+        # Istio's standard metrics are counted per request only when asked for.
+        if self.worker is not None:
+            self.worker.istio = config.admin is not None and config.admin.metrics.istio
+
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
         self.worker.set_batch_window(config.batch_window if self.owns_loop else 0.0)
@@ -449,6 +455,7 @@ class DataPlane:
         self.config = staged.config
         self._apply_health()
         self._set_batching(staged.config)
+        self._set_istio(staged.config)
         self.version = staged.version
         await self._close_listeners(staged.moved)
         try:
