@@ -58,6 +58,20 @@ def _warn_unresolvable(cfg) -> None:
                       "(the cluster has no endpoints until it resolves)", file=sys.stderr)
 
 
+def _is_xds_bootstrap(text: str) -> bool:
+    # An Envoy bootstrap with dynamic_resources: the xDS client runs it
+    # (runtime/xds.py). Cheap test first: most configs never mention it.
+    if "dynamic_resources" not in text:
+        return False
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("dynamic_resources"), dict)
+
+
 async def _run(args: argparse.Namespace) -> int:
     demo = None
     if args.config is None:
@@ -75,6 +89,12 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"fastmesh: cannot read config {args.config}: {exc}", file=sys.stderr)
             return 1
         source = path
+        if _is_xds_bootstrap(text):
+            from fastmesh.runtime import xds
+
+            import yaml
+
+            return await xds.run(args, yaml.safe_load(text), path)
     try:
         if args.single_process:
             from fastmesh.runtime.single import SingleProcess

@@ -131,7 +131,8 @@ class AdminServer:
                  version: Callable[[], int] | None = None,
                  clusters: ClustersProvider | None = None,
                  certs: Callable[[], dict[str, Any]] | None = None,
-                 ops: AdminOps | None = None, allow_remote: bool = False) -> None:
+                 ops: AdminOps | None = None, allow_remote: bool = False,
+                 xds_configs: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.host = address
         self.port = port
         self._stats = stats
@@ -147,6 +148,8 @@ class AdminServer:
         # this instance out before it drains.
         self.health_failed = False
         self.started = time.time()
+        # With an xDS client: its resources in Envoy's config_dump shape.
+        self._xds_configs = xds_configs
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -341,7 +344,11 @@ class AdminServer:
         return _text(body)
 
     def config_dump(self, params: dict[str, str]) -> Response:
-        dump = _redact(config_to_dict(self._config()))
+        dump = config_to_dict(self._config())
+        if self._xds_configs is not None:
+            # With an xDS client: its resources in Envoy's config_dump shape.
+            dump["configs"] = self._xds_configs()
+        dump = _redact(dump)
         resource = params.get("resource")
         if resource:
             if resource not in dump:

@@ -230,6 +230,8 @@ def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
             "endpoints": list(e.endpoints), "prefix": e.prefix, "dial_timeout": e.dial_timeout,
             "retry_backoff": {"base_interval": e.retry_base_interval,
                               "max_interval": e.retry_max_interval}}}
+    elif d.type == "eds" and d.ads:
+        out["eds_config"] = {"ads": {}}
     elif d.type == "eds":
         out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
     elif d.type != "static":

@@ -502,6 +502,7 @@ class DiscoveryConfig:
     dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
     eds_path: str | None = None
     etcd: EtcdSourceConfig | None = None
+    ads: bool = False                   # eds_config {ads: {}}: fed by the xDS client
 
     @property
     def dynamic(self) -> bool:

@@ -485,7 +485,7 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     admin = m.section("admin", _parse_admin, None)
     overload = m.section("overload_manager", _parse_overload, OverloadConfig())
     listeners = m.section("listeners", lambda c, p, v: _list(
-        c, p, v, _parse_listener, min_items=1, what="listeners"))
+        c, p, v, _parse_listener, min_items=ctx.min_listeners, what="listeners"))
     clusters = m.section("clusters", lambda c, p, v: _list(
         c, p, v, _parse_cluster, min_items=0, what="clusters"), ())
     listeners = listeners or ()
@@ -1072,6 +1072,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
     eds_source = m.section("eds_config", _parse_eds_config, None)
     eds_path = eds_source if isinstance(eds_source, str) else None
     etcd = eds_source if isinstance(eds_source, EtcdSourceConfig) else None
+    ads = eds_source is True
     if typ == "eds" and eds_source is None and "eds_config" not in m:
         ctx.error(path + ("eds_config",), "an eds cluster needs eds_config "
                   "({path_config_source: {path: <file>}} or {etcd: {endpoints, prefix}})")
@@ -1091,6 +1092,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
         dns_resolvers=tuple(resolvers),
         eds_path=eds_path,
         etcd=etcd,
+        ads=ads,
     )
 
 
@@ -1144,12 +1146,20 @@ def _parse_resolver(ctx: _Ctx, path: Path, value: Any) -> DnsResolverConfig:
                              port=m.get("port", _int(1, 65535), 53))
 
 
-def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | EtcdSourceConfig | None:
+def _parse_eds_config(ctx: _Ctx, path: Path, value: Any
+                      ) -> str | EtcdSourceConfig | bool | None:
     # Envoy's ConfigSource, file form: {path_config_source: {path}} or the
     # older {path: ...}; or fastmesh's etcd source ({etcd: {...}}, no Envoy
-    # equivalent). The file or etcd itself is read when the proxy runs.
-    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "resource_api_version"),
+    # equivalent); or {ads: {}}: the xDS client's ADS stream publishes the
+    # endpoints (control/xds). The file or etcd itself is read when the
+    # proxy runs.
+    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "ads",
+                                "resource_api_version", "initial_fetch_timeout"),
              "eds_config (a ConfigSource)")
+    if "ads" in m:
+        for other in ("path_config_source", "path", "etcd"):
+            m.forbid(other, f"give either ads or {other}, not both")
+        return True
     if "etcd" in m:
         for other in ("path_config_source", "path"):
             m.forbid(other, f"give either etcd or {other}, not both")

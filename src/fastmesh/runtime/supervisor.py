@@ -169,6 +169,7 @@ class Supervisor:
         self._watchers: list[asyncio.Task[None]] = []
         self._started = False
         self._stop_requested = False     # SIGTERM/SIGINT while starting
+        self.xds: Any = None             # the xDS source feeding it (runtime/xds.py)
         self.addresses: dict[str, list[Any]] = {}
         # Active health checks run here, once for all workers; each change
         # goes to every worker, a (re)started worker gets the whole table.
@@ -207,7 +208,8 @@ class Supervisor:
                                      ready=self.is_ready, version=lambda: self.version,
                                      clusters=self.clusters_status,
                                      certs=self.certs.certs, ops=self._admin_ops(),
-                                     allow_remote=self.config.admin.allow_remote_changes)
+                                     allow_remote=self.config.admin.allow_remote_changes,
+                                     xds_configs=self._xds_configs())
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
@@ -429,6 +431,9 @@ class Supervisor:
         await self.health.update(self.discovery.effective(config))
         return True
 
+    def _xds_configs(self) -> Any:
+        return self.xds.config_dump if self.xds is not None else None
+
     def _reload_failed(self, error: str) -> None:
         self.reloads_failed += 1
         self.last_reload_error = error
@@ -448,7 +453,8 @@ class Supervisor:
         merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
                                + [{"blocks": [own, *self.health.blocks(),
                                               *self.discovery.blocks(),
-                                              *self.certs.blocks()]}])
+                                              *self.certs.blocks(),
+                                              *(self.xds.blocks() if self.xds else ())]}])
         merged["info"] = {
             "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
             "config_reload_error": self.last_reload_error,

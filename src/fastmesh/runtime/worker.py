@@ -60,7 +60,8 @@ class Applier:
         op, version = req["op"], req["version"]
         if op == "prepare":
             self.drop()               # a newer prepare replaces a stale one
-            cfg = parse_config(req["text"], source=req.get("source", "<config>"))
+            # The supervisor validated it (an xDS config may have no listener yet).
+            cfg = parse_config(req["text"], source=req.get("source", "<config>"), min_listeners=0)
             self.staged = await self.plane.prepare(cfg, version)
             return answer(req, version=version)
         if op == "commit":
@@ -92,7 +93,7 @@ async def serve(fd: int, worker_id: int) -> int:
         if msg.get("ticket_secret"):
             # Before any SSLContext: resumption works whichever worker accepts.
             tickets.set_secret(bytes.fromhex(msg["ticket_secret"]))
-        config = parse_config(msg["text"], source=msg.get("source", "<config>"))
+        config = parse_config(msg["text"], source=msg.get("source", "<config>"), min_listeners=0)
         # Health checks run once per process, in the supervisor: the worker
         # applies the changes it is sent ("health").
         # So do discovery's DNS and files: endpoint sets come as "endpoints".
