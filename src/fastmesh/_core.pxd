@@ -73,6 +73,9 @@ cdef class HttpDownstream
 cdef class UpstreamH2
 cdef class H2Downstream
 cdef class H2ServerStream
+cdef class TraceSink
+cdef class TracingConf
+cdef class TraceSpan
 
 include "core_conn.pxd"
 include "core_listener.pxd"
@@ -105,3 +108,5 @@ include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
 include "cluster_breaker.pxd"
+include "trace_context.pxd"
+include "filter_tracing.pxd"

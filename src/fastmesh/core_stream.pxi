@@ -72,6 +72,8 @@ cdef class ProxyStream(Conn):
         cdef tuple chain = self.conf.filters
         cdef HttpFilter f
         cdef int i, r
+        if start == 0 and self.conf.tracing is not None:
+            trace_start(self)       # sampling and the caller's context (filter_tracing.pxi)
         for i in range(start, len(chain)):
             f = <HttpFilter>chain[i]
             self.chain_pos = i + 1
@@ -132,6 +134,8 @@ cdef class ProxyStream(Conn):
         self.attempts += 1
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
+        if self.trace is not None:
+            trace_attempt(self, ur)       # its client span (filter_tracing.pxi)
         if self.rpol is not None:
             per_try_arm(self)
         if to_h2:
@@ -334,6 +338,8 @@ cdef class ProxyStream(Conn):
         self.paused = False
         if self.rtimer is not None:
             retry_done(self)        # a per-try or back-off timer still armed
+        if self.trace is not None or self.trace_st:
+            trace_finish(self)      # the server span (filter_tracing.pxi)
 
     cdef void cancel_upstream(self):
         # The client side gave up on this request.

@@ -253,6 +253,7 @@ cdef class Worker:
         cdef ClusterState cs
         for cs in self.clusters.values():
             cb_refresh(cs)                # breaker gauges are computed on read
+        trace_stats(self)                 # the tracing sinks' counters (filter_tracing.pxi)
         snap = self.registry.snapshot()
         # remaining_* exist only for priorities with track_remaining (Envoy)
         untracked = {name: [p for p in CB_PRIORITIES

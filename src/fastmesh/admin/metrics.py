@@ -128,6 +128,11 @@ def summary(merged: dict[str, Any]) -> dict[str, Any]:
             dst = per[prefix].setdefault(str(labels[0][1]), {})
             for name, value in blk["values"].items():
                 dst[name] = dst.get(name, 0) + value
+        elif not labels:
+            # a process-wide block of its own (tracing): "tracing.spans_sent"
+            for name, value in blk["values"].items():
+                key = f"{prefix}.{name}"
+                out[key] = out.get(key, 0) + value
     for values in per["listener"].values():
         for name, value in values.items():
             out[name] = out.get(name, 0) + value

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
-from fastmesh.control import builtin_filters, rbac
+from fastmesh.control import builtin_filters, rbac, tracing
 from fastmesh.control.config import (
     ClusterConfig,
     Config,
@@ -242,7 +242,8 @@ def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
     return flt
 
 
-def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter] = ()
+def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter] = (),
+                   clusters: Mapping[str, ClusterConfig] | None = None
                    ) -> _core.ListenerConf:
     """The listener's compiled settings. Its HTTP filter chain is the
     configured `http_filters`, then `extra_filters` (objects an embedder
@@ -276,6 +277,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         max_stream_duration=cfg.max_stream_duration,
         tls=build_server_tls(cfg),
         network_rbac=rbac.build_network(cfg.network_filters),
+        tracing=tracing.build(cfg.tracing, clusters or {}),
     )
 
 
@@ -286,5 +288,7 @@ def build_snapshot(config: Config, version: int = 0,
     (plus filter objects added by listener name, for embedders)."""
     extra = extra_filters or {}
     clusters = {c.name: build_cluster(c, i) for i, c in enumerate(config.clusters)}
-    listeners = {lc.name: build_listener(lc, extra.get(lc.name, ())) for lc in config.listeners}
+    by_name = {c.name: c for c in config.clusters}
+    listeners = {lc.name: build_listener(lc, extra.get(lc.name, ()), by_name)
+                 for lc in config.listeners}
     return _core.Snapshot(listeners, clusters, version, config.drain_timeout)

@@ -19,6 +19,7 @@ from fastmesh.control.schema import (
     thaw,
 )
 from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
+from fastmesh.control import tracing
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -109,6 +110,8 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
     if lst.max_stream_duration:
         out["max_stream_duration"] = lst.max_stream_duration
+    if lst.tracing is not None:
+        out["tracing"] = tracing.to_dict(lst.tracing)
     return out
 
 

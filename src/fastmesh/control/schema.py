@@ -339,6 +339,7 @@ class ListenerConfig:
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
     network_filters: tuple[NetworkFilterConfig, ...] = ()   # tcp only (control/rbac.py)
+    tracing: Any = None                            # http only: control/tracing.TracingConfig
 
 
 

@@ -413,7 +413,7 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
                   "trust_retry_headers", "forward_client_cert_details",
-                  "set_current_client_cert_details")
+                  "set_current_client_cert_details", "tracing")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config",
@@ -617,6 +617,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
         network_filters=_network_filters(ctx, path, m, http),
+        tracing=_listener_tracing(ctx, path, m, http),
         **_listener_tls(ctx, path, m, http),
     )
 
@@ -627,6 +628,14 @@ def _network_filters(ctx: _Ctx, path: Path, m: _Map, http: bool) -> tuple[Any, .
         return ()
     from fastmesh.control import rbac
     return m.section("network_filters", rbac.parse_network_filters, ()) or ()
+
+
+def _listener_tracing(ctx: _Ctx, path: Path, m: _Map, http: bool) -> Any:
+    # control/tracing.py parses it (imported here, as it uses this module).
+    if not http or "tracing" not in m:
+        return None
+    from fastmesh.control import tracing
+    return m.section("tracing", tracing.parse_tracing, None)
 
 
 def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
