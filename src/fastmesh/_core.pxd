@@ -56,6 +56,7 @@ cdef class UpstreamRequest
 cdef class RetryPolicy
 cdef class RetryTimer
 cdef class RouteTimeouts
+cdef class RouteStats
 cdef class StreamTimer
 cdef class LocalRateLimitFilter
 cdef class FaultFilter
@@ -72,6 +73,9 @@ cdef class HttpDownstream
 cdef class UpstreamH2
 cdef class H2Downstream
 cdef class H2ServerStream
+cdef class TraceSink
+cdef class TracingConf
+cdef class TraceSpan
 
 include "core_conn.pxd"
 include "core_listener.pxd"
@@ -86,6 +90,8 @@ include "core_stream.pxd"
 include "core_upstream.pxd"
 include "core_retry.pxd"
 include "core_timeouts.pxd"
+include "core_route_stats.pxd"
+include "core_istio.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
 include "filter_local_ratelimit.pxd"
@@ -102,3 +108,5 @@ include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
 include "cluster_breaker.pxd"
+include "trace_context.pxd"
+include "filter_tracing.pxd"

@@ -25,6 +25,7 @@ cdef class ListenerConf:
     cdef readonly bint trust_retry_headers      # http: honour x-envoy-retry-on & co. (core_retry.pxi)
     cdef readonly double max_stream_duration    # http: per request, from its start (0: none)
     cdef readonly object network_rbac           # tcp: a NetworkRbac (filter_rbac.pxi) or None
+    cdef readonly TracingConf tracing           # http: None = no tracing (filter_tracing.pxi)
 
 cdef class Snapshot:
     cdef readonly dict listeners        # name -> ListenerConf

@@ -15,7 +15,7 @@ cdef class ListenerConf:
                  int h2_initial_connection_window=1048576, filters=(),
                  Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
                  bint trust_retry_headers=False, double max_stream_duration=0.0,
-                 TlsServerConf tls=None, network_rbac=None):
+                 TlsServerConf tls=None, network_rbac=None, TracingConf tracing=None):
         if protocol not in ("http", "tcp"):
             raise ValueError(f"listener {name}: protocol must be http or tcp")
         if protocol == "http" and router is None:
@@ -57,6 +57,7 @@ cdef class ListenerConf:
         self.network_rbac = network_rbac
         self.trust_retry_headers = trust_retry_headers
         self.max_stream_duration = max_stream_duration
+        self.tracing = tracing
 
 
 @cython.final
