@@ -24,6 +24,7 @@ command -v etcd    >/dev/null || need+=(etcd-server)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman  >/dev/null || need+=(podman)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v chromium >/dev/null || need+=(chromium)
 command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"

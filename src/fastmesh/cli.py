@@ -8,8 +8,13 @@
     fastmesh inject -f app.yaml [-o out]   add the sidecar to Kubernetes workloads
     fastmesh request POST /healthcheck/fail
                                            call the local admin API (preStop hooks)
+    fastmesh iptables [--dry-run|--cleanup] redirect a pod's traffic to fastmesh
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
+    fastmesh top [--admin HOST:PORT] [--once]
+                                           live view of a running sidecar (admin/top.py)
+    fastmesh stats [--admin HOST:PORT] [--filter RE]
+                                           print its /stats
     fastmesh --version | fastmesh version
 """
 from __future__ import annotations
@@ -360,6 +365,26 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_arguments(reg)
     reg.set_defaults(func=_cmd_register)
+
+    ipt = sub.add_parser("iptables", help="install the NAT rules for transparent interception "
+                         "(an init step, like istio-iptables / linkerd-init)",
+                         description="Redirect a network namespace's TCP traffic to fastmesh; "
+                                     "see docs/interception.md.")
+    from fastmesh.sidecar.iptables import add_arguments as _ipt_arguments, run as _ipt_run
+
+    _ipt_arguments(ipt)
+    ipt.set_defaults(func=_ipt_run)
+    from fastmesh.admin import top as _top
+
+    top = sub.add_parser("top", help="live view of a running sidecar's traffic (its admin port)",
+                         description="Requests/s, errors, latency per listener, route and "
+                                     "cluster, endpoints and workers, from a running "
+                                     "sidecar's admin; see docs/observability.md.")
+    _top.add_arguments(top, True)
+    top.set_defaults(func=_top.run_top)
+    stats = sub.add_parser("stats", help="print a running sidecar's /stats")
+    _top.add_arguments(stats, False)
+    stats.set_defaults(func=_top.run_stats)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)
