@@ -4,6 +4,7 @@
     fastmesh validate -c FILE              check a config, print the error if any
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
+    fastmesh iptables [--dry-run|--cleanup] redirect a pod's traffic to fastmesh
     fastmesh version
 """
 from __future__ import annotations
@@ -172,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_arguments(reg)
     reg.set_defaults(func=_cmd_register)
+
+    ipt = sub.add_parser("iptables", help="install the NAT rules for transparent interception "
+                         "(an init step, like istio-iptables / linkerd-init)",
+                         description="Redirect a network namespace's TCP traffic to fastmesh; "
+                                     "see docs/interception.md.")
+    from fastmesh.sidecar.iptables import add_arguments as _ipt_arguments, run as _ipt_run
+
+    _ipt_arguments(ipt)
+    ipt.set_defaults(func=_ipt_run)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)
