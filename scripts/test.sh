@@ -18,6 +18,10 @@ command -v wrk     >/dev/null || need+=(wrk)
 command -v h2load  >/dev/null || need+=(nghttp2-client)
 command -v gcc     >/dev/null || need+=(gcc)
 command -v etcd    >/dev/null || need+=(etcd-server)
+# iptables (legacy and nft) and iproute2 (ip netns, veth): the interception
+# tests (tests/test_interception.py) build network namespaces with NAT rules.
+command -v iptables-legacy >/dev/null || need+=(iptables)
+command -v ip      >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     $SUDO apt-get update -qq

@@ -72,6 +72,9 @@ cdef class HttpDownstream
 cdef class UpstreamH2
 cdef class H2Downstream
 cdef class H2ServerStream
+cdef class OriginalDstConf
+cdef class OriginalDstState
+cdef class ListenerInspector
 
 include "core_conn.pxd"
 include "core_listener.pxd"
@@ -101,4 +104,6 @@ include "core_h2_common.pxd"
 include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
+include "core_original_dst.pxd"
+include "core_detect.pxd"
 include "cluster_breaker.pxd"
