@@ -358,32 +358,52 @@ def _served(mesh: Mesh, port: str, proto: str | None = None, host: str | None = 
 N = 10_000
 
 
+def _lst(mesh: Mesh, name: str, key: str) -> int:
+    return mesh.stats()["listeners"][name][key]
+
+
+def _cl(mesh: Mesh, name: str, key: str) -> int:
+    return mesh.stats()["clusters"][name][key]
+
+
 @needs_netns
 def test_http1_10k_through_interception(mesh):
     before = _served(mesh, "8080", "HTTP/1.1")
+    rq = _lst(mesh, "outbound_8080", "downstream_rq_2xx")
     r = mesh.client(["h2load", "--h1", "-n", str(N), "-c", "8", f"http://{mesh.net.srv_ip}:8080/"])
     got = _h2load(r.stdout)
     assert got["succeeded"] == N and got["2xx"] == N and got["failed"] == 0, r.stdout
     assert _served(mesh, "8080", "HTTP/1.1") - before == N, mesh.output()
+    # Proxied as HTTP by the listener for port 8080 (the hand-off), not spliced.
+    assert _lst(mesh, "outbound_8080", "downstream_rq_2xx") - rq == N
 
 
 @needs_netns
 def test_h2c_10k_detected_and_routed_by_original_dst(mesh):
     before = _served(mesh, "8081", "HTTP/2.0")
+    rq = _lst(mesh, "outbound", "downstream_rq_2xx")
+    up = _cl(mesh, "passthrough", "upstream_rq_total")
     r = mesh.client(["h2load", "-n", str(N), "-c", "4", "-m", "10",
                      f"http://{mesh.net.srv_ip}:8081/"])
     got = _h2load(r.stdout)
     assert got["succeeded"] == N and got["2xx"] == N and got["failed"] == 0, r.stdout
     # h2c from the client, h2c (the client's protocol) to the server.
     assert _served(mesh, "8081", "HTTP/2.0") - before == N, mesh.output()
+    # Detected as HTTP/2 on the outbound listener (no listener for 8081) and
+    # routed per request to the original destination.
+    assert _lst(mesh, "outbound", "downstream_rq_2xx") - rq == N
+    assert _cl(mesh, "passthrough", "upstream_rq_total") - up == N
 
 
 @needs_netns
 def test_opaque_tcp_10k_round_trips(mesh):
+    cx = _cl(mesh, "passthrough_tcp", "upstream_cx_total")
     r = mesh.client(["python3", str(SUPPORT / "tcp_clients.py"), "echo", mesh.net.srv_ip,
                      "9000", "100", str(N // 100)])
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"ok": N, "failed": 0}
+    # Each of the 100 connections spliced by the TCP proxy to the echo server.
+    assert _cl(mesh, "passthrough_tcp", "upstream_cx_total") - cx == 100
 
 
 @needs_netns
@@ -406,11 +426,14 @@ def test_port_then_host_picks_the_route(mesh):
 @needs_netns
 def test_ipv6_original_destination(mesh):
     before = sum(1 for f in mesh.served() if f[0] == mesh.net.srv_ip6 and f[1] == "8080")
+    rq = _lst(mesh, "outbound_8080", "downstream_rq_2xx")
     r = mesh.client(["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w",
-                     "%{http_code}", f"http://[{mesh.net.srv_ip6}]:8080/"] * 1)
+                     "%{http_code}", f"http://[{mesh.net.srv_ip6}]:8080/"])
     assert r.stdout == "200", r.stderr + mesh.output()
     assert sum(1 for f in mesh.served()
                if f[0] == mesh.net.srv_ip6 and f[1] == "8080") - before == 1
+    # Through fastmesh (ip6tables, IP6T_SO_ORIGINAL_DST, the hand-off to :8080).
+    assert _lst(mesh, "outbound_8080", "downstream_rq_2xx") - rq == 1
 
 
 @needs_netns

@@ -168,8 +168,12 @@ class DataPlane:
         self._set_batching(self.config)
         try:
             for lc in self.config.listeners:
-                if lc.bind_to_port:      # else: reached only by a use_original_dst hand-off
+                if lc.bind_to_port:
                     await self._open(lc)
+                else:
+                    # Reached only by a use_original_dst hand-off; its stats
+                    # show from the start.
+                    self.worker.listener_state(lc.name)
         except BaseException:
             await self._close_listeners(list(self.listeners))
             raise
@@ -452,6 +456,7 @@ class DataPlane:
         try:
             for lc in staged.config.listeners:
                 if not lc.bind_to_port:
+                    self.worker.listener_state(lc.name)
                     continue
                 sock = staged.socks.pop(lc.name, None)
                 if sock is not None:
