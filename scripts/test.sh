@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 # System tools: nginx (origin for bench), haproxy (bench peer), wrk (HTTP/1.1 load),
 # h2load from nghttp2-client (HTTP/2 load), a C compiler for the Cython build,
-# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py).
+# etcd from etcd-server (a real etcd for tests/test_etcd_discovery.py),
+# testssl.sh (tests/test_tls.py: no finding on a TLS listener).
 need=()
 command -v nginx   >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -22,6 +23,7 @@ command -v etcd    >/dev/null || need+=(etcd-server)
 # tests (tests/test_interception.py) build network namespaces with NAT rules.
 command -v iptables-legacy >/dev/null || need+=(iptables)
 command -v ip      >/dev/null || need+=(iproute2)
+command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     $SUDO apt-get update -qq

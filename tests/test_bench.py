@@ -719,3 +719,80 @@ def test_readiness_check_speaks_tls_and_verifies(tmp_path):
         stop.set()
         th.join(5)
         lsock.close()
+
+
+# ------------------------------------------------------------------ mtls (two sidecars)
+
+@pytest.mark.parametrize("peer_name", ["fastmesh", "envoy"])
+def test_mtls_scenario_is_two_sidecars_verifying_each_other(tmp_path, peer_name):
+    """The mtls scenario's peer command runs two real sidecars: a request
+    through the client's sidecar is served, and the server's sidecar refuses
+    a client without the client certificate (so the traffic really is mTLS)."""
+    import http.server
+    import signal
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from fastmesh.bench import procs, tlscerts
+
+    if peer_name == "envoy" and tools.which("envoy") is None:
+        pytest.skip(str(tools.MissingTool("envoy")))
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *a):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    port = procs.free_port()
+    argv = peers.PEERS[peer_name].command(str(tmp_path), "mtls", port, origin.server_address[1])
+    p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        r = None
+        while time.monotonic() < deadline:
+            r = runner.http_get(port, "/", timeout=1)
+            if r is not None and r[0] == 200:
+                break
+            time.sleep(0.1)
+        assert r is not None and r[0] == 200 and r[1] == b"hello", r
+
+        import yaml
+        server_cfg = yaml.safe_load(next(tmp_path.glob(f"{peer_name}-mtls-server.*")).read_text())
+        inner = (server_cfg["listeners"][0]["port"] if peer_name == "fastmesh" else
+                 server_cfg["static_resources"]["listeners"][0]["address"]["socket_address"][
+                     "port_value"])
+        f = tlscerts.files(str(tmp_path))
+
+        def through_inner(cert: tlscerts.TlsFiles | None) -> bytes:
+            ctx = tlscerts.client_context(f.bundle)
+            if cert is not None:
+                ctx.load_cert_chain(cert.cert, cert.key)
+            try:
+                with socket.create_connection(("127.0.0.1", inner), timeout=5) as raw:
+                    with tlscerts.wrap(raw, ctx) as s:
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        return s.recv(100)
+            except (ssl.SSLError, OSError):
+                return b""
+        assert through_inner(tlscerts.client_files(str(tmp_path))).startswith(b"HTTP/1.1 200")
+        assert not through_inner(None).startswith(b"HTTP/1.1 200")
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+        origin.shutdown()

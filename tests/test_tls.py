@@ -529,6 +529,51 @@ def test_sslyze_mozilla_intermediate(certs, origin, start_proxy):
             out[-3000:]
 
 
+# ------------------------------------------------------------------ testssl.sh
+
+# Findings a mesh workload certificate has by design: it lives hours, not
+# years (SPIFFE/Istio rotate instead of revoking), so it has no CRL or OCSP
+# URI and "expires < 30 days". Anything else at MEDIUM or above fails.
+_BY_DESIGN = {"cert_expirationStatus", "cert_notAfter", "cert_revocation"}
+
+
+def run_testssl(address, bundle: Path, out: Path) -> list[tuple[str, str, str]]:
+    host, port = address
+    r = subprocess.run(
+        [shutil.which("testssl"), "--quiet", "--color", "0", "--warnings", "off",
+         "--jsonfile-pretty", str(out), "-p", "-s", "-f", "-P", "-S", "-U",
+         "--add-ca", str(bundle), "--ip", host, f"localhost:{port}"],
+        capture_output=True, text=True, timeout=400)
+    assert out.exists(), (r.stdout + r.stderr)[-3000:]
+    import json
+    scan = json.loads(out.read_text())["scanResult"][0]
+    found = [(section, f["id"], f["severity"], f.get("finding", ""))
+             for section, items in scan.items() if isinstance(items, list)
+             for f in items if isinstance(f, dict)]
+    assert any(s == "protocols" for s, *_ in found), r.stdout[-3000:]
+    return [(i, sev, text) for _, i, sev, text in found
+            if sev in ("MEDIUM", "HIGH", "CRITICAL", "FATAL") and i not in _BY_DESIGN]
+
+
+@pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed "
+                    "(scripts/test.sh installs Debian's testssl.sh)")
+def test_testssl_no_medium_or_high_finding(certs, origin, start_proxy, tmp_path):
+    p = start_proxy(http_config(origin, listener={"tls": server_tls(certs)}))
+    bad = run_testssl(p.address(), certs.bundle, tmp_path / "default.json")
+    assert bad == [], bad
+
+
+@pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed")
+def test_testssl_catches_a_weak_cipher_list(certs, origin, start_proxy, tmp_path):
+    # The check above can fail: a listener configured off the Mozilla
+    # policy (TLS 1.2 only, a CBC suite with SHA-1) gets findings.
+    weak = server_tls(certs, tls_params={"cipher_suites": ["ECDHE-ECDSA-AES128-SHA"],
+                                         "tls_maximum_protocol_version": "TLSv1_2"})
+    p = start_proxy(http_config(origin, listener={"tls": weak}))
+    bad = run_testssl(p.address(), certs.bundle, tmp_path / "weak.json")
+    assert bad, "testssl found nothing wrong with TLS 1.2 CBC-SHA1 only"
+
+
 # ------------------------------------------------------------------ identity, XFCC
 
 PEER_FILTER = {"name": "peer", "import": "filters_demo:PeerHeader"}

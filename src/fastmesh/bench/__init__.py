@@ -34,7 +34,7 @@ EXIT_MISSING_TOOL = 2
 # when named, and fastmesh-baseline comes with --baseline.
 SCENARIO_NAMES = ["h1", "h1-conn1", "h1-64k", "tcp", "h2", "grpc"]
 EXTRA_SCENARIOS = ["h1-pyfilter", "h1-cyfilter", "h1-ratelimit", "h1-resilience",
-                   "tls", "tls-handshake", "tls-resume"]
+                   "tls", "tls-handshake", "tls-resume", "mtls"]
 PROXY_NAMES = ["fastmesh", "envoy", "haproxy", "nginx"]
 BASELINE = "fastmesh-baseline"
 

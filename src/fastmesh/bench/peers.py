@@ -19,11 +19,13 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import os
+import shlex
 import socket
 import sys
 
 from fastmesh.bench import tlscerts, tools
-from fastmesh.bench.scenarios import LARGE_BODY_SIZE, SMALL_BODY, TLS_MODES
+from fastmesh.bench.procs import free_port
+from fastmesh.bench.scenarios import LARGE_BODY_SIZE, MTLS_MODES, SMALL_BODY, TLS_MODES
 
 VERY_HIGH = 1_000_000_000
 
@@ -133,6 +135,17 @@ TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
                  "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305")
 
 
+def _pair(inner: list[str], outer: list[str]) -> list[str]:
+    """One command that runs two sidecars in one process group (the bench
+    measures, pins and kills a proxy by its group): the server's sidecar in
+    the background, then the client's sidecar in the shell's place."""
+    return ["sh", "-c", f"{shlex.join(inner)} & exec {shlex.join(outer)}"]
+
+
+def _san(spiffe_id: str) -> list[dict]:
+    return [{"san_type": "URI", "matcher": {"exact": spiffe_id}}]
+
+
 class Peer:
     name = ""
     tool = ""
@@ -149,7 +162,7 @@ class Peer:
             return None
         if mode in FILTER_MODES:
             return "only fastmesh runs the filter-cost scenarios; compare with fastmesh in h1"
-        if mode in TLS_MODES:
+        if mode in TLS_MODES or mode in MTLS_MODES:
             return (f"{self.name} has no TLS config in the bench (the TLS scenarios compare "
                     f"fastmesh with Envoy)")
         return f"{self.name} has no {mode} config in the bench"
@@ -172,7 +185,7 @@ class Fastmesh(Peer):
     name = "fastmesh"
     tool = "fastmesh"
     required = True
-    modes = BASE_MODES + tuple(FILTER_MODES) + TLS_MODES
+    modes = BASE_MODES + tuple(FILTER_MODES) + TLS_MODES + MTLS_MODES
 
     def available(self):
         return None  # we are it
@@ -222,6 +235,30 @@ class Fastmesh(Peer):
                                   "private_key": {"filename": tls.key}}],
             "alpn_protocols": list(tlscerts.ALPN)}}
 
+    def mtls_configs(self, port: int, inner_port: int, origin_port: int,
+                     server: tlscerts.TlsFiles, client: tlscerts.TlsFiles) -> tuple[dict, dict]:
+        """The mtls scenario's two sidecars: (the client's, the server's).
+        The client's takes plaintext on `port` and originates mTLS to the
+        server's on `inner_port` (its certificate CLIENT_ID, the server's
+        identity pinned to SERVER_ID); the server's requires a client
+        certificate carrying CLIENT_ID and forwards to the origin."""
+        outbound = self.config("http", port, origin_port)
+        outbound["clusters"][0]["endpoints"][0]["port"] = inner_port
+        outbound["clusters"][0]["tls"] = {
+            "sni": tlscerts.SERVER_NAME,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": client.cert},
+                                      "private_key": {"filename": client.key}}],
+                "validation_context": {"trusted_ca": {"filename": client.bundle},
+                                       "match_typed_subject_alt_names": _san(tlscerts.SERVER_ID)},
+                "alpn_protocols": list(tlscerts.ALPN)}}
+        inbound = self.config("https", inner_port, origin_port, server)
+        inbound["listeners"][0]["tls"]["common_tls_context"]["validation_context"] = {
+            "trusted_ca": {"filename": server.bundle},
+            "match_typed_subject_alt_names": _san(tlscerts.CLIENT_ID)}
+        inbound["listeners"][0]["tls"]["require_client_certificate"] = True
+        return outbound, inbound
+
     def package_root(self) -> str:
         """The directory that holds the `fastmesh` package this peer runs: the
         one this bench was imported from (not whatever another install on
@@ -233,10 +270,23 @@ class Fastmesh(Peer):
     def command(self, workdir, mode, port, origin_port):
         import yaml
 
+        if mode in MTLS_MODES:
+            inner_port = free_port()
+            outbound, inbound = self.mtls_configs(port, inner_port, origin_port,
+                                                  tlscerts.files(workdir),
+                                                  tlscerts.client_files(workdir))
+            paths = [self._write(workdir, f"{self.name}-{mode}-{side}.yaml",
+                                 yaml.safe_dump(cfg, sort_keys=False))
+                     for side, cfg in (("client", outbound), ("server", inbound))]
+            return _pair(self._run(paths[1]), self._run(paths[0]))
         tls = tlscerts.files(workdir) if mode in TLS_MODES else None
         path = self._write(workdir, f"{self.name}-{mode}.yaml",
                            yaml.safe_dump(self.config(mode, port, origin_port, tls),
                                           sort_keys=False))
+        return self._run(path)
+
+    def _run(self, path: str) -> list[str]:
+        """`fastmesh run` on the config at `path`, one process."""
         root = self.package_root()
         # Startup is measured as a pip-installed fastmesh starts: with its
         # bytecode compiled (an editable checkout under PYTHONDONTWRITEBYTECODE
@@ -302,7 +352,7 @@ class Envoy(Peer):
     name = "envoy"
     tool = "envoy"
     required = True
-    modes = BASE_MODES + TLS_MODES
+    modes = BASE_MODES + TLS_MODES + MTLS_MODES
 
     def __init__(self):
         self._admin_path = None
@@ -387,14 +437,17 @@ class Envoy(Peer):
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                          "DownstreamTlsContext",
-                "common_tls_context": {
-                    "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
-                                          "private_key": {"filename": tls.key}}],
-                    "alpn_protocols": list(tlscerts.ALPN),
-                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
-                                   "tls_maximum_protocol_version": "TLSv1_3",
-                                   "cipher_suites": list(TLS12_CIPHERS),
-                                   "ecdh_curves": ["P-256"]}}}}}
+                "common_tls_context": Envoy._common_tls(tls)}}}
+
+    @staticmethod
+    def _common_tls(tls: tlscerts.TlsFiles) -> dict:
+        return {"tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                      "private_key": {"filename": tls.key}}],
+                "alpn_protocols": list(tlscerts.ALPN),
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                               "tls_maximum_protocol_version": "TLSv1_3",
+                               "cipher_suites": list(TLS12_CIPHERS),
+                               "ecdh_curves": ["P-256"]}}
 
     @staticmethod
     def _upstream_protocol(mode: str) -> dict:
@@ -406,15 +459,56 @@ class Envoy(Peer):
                          "HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}}}}}
 
+    def mtls_bootstraps(self, port: int, inner_port: int, origin_port: int,
+                        server: tlscerts.TlsFiles, client: tlscerts.TlsFiles
+                        ) -> tuple[dict, dict]:
+        """fastmesh's mtls_configs as Envoy bootstraps: the client's sidecar
+        (plaintext in, UpstreamTlsContext with its certificate and the
+        server's SPIFFE ID pinned) and the server's (DownstreamTlsContext
+        requiring a client certificate with CLIENT_ID)."""
+        outbound = self.bootstrap("http", port, origin_port, "")
+        cluster = outbound["static_resources"]["clusters"][0]
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"]["port_value"] = inner_port
+        common = self._common_tls(client)
+        common["validation_context"] = {"trusted_ca": {"filename": client.bundle},
+                                        "match_typed_subject_alt_names": _san(tlscerts.SERVER_ID)}
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                         "UpstreamTlsContext",
+                "sni": tlscerts.SERVER_NAME, "common_tls_context": common}}
+        inbound = self.bootstrap("https", inner_port, origin_port, "", server)
+        ts = inbound["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]
+        ts["typed_config"]["common_tls_context"]["validation_context"] = {
+            "trusted_ca": {"filename": server.bundle},
+            "match_typed_subject_alt_names": _san(tlscerts.CLIENT_ID)}
+        ts["typed_config"]["require_client_certificate"] = True
+        return outbound, inbound
+
+    def _args(self, path: str, admin_path: str) -> list[str]:
+        return [tools.require("envoy"), "-c", path, "--concurrency", "1",
+                "--disable-hot-restart", "--log-level", "warn",
+                "--admin-address-path", admin_path]
+
     def command(self, workdir, mode, port, origin_port):
         self._admin_path = os.path.join(workdir, f"envoy-{mode}-admin.txt")
+        if mode in MTLS_MODES:
+            outbound, inbound = self.mtls_bootstraps(port, free_port(), origin_port,
+                                                     tlscerts.files(workdir),
+                                                     tlscerts.client_files(workdir))
+            inner_admin = os.path.join(workdir, f"envoy-{mode}-server-admin.txt")
+            paths = [self._write(workdir, f"envoy-{mode}-{side}.json", json.dumps(b, indent=1))
+                     for side, b in (("client", outbound), ("server", inbound))]
+            # Two Envoys on one machine: each needs its own base id.
+            return _pair(self._args(paths[1], inner_admin) + ["--base-id", "1"],
+                         self._args(paths[0], self._admin_path))
         path = self._write(workdir, f"envoy-{mode}.json",
                            json.dumps(self.bootstrap(
                                mode, port, origin_port, self._admin_path,
                                tlscerts.files(workdir) if mode in TLS_MODES else None), indent=1))
-        return [tools.require("envoy"), "-c", path, "--concurrency", "1",
-                "--disable-hot-restart", "--log-level", "warn",
-                "--admin-address-path", self._admin_path]
+        return self._args(path, self._admin_path)
 
     def ready(self) -> bool:
         """Envoy's own readiness: GET /ready on the (ephemeral) admin port."""

@@ -47,6 +47,12 @@ class Scenario:
 # Modes whose proxy listener terminates TLS with the bench's certificates
 # (tlscerts.py); HTTP/1.1 inside, ALPN http/1.1.
 TLS_MODES = ("https",)
+# Two sidecars of the same proxy in one process group, as in a mesh: the
+# load (plaintext HTTP/1.1) -> the client's sidecar, which originates mTLS
+# with its workload certificate and pins the server's SPIFFE ID -> the
+# server's sidecar, which requires and verifies the client's certificate and
+# its SPIFFE ID -> the plaintext origin. CPU/req is both sidecars' together.
+MTLS_MODES = ("mtls",)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -97,6 +103,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("tls-resume", "HTTPS, a new connection with a resumed TLS handshake (ticket) per "
              "request (wrk, Connection: close), 64 connections, GET /", "https",
              direct=False, close=True),
+    Scenario("mtls", "mTLS between two sidecars (SPIFFE IDs verified both ways), HTTP/1.1 "
+             "keep-alive, 64 connections, GET / (13 B): CPU/req of both sidecars", "mtls",
+             direct=False),
 ]}
 
 # The filter-cost scenarios are left out: they measure fastmesh alone; the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 TRUST_DOMAIN = "bench.local"
 SERVER_ID = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/server"
+CLIENT_ID = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/client"     # the mtls scenario's caller
 SERVER_NAME = "localhost"
 ALPN = ["http/1.1"]
 # Long enough for any bench run; the certificate is thrown away with the workdir.
@@ -41,6 +42,20 @@ def files(workdir: str) -> TlsFiles:
         ca = CertificateAuthority.init(os.path.join(d, "ca"), TRUST_DOMAIN)
         ca.issue(SERVER_ID, ttl=TTL_S,
                  dns_names=(SERVER_NAME, "127.0.0.1")).write_files(d)
+    return paths
+
+
+def client_files(workdir: str) -> TlsFiles:
+    """The mtls scenario's client workload certificate (CLIENT_ID), from the
+    same CA as the server's."""
+    server = files(workdir)
+    d = os.path.join(workdir, "tls", "client")
+    paths = TlsFiles(os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"), server.bundle)
+    if not os.path.exists(paths.cert):
+        from fastmesh.security.ca import CertificateAuthority
+
+        ca = CertificateAuthority.load(os.path.join(workdir, "tls", "ca"))
+        ca.issue(CLIENT_ID, ttl=TTL_S).write_files(d)
     return paths
 
 

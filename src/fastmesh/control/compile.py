@@ -90,13 +90,13 @@ def _need_material(tls_cfg, where: str) -> None:
 
 def build_server_tls(cfg: ListenerConfig) -> _core.TlsServerConf | None:
     """The listener's TLS: one SSLContext per certificate (files read here,
-    never on the data side); contexts are made anew by each compile, so a
-    reload also brings new session-ticket keys."""
+    never on the data side); contexts are made anew by each compile and keep
+    the listener's session ticket keys (security/tickets.py)."""
     if cfg.tls is None:
         return None
     _need_material(cfg.tls, f"listener {cfg.name!r}")
     try:
-        contexts = _tls.build_server_contexts(cfg.tls)
+        contexts = _tls.build_server_contexts(cfg.tls, cfg.name)
     except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
         raise ConfigError(None, None, f"listener {cfg.name!r}: tls",
                           f"cannot load the certificates: {exc}") from exc

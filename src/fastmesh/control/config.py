@@ -125,6 +125,12 @@ def parse_config(data: str | bytes | Mapping[str, Any], source: str = "<config>"
         raise TypeError(f"parse_config() takes str, bytes or a mapping, not {type(data).__name__}")
     config = None
     if not ctx.errors:
+        from fastmesh.control.envoy.detect import is_envoy_bootstrap
+        if is_envoy_bootstrap(doc):
+            # An Envoy v3 bootstrap: translated, then validated as a native config.
+            from fastmesh.control.envoy.bootstrap import config_from_bootstrap
+            return config_from_bootstrap(doc, ctx if isinstance(data, (str, bytes)) else None,
+                                         source)
         config = _parse_root(ctx, doc)
     ctx.raise_if_errors()
     assert config is not None

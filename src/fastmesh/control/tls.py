@@ -11,6 +11,7 @@ and the builders compile.py calls: they read the files and return ready
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import ssl
@@ -53,11 +54,14 @@ class DataSource:
 
     filename: str | None = None
     inline_string: str | None = None
+    inline_bytes: bytes | None = None       # session ticket keys only
 
     def read(self) -> bytes:
         if self.filename is not None:
             with open(self.filename, "rb") as f:
                 return f.read()
+        if self.inline_bytes is not None:
+            return self.inline_bytes
         return (self.inline_string or "").encode()
 
 
@@ -113,10 +117,19 @@ class CommonTlsContext:
 
 @dataclass(frozen=True, slots=True)
 class DownstreamTlsConfig:
-    """A listener's ``tls`` (Envoy's DownstreamTlsContext)."""
+    """A listener's ``tls`` (Envoy's DownstreamTlsContext).
+
+    Session tickets (security/tickets.py): ``session_ticket_keys`` are
+    Envoy's (80-byte keys, the first encrypts); without them the keys are
+    derived from a secret the workers share and change every
+    ``session_ticket_key_rotation`` (a fastmesh key), the two before still
+    accepted. ``disable_stateless_session_resumption`` turns tickets off."""
 
     common_tls_context: CommonTlsContext
     require_client_certificate: bool = False
+    session_ticket_keys: tuple[DataSource, ...] = ()
+    disable_stateless_session_resumption: bool = False
+    session_ticket_key_rotation: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +157,10 @@ class ClientCertDetails:
 _COMMON_KEYS = ("tls_certificates", "validation_context", "alpn_protocols", "tls_params",
                 "builtin_ca")
 _BUILTIN_CA_KEYS = ("directory", "spiffe_id", "ttl", "renew_fraction", "dns_names")
-_DOWNSTREAM_KEYS = ("common_tls_context", "require_client_certificate")
+_DOWNSTREAM_KEYS = ("common_tls_context", "require_client_certificate", "session_ticket_keys",
+                    "disable_stateless_session_resumption", "session_ticket_key_rotation")
+_TICKET_KEYS = ("keys",)
+TICKET_KEY_LEN = 80             # Envoy's: 16 bytes of name, 32 of HMAC key, 32 of AES key
 _UPSTREAM_KEYS = ("common_tls_context", "sni")
 _CERT_KEYS = ("certificate_chain", "private_key")
 _VALIDATION_KEYS = ("trusted_ca", "match_typed_subject_alt_names")
@@ -165,6 +181,12 @@ def parse_downstream(ctx: _Ctx, path: Path, value: Any, *, http: bool) -> Downst
     m = v._Map(ctx, path, value, _DOWNSTREAM_KEYS, "a DownstreamTlsContext")
     common = m.section("common_tls_context", lambda c, p, x: _parse_common(c, p, x, server=True))
     require = m.get("require_client_certificate", v._bool, False)
+    tickets = m.section("session_ticket_keys", _parse_ticket_keys, ())
+    no_tickets = m.get("disable_stateless_session_resumption", v._bool, False)
+    rotation = m.get("session_ticket_key_rotation", v._duration(positive=True), 3600.0)
+    if tickets and no_tickets:
+        ctx.error(path + ("session_ticket_keys",), "session_ticket_keys with "
+                  "disable_stateless_session_resumption: true (no tickets are issued)")
     if common is None:
         return None
     if not common.tls_certificates and common.builtin_ca is None:
@@ -176,7 +198,8 @@ def parse_downstream(ctx: _Ctx, path: Path, value: Any, *, http: bool) -> Downst
                   "certificates must chain to)")
     if not common.alpn_protocols and http:
         common = dataclasses.replace(common, alpn_protocols=("h2", "http/1.1"))
-    cfg = DownstreamTlsConfig(common, bool(require))
+    cfg = DownstreamTlsConfig(common, bool(require), tuple(tickets or ()), bool(no_tickets),
+                              rotation or 3600.0)
     if not ctx.errors and common.builtin_ca is None:
         try:
             build_server_contexts(cfg)
@@ -302,6 +325,52 @@ def _parse_source(ctx: _Ctx, path: Path, value: Any) -> DataSource | None:
     if which == "inline_string":
         return DataSource(inline_string=m.get("inline_string", v._nonempty_str))
     return None
+
+
+def _parse_ticket_keys(ctx: _Ctx, path: Path, value: Any) -> tuple[DataSource, ...]:
+    """Envoy's TlsSessionTicketKeys: ``{keys: [DataSource, ...]}``, each key
+    exactly 80 bytes (a file of raw bytes, or ``inline_bytes`` in base64)."""
+    v = _v()
+    m = v._Map(ctx, path, value, _TICKET_KEYS, "TlsSessionTicketKeys")
+    keys = m.section("keys", lambda c, p, x: v._list(
+        c, p, x, _parse_ticket_key, min_items=1, what="keys"), ())
+    keys = tuple(k for k in keys or () if k is not None)
+    if len(keys) > 4:
+        ctx.error(path + ("keys",), f"{len(keys)} keys; at most 4 (the first encrypts, "
+                  "the others only decrypt tickets issued before a rotation)")
+    return keys
+
+
+def _parse_ticket_key(ctx: _Ctx, path: Path, value: Any) -> DataSource | None:
+    v = _v()
+    keys = ("filename", "inline_bytes")
+    m = v._Map(ctx, path, value, keys, "a DataSource (filename or inline_bytes)")
+    which = m.one_of(keys, "data source")
+    src = None
+    if which == "filename":
+        name = m.get("filename", v._nonempty_str)
+        if name is not None and not os.access(name, os.R_OK):
+            ctx.error(path + ("filename",), f"cannot read {name!r}")
+            return None
+        src = DataSource(filename=name) if name is not None else None
+    elif which == "inline_bytes":
+        raw = m.get("inline_bytes", v._nonempty_str)
+        try:
+            src = DataSource(inline_bytes=base64.b64decode(raw or "", validate=True))
+        except ValueError:
+            ctx.error(path + ("inline_bytes",), "not base64")
+            return None
+    if src is not None:
+        try:
+            n = len(src.read())
+        except OSError as exc:
+            ctx.error(path, f"cannot read the key: {exc}")
+            return None
+        if n != TICKET_KEY_LEN:
+            ctx.error(path, f"a session ticket key is {TICKET_KEY_LEN} bytes "
+                      f"(16 name, 32 HMAC, 32 AES), this one is {n}")
+            return None
+    return src
 
 
 def _parse_cert(ctx: _Ctx, path: Path, value: Any) -> TlsCertificate | None:
@@ -450,9 +519,11 @@ def _base(common: CommonTlsContext, purpose: int) -> ssl.SSLContext:
     return ctx
 
 
-def build_server_contexts(cfg: DownstreamTlsConfig) -> list[tuple[tuple[str, ...], ssl.SSLContext]]:
+def build_server_contexts(cfg: DownstreamTlsConfig, listener: str | None = None
+                          ) -> list[tuple[tuple[str, ...], ssl.SSLContext]]:
     """One SSLContext per certificate with that certificate's DNS SANs (for
-    SNI), in config order: the first is the default."""
+    SNI), in config order: the first is the default. With ``listener`` (the
+    contexts will serve), they take the listener's session ticket keys."""
     common = cfg.common_tls_context
     out = []
     for cert in common.tls_certificates:
@@ -465,8 +536,13 @@ def build_server_contexts(cfg: DownstreamTlsConfig) -> list[tuple[tuple[str, ...
             # verified if given; require_client_certificate refuses its absence.
             ctx.verify_mode = (ssl.CERT_REQUIRED if cfg.require_client_certificate
                                else ssl.CERT_OPTIONAL)
+        if cfg.disable_stateless_session_resumption:
+            ctx.options |= ssl.OP_NO_TICKET
         chain = _load_pair(ctx, cert)
         out.append((dns_names(chain), ctx))
+    if listener is not None and not cfg.disable_stateless_session_resumption:
+        from fastmesh.security import tickets
+        tickets.attach(listener, cfg, [c for _, c in out])
     return out
 
 
@@ -539,8 +615,16 @@ def _common_dict(c: CommonTlsContext) -> dict[str, Any]:
 
 
 def downstream_to_dict(cfg: DownstreamTlsConfig) -> dict[str, Any]:
-    return {"common_tls_context": _common_dict(cfg.common_tls_context),
-            "require_client_certificate": cfg.require_client_certificate}
+    out: dict[str, Any] = {"common_tls_context": _common_dict(cfg.common_tls_context),
+                           "require_client_certificate": cfg.require_client_certificate}
+    if cfg.session_ticket_keys:
+        out["session_ticket_keys"] = {"keys": [
+            {"filename": k.filename} if k.filename else {"inline_bytes": REDACTED}
+            for k in cfg.session_ticket_keys]}
+    if cfg.disable_stateless_session_resumption:
+        out["disable_stateless_session_resumption"] = True
+    out["session_ticket_key_rotation"] = cfg.session_ticket_key_rotation
+    return out
 
 
 def upstream_to_dict(cfg: UpstreamTlsConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from fastmesh.control.compile import build_snapshot
 from fastmesh.control.config import Config, ListenerConfig
 from fastmesh.control.discovery import Discovery, Table, with_endpoints
 from fastmesh.control.health import Change, HealthChecker
+from fastmesh.security import tickets
 
 log = logging.getLogger("fastmesh.dataplane")
 
@@ -152,6 +153,8 @@ class DataPlane:
             if certificates and any(lc.tls for lc in config.listeners)
             or certificates and any(cc.tls for cc in config.clusters) else None)
         self._certificates = certificates
+        # The next change of derived session ticket keys (security/tickets.py).
+        self.ticket_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Compile the config, bind every listener and start serving."""
@@ -181,6 +184,20 @@ class DataPlane:
             await self.discovery.update(self.config)
         if self.checker is not None:
             await self.checker.update(self.effective(self.config))
+        self._schedule_ticket_rotation()
+
+    def _schedule_ticket_rotation(self) -> None:
+        # Derived session ticket keys change at epoch boundaries; the change
+        # is made on this loop, the thread that runs the handshakes.
+        wait = tickets.next_rotation()
+        if wait is None or self.ticket_timer is not None:
+            return
+
+        def fire() -> None:
+            self.ticket_timer = None
+            tickets.rotate()
+            self._schedule_ticket_rotation()
+        self.ticket_timer = self.loop.call_later(wait + 0.001, fire)
 
     def effective(self, config: Config) -> Config:
         """`config` with its dynamic clusters' endpoints as discovered so far
@@ -214,7 +231,7 @@ class DataPlane:
                     conf = self.worker.listener_state(name).conf.tls
                     if conf is not None:
                         conf.set_certificates(_tls.build_server_contexts(
-                            _certs.with_material(lc.tls, material)))
+                            _certs.with_material(lc.tls, material), name))
                 else:
                     cc = next((cc for cc in self.config.clusters if cc.name == name), None)
                     state = self._state(name)
@@ -469,6 +486,7 @@ class DataPlane:
             await self.discovery.update(staged.config)
         if self.checker is not None:
             await self.checker.update(self.effective(staged.config))
+        self._schedule_ticket_rotation()
 
     def abort(self, staged: Staged) -> None:
         """Drop a prepared config: close the sockets it bound."""
@@ -485,6 +503,9 @@ class DataPlane:
             await self.discovery.stop()
         if self.cert_manager is not None:
             await self.cert_manager.stop()
+        if self.ticket_timer is not None:
+            self.ticket_timer.cancel()
+            self.ticket_timer = None
         if self.worker is None:
             return
         timeout = self.config.drain_timeout if timeout is None else timeout

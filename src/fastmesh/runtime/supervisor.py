@@ -30,6 +30,7 @@ from fastmesh.control.certs import Table as SecretTable
 from fastmesh.control.discovery import Discovery, Table
 from fastmesh.control.health import Change, HealthChecker
 from fastmesh.runtime import privileges
+from fastmesh.security import tickets
 from fastmesh.runtime.channel import Channel
 
 log = logging.getLogger("fastmesh.supervisor")
@@ -276,7 +277,9 @@ class Supervisor:
                             "endpoints": {name: [e.wire() for e in eps]
                                           for name, eps in self.discovery.table.items()},
                             # TLS material: the same certificates in every worker
-                            "secrets": self.certs.table},
+                            "secrets": self.certs.table,
+                            # and the same session ticket keys (security/tickets.py)
+                            "ticket_secret": tickets.secret().hex()},
                            START_TIMEOUT)
         if not msg.get("ok"):
             log.error("worker %d failed to start: %s", w.id, msg.get("error", "no answer"))

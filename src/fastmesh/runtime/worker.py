@@ -25,6 +25,7 @@ from typing import Any
 
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime import privileges
+from fastmesh.security import tickets
 from fastmesh.runtime.channel import Channel, answer
 from fastmesh.runtime.dataplane import DataPlane, Staged
 
@@ -87,6 +88,9 @@ async def serve(fd: int, worker_id: int) -> int:
         log.error("worker %d: no config from the supervisor", worker_id)
         return 2
     try:
+        if msg.get("ticket_secret"):
+            # Before any SSLContext: resumption works whichever worker accepts.
+            tickets.set_secret(bytes.fromhex(msg["ticket_secret"]))
         config = parse_config(msg["text"], source=msg.get("source", "<config>"))
         # Health checks run once per process, in the supervisor: the worker
         # applies the changes it is sent ("health").
