@@ -13,7 +13,9 @@ from setuptools.command.build_ext import build_ext
 # The data-plane modules, one extension each (each has a .pxd so the others can
 # cimport its C-level API).
 MODULES = ["_buffers", "_timers", "_stats", "_http1", "_hpack", "_h2", "_lb", "_router", "_core",
-           "_tls_tickets"]
+           "_tls_tickets",
+           # control side: EDS pushes read from protobuf bytes (control/xds/eds.py)
+           "_eds_wire"]
 
 DIRECTIVES = {
     "language_level": "3",

@@ -17,6 +17,7 @@ is slow).
     python perf/instructions_per_request.py --baseline DIR --beside tls_listener.yaml
     python perf/instructions_per_request.py --resilience [--reps 2]
     python perf/instructions_per_request.py --rbac [--reps 2]
+    python perf/instructions_per_request.py --tracing [--reps 2]
 
 DIR and this checkout's src/ each hold a built fastmesh package. With
 --filter, this build is compared with itself plus that filter on the
@@ -28,7 +29,17 @@ valgrind a run lasts long enough for a per-second check to be charged to
 the requests, which it is not at real request rates. With --rbac, this
 build is compared with itself plus envoy.filters.http.rbac with an ALLOW
 policy every request matches (method, path prefix, header absent, source
-CIDR) and a shadow DENY policy none does.
+CIDR) and a shadow DENY policy none does. With --tracing, this build is
+compared with itself with the listener's tracing on at 0 %, 1 % and 100 %
+random sampling, exporting over OTLP/HTTP (--otlp grpc: OTLP/gRPC) to a
+receiver in this script that discards what it gets: the export thread's
+work counts, as it runs in the proxy's process. Every run starts with one
+request that carries a sampled traceparent, so that the once-per-process
+work (the SDK's import, the thread) cancels out, and exports when a batch
+is full or at exit (OTEL_BSP_SCHEDULE_DELAY raised), as under load. (gRPC's own threads wake by
+wall time, which valgrind stretches some fifty times: with --otlp grpc their
+idle work is charged to the requests far beyond what it costs at full
+speed.)
 """
 from __future__ import annotations
 
@@ -106,6 +117,73 @@ RBAC_FILTER = """    http_filters:
 """
 
 
+TRACING = """    tracing:
+      random_sampling: {value: PERCENT}
+      provider:
+        name: envoy.tracers.opentelemetry
+        typed_config:
+          SERVICE
+          service_name: bench
+"""
+OTLP_SERVICE = {
+    "grpc": "grpc_service: {envoy_grpc: {cluster_name: otel}}",
+    "http": "http_service: {http_uri: {uri: 'http://otel/v1/traces', cluster: otel}}",
+}
+OTLP = "http"
+
+
+def otlp_http_receiver() -> tuple[object, int]:
+    """An OTLP/HTTP trace receiver that takes and discards spans."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Stop:
+        def stop(self, _grace):
+            server.shutdown()
+
+    return Stop(), server.server_address[1]
+
+
+def otlp_receiver() -> tuple[object, int]:
+    """An OTLP/gRPC trace receiver that takes and discards spans."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        spans = 0
+
+        def Export(self, request, context):  # noqa: N802
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    Sink.spans += len(ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+OTLP_PORT = 0
+
+
 def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = None,
                  beside: str | None = None, mode: str | None = None) -> int:
     port = free_port()
@@ -117,20 +195,37 @@ def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = Non
         text += beside.replace("PORT", str(free_port()))
     if flt == "rbac":
         text = text.replace("    virtual_hosts:", RBAC_FILTER + "    virtual_hosts:")
+    elif flt and flt.startswith("trace:"):
+        text = text.replace("    virtual_hosts:",
+                            TRACING.replace("PERCENT", flt[6:]).replace(
+                                "SERVICE", OTLP_SERVICE[OTLP]) + "    virtual_hosts:")
     elif flt:
         text = text.replace("    virtual_hosts:",
                             f"    http_filters: [{{name: f, import: \"{flt}\"}}]\n    virtual_hosts:")
     cfg.write_text(text + "clusters:\n  - name: origin\n"
-                   f"    endpoints: [{{address: 127.0.0.1, port: {origin}}}]\n")
+                   f"    endpoints: [{{address: 127.0.0.1, port: {origin}}}]\n"
+                   "  - name: otel\n"
+                   f"    endpoints: [{{address: 127.0.0.1, port: {OTLP_PORT or 9}}}]\n")
     if mode is not None:
         cfg.write_text(bench_config(mode, port, origin))
     env = {**os.environ, "PYTHONPATH": src, "PYTHONHASHSEED": "0"}
+    if flt and flt.startswith("trace:"):
+        # Export when a batch is full (512 spans) or at exit, as under load:
+        # the 5 s timer would send a batch of a few spans every 5 s of the
+        # run, stretched ~50x by valgrind.
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "3600000"
     proc = subprocess.Popen(["valgrind", "--tool=cachegrind", "--cache-sim=no",
                              "--cachegrind-out-file=/dev/null", sys.executable, "-m", "fastmesh",
                              "run", "--single-process", "-c", str(cfg)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_port(port, proc)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    # One sampled request first (a traceparent that says so; passed through
+    # untouched without tracing): what tracing does once per process (the
+    # SDK's import, the export thread) is then in both counts and cancels.
+    conn.request("GET", "/x", headers={
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    conn.getresponse().read()
     for _ in range(n):
         conn.request("GET", "/x")
         r = conn.getresponse()
@@ -158,16 +253,30 @@ def main() -> None:
                          "this build without it")
     ap.add_argument("--rbac", action="store_true",
                     help="compare this build with itself plus an RBAC filter")
+    ap.add_argument("--tracing", action="store_true",
+                    help="compare this build with itself with tracing at 1 %% and 100 %% "
+                         "sampling, exported over OTLP/gRPC")
+    ap.add_argument("--otlp", choices=("http", "grpc"), default="http",
+                    help="--tracing: the OTLP exporter (default http)")
     ap.add_argument("--resilience", action="store_true",
                     help="compare this build with itself configured with every resilience "
                          "policy (the h1-resilience bench scenario)")
     args = ap.parse_args()
     beside = Path(args.beside).read_text() if args.beside else None
     if (args.baseline is None and args.filter is None and beside is None
-            and not args.resilience and not args.rbac):
-        ap.error("give --baseline DIR, --filter MODULE:NAME, --beside FILE, --resilience "
-                 "or --rbac")
-    if args.rbac:
+            and not args.resilience and not args.rbac and not args.tracing):
+        ap.error("give --baseline DIR, --filter MODULE:NAME, --beside FILE, --resilience, "
+                 "--rbac or --tracing")
+    receiver = None
+    if args.tracing:
+        global OTLP_PORT, OTLP
+        OTLP = args.otlp
+        receiver, OTLP_PORT = otlp_receiver() if OTLP == "grpc" else otlp_http_receiver()
+        builds = {"fastmesh+trace0%": (str(HERE), "trace:0", None, None),
+                  "fastmesh+trace1%": (str(HERE), "trace:1", None, None),
+                  "fastmesh+trace100%": (str(HERE), "trace:100", None, None),
+                  "fastmesh": (str(HERE), None, None, None)}
+    elif args.rbac:
         builds = {"fastmesh+rbac": (str(HERE), "rbac", None, None),
                   "fastmesh": (str(HERE), None, None, None)}
     elif args.resilience:
@@ -204,10 +313,13 @@ def main() -> None:
         finally:
             origin.send_signal(signal.SIGTERM)
             origin.wait(10)
+            if receiver is not None:
+                receiver.stop(0)
     mean = {name: sum(v) / len(v) for name, v in results.items()}
-    new, ref = list(mean)
-    print(f"{new} / {ref}: {mean[new] / mean[ref]:.3f} "
-          f"({mean[new] - mean[ref]:+,.0f} instructions/request)")
+    *news, ref = list(mean)
+    for new in news:
+        print(f"{new} / {ref}: {mean[new] / mean[ref]:.3f} "
+              f"({mean[new] - mean[ref]:+,.0f} instructions/request)")
 
 
 if __name__ == "__main__":

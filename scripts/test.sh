@@ -23,6 +23,7 @@ command -v etcd    >/dev/null || need+=(etcd-server)
 # tests (tests/test_interception.py) build network namespaces with NAT rules.
 command -v iptables-legacy >/dev/null || need+=(iptables)
 command -v ip      >/dev/null || need+=(iproute2)
+command -v chromium >/dev/null || need+=(chromium)
 command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
@@ -31,4 +32,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -e '.[test,bench]'
+# xds-protos ships its own, older copy of opentelemetry/proto/*; when it is
+# installed after opentelemetry-proto the OTLP exporters cannot import. Put
+# opentelemetry-proto's (a superset) back.
+if ! python3 -c 'from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope' 2>/dev/null; then
+    v=$(python3 -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')
+    python3 -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$v"
+fi
 python3 -m pytest -q -p no:cacheprovider "$@"

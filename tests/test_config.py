@@ -819,7 +819,8 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout",
         "max_stream_duration", "trust_retry_headers", "tls", "tls_mode",
         "forward_client_cert_details", "set_current_client_cert_details", "network_filters",
-        "use_original_dst", "bind_to_port", "protocol_detection_timeout"]
+        "use_original_dst", "bind_to_port", "protocol_detection_timeout",
+        "tracing"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",

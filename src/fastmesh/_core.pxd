@@ -56,6 +56,7 @@ cdef class UpstreamRequest
 cdef class RetryPolicy
 cdef class RetryTimer
 cdef class RouteTimeouts
+cdef class RouteStats
 cdef class StreamTimer
 cdef class LocalRateLimitFilter
 cdef class FaultFilter
@@ -75,6 +76,9 @@ cdef class H2ServerStream
 cdef class OriginalDstConf
 cdef class OriginalDstState
 cdef class ListenerInspector
+cdef class TraceSink
+cdef class TracingConf
+cdef class TraceSpan
 
 include "core_conn.pxd"
 include "core_listener.pxd"
@@ -89,6 +93,8 @@ include "core_stream.pxd"
 include "core_upstream.pxd"
 include "core_retry.pxd"
 include "core_timeouts.pxd"
+include "core_route_stats.pxd"
+include "core_istio.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
 include "filter_local_ratelimit.pxd"
@@ -107,3 +113,5 @@ include "core_h2_stream.pxd"
 include "core_original_dst.pxd"
 include "core_detect.pxd"
 include "cluster_breaker.pxd"
+include "trace_context.pxd"
+include "filter_tracing.pxd"

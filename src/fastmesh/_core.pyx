@@ -34,6 +34,9 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   filter_local_ratelimit.pxi  envoy.filters.http.local_ratelimit: token buckets, 429
   filter_fault.pxi        envoy.filters.http.fault: injected delays and aborts
   filter_rbac.pxi         envoy.filters.http.rbac / network.rbac: authorization policy
+  trace_context.pxi       W3C traceparent/tracestate and B3 parsing and formatting
+  filter_tracing.pxi      tracing: sampling, propagation, server and client spans
+  trace_otlp.pxi          span records -> OTLP protobuf (for the export thread)
   core_connect.pxi        UpstreamBase: connecting upstream
   core_tls.pxi            TLS: the handshake acceptor, SAN checks, protocol detection
   core_tcp.pxi            the TCP proxy (connection splicing)
@@ -66,6 +69,8 @@ include "core_cluster.pxi"
 include "cluster_outlier.pxi"
 include "core_head.pxi"
 include "core_filter.pxi"
+include "core_route_stats.pxi"
+include "core_istio.pxi"
 include "core_stream.pxi"
 include "core_upstream.pxi"
 include "core_retry.pxi"
@@ -76,6 +81,9 @@ include "filter_noop.pxi"
 include "filter_local_ratelimit.pxi"
 include "filter_fault.pxi"
 include "filter_rbac.pxi"
+include "trace_context.pxi"
+include "filter_tracing.pxi"
+include "trace_otlp.pxi"
 include "core_connect.pxi"
 include "core_tls.pxi"
 include "core_tcp.pxi"

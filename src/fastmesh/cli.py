@@ -5,6 +5,10 @@
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
     fastmesh iptables [--dry-run|--cleanup] redirect a pod's traffic to fastmesh
+    fastmesh top [--admin HOST:PORT] [--once]
+                                           live view of a running sidecar (admin/top.py)
+    fastmesh stats [--admin HOST:PORT] [--filter RE]
+                                           print its /stats
     fastmesh version
 """
 from __future__ import annotations
@@ -55,6 +59,20 @@ def _warn_unresolvable(cfg) -> None:
                       "(the cluster has no endpoints until it resolves)", file=sys.stderr)
 
 
+def _is_xds_bootstrap(text: str) -> bool:
+    # An Envoy bootstrap with dynamic_resources: the xDS client runs it
+    # (runtime/xds.py). Cheap test first: most configs never mention it.
+    if "dynamic_resources" not in text:
+        return False
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("dynamic_resources"), dict)
+
+
 async def _run(args: argparse.Namespace) -> int:
     demo = None
     if args.config is None:
@@ -72,6 +90,12 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"fastmesh: cannot read config {args.config}: {exc}", file=sys.stderr)
             return 1
         source = path
+        if _is_xds_bootstrap(text):
+            from fastmesh.runtime import xds
+
+            import yaml
+
+            return await xds.run(args, yaml.safe_load(text), path)
     try:
         if args.single_process:
             from fastmesh.runtime.single import SingleProcess
@@ -182,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
 
     _ipt_arguments(ipt)
     ipt.set_defaults(func=_ipt_run)
+    from fastmesh.admin import top as _top
+
+    top = sub.add_parser("top", help="live view of a running sidecar's traffic (its admin port)",
+                         description="Requests/s, errors, latency per listener, route and "
+                                     "cluster, endpoints and workers, from a running "
+                                     "sidecar's admin; see docs/observability.md.")
+    _top.add_arguments(top, True)
+    top.set_defaults(func=_top.run_top)
+    stats = sub.add_parser("stats", help="print a running sidecar's /stats")
+    _top.add_arguments(stats, False)
+    stats.set_defaults(func=_top.run_stats)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)

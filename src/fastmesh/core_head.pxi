@@ -166,6 +166,7 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
     cdef int xmode = s.xfcc_mode
     cdef bint have_host = False, have_rid = False
     cdef bint join_cookies = s.from_h2 and not to_h2
+    cdef bint trace = s.trace is not None or s.trace_st != 0     # we write the trace context
     cdef int skip = HF_HOP | HF_CONTENT_LENGTH | HF_TRANSFER_ENCODING | HF_XFP
     cdef HeaderSlice* h
     cdef OutBuf tmp
@@ -214,6 +215,8 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             if s.attempt_hdr and ci_equal(base + h.name_off, h.name_len,
                                           "x-envoy-attempt-count", 21):
                 continue    # ours replaces the client's
+        if trace and is_trace_header(base + h.name_off, h.name_len):
+            continue    # ours replaces the caller's (filter_tracing.pxi)
         if join_cookies and name_is(base, h, "cookie", 6):
             ncookie += 1
             continue
@@ -286,6 +289,8 @@ cdef object build_upstream_head(ProxyStream s, bint to_h2, Endpoint ep):
             o.add("\r\n", 2)
         else:
             hl.add_uint("x-envoy-attempt-count", 21, s.attempts)
+    if trace:
+        trace_inject(s, o, hl)
     if add is not None:
         for k in range(add.n):
             h = &add.hs[k]

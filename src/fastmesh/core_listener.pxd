@@ -32,6 +32,7 @@ cdef class ListenerConf:
     cdef readonly bint detect                   # protocol auto: the first bytes decide
     cdef readonly double detect_timeout         # protocol_detection_timeout: then TCP
     cdef readonly bint inspect                  # use_original_dst or detect: ListenerInspector
+    cdef readonly TracingConf tracing           # http: None = no tracing (filter_tracing.pxi)
 
 cdef class Snapshot:
     cdef readonly dict listeners        # name -> ListenerConf

@@ -15,9 +15,9 @@ cdef class ListenerConf:
                  int h2_initial_connection_window=1048576, filters=(),
                  Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
                  bint trust_retry_headers=False, double max_stream_duration=0.0,
-                 TlsServerConf tls=None, network_rbac=None, str address="", int port=0,
-                 bint bind_to_port=True, bint use_original_dst=False,
-                 double protocol_detection_timeout=0.1):
+                 TlsServerConf tls=None, network_rbac=None, TracingConf tracing=None,
+                 str address="", int port=0, bint bind_to_port=True,
+                 bint use_original_dst=False, double protocol_detection_timeout=0.1):
         if protocol not in ("http", "tcp", "auto"):
             raise ValueError(f"listener {name}: protocol must be http, tcp or auto")
         if protocol != "tcp" and router is None:
@@ -68,6 +68,7 @@ cdef class ListenerConf:
         self.network_rbac = network_rbac
         self.trust_retry_headers = trust_retry_headers
         self.max_stream_duration = max_stream_duration
+        self.tracing = tracing
 
 
 @cython.final

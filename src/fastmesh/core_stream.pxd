@@ -85,6 +85,9 @@ cdef class ProxyStream(Conn):
     cdef int64_t pushback_ms     # grpc-retry-pushback-ms of the retried response (-1: none)
     cdef bint attempt_hdr        # x-envoy-attempt-count goes upstream (include_request_attempt_count)
     cdef bytes gen_rid           # ... and the x-request-id we made, for every attempt's head
+    # tracing (filter_tracing.pxi): a sampled request's server span, else None
+    cdef TraceSpan trace
+    cdef int trace_st            # TR_*: what an unsampled request sends upstream
 
     cdef void reset_request(self)
     cdef int run_request(self, int start) except -1

@@ -72,6 +72,8 @@ cdef class ProxyStream(Conn):
         cdef tuple chain = self.conf.filters
         cdef HttpFilter f
         cdef int i, r
+        if start == 0 and self.conf.tracing is not None:
+            trace_start(self)       # sampling and the caller's context (filter_tracing.pxi)
         for i in range(start, len(chain)):
             f = <HttpFilter>chain[i]
             self.chain_pos = i + 1
@@ -134,6 +136,8 @@ cdef class ProxyStream(Conn):
             self.pick_idx = odst_index(c, self.up_dst)     # core_original_dst.pxi
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
+        if self.trace is not None:
+            trace_attempt(self, ur)       # its client span (filter_tracing.pxi)
         if self.rpol is not None:
             per_try_arm(self)
         if to_h2:
@@ -336,6 +340,8 @@ cdef class ProxyStream(Conn):
         self.paused = False
         if self.rtimer is not None:
             retry_done(self)        # a per-try or back-off timer still armed
+        if self.trace is not None or self.trace_st:
+            trace_finish(self)      # the server span (filter_tracing.pxi)
 
     cdef void cancel_upstream(self):
         # The client side gave up on this request.
@@ -416,9 +422,15 @@ cdef inline void request_started(ProxyStream s) noexcept:
 cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
     # Only a complete response has a meaningful time; a reset does not.
     cdef int64_t* st = s.lst.st
+    cdef double elapsed = 0.0
     st[DOWNSTREAM_RQ_ACTIVE] -= 1
     if complete:
-        s.lst.rq_time.record((s.rs_end if s.rs_end else mono_now()) - s.rq_start)
+        elapsed = (s.rs_end if s.rs_end else mono_now()) - s.rq_start
+        s.lst.rq_time.record(elapsed)
+    if s.route is not None:
+        route_request_ended(s, complete, elapsed)     # core_route_stats.pxi
+    if s.worker.istio:
+        istio_request_ended(s, elapsed if complete else mono_now() - s.rq_start)
 
 
 cdef inline void add_extra_h1(OutBuf o, HeaderList extra):

@@ -19,6 +19,9 @@ cdef class UpstreamRequest:
     cdef int prio                 # the route's priority (cluster_breaker.pxi)
     cdef bint cb_pending          # in its cluster's pending queue
     cdef int outcome              # for outlier detection: status or OUT_* (cluster_outlier.pxd)
+    cdef TraceSpan trace          # a sampled request's: this attempt is a client span
+    cdef uint64_t span_id         # ... with this id
+    cdef int64_t start_ns
 
     cdef void begin(self, ProxyStream d, ClusterState c, int idx, int attempt)
     cdef void end(self)

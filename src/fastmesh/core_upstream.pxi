@@ -51,6 +51,8 @@ cdef class UpstreamRequest:
             # local variable: that would take and drop a reference to None).
             if self.cluster.outlier is not None:
                 self.cluster.outlier.report(self.ep, self.outcome)
+            if self.trace is not None:
+                trace_attempt_end(self)   # its client span (filter_tracing.pxi)
 
     cdef inline void response_complete(self) noexcept:
         # The upstream's response is all in (Envoy records upstream_rq_time

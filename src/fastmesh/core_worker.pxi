@@ -22,6 +22,8 @@ cdef class Worker:
         self.registry = StatsRegistry()
         self.wstats = self.registry.block("", WORKER_NAMES, WORKER_KINDS, None)
         self.st = self.wstats.v
+        self.istio = False
+        self.istio_local = {}
         self.ds_blocks = []
         self.conns = None
         self.wheel = TimerWheel(loop)
@@ -251,6 +253,7 @@ cdef class Worker:
         cdef ClusterState cs
         for cs in self.clusters.values():
             cb_refresh(cs)                # breaker gauges are computed on read
+        trace_stats(self)                 # the tracing sinks' counters (filter_tracing.pxi)
         snap = self.registry.snapshot()
         # remaining_* exist only for priorities with track_remaining (Envoy)
         untracked = {name: [p for p in CB_PRIORITIES

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 
 from fastmesh import _core, _router
-from fastmesh.control import builtin_filters, rbac
+from fastmesh.control import builtin_filters, rbac, tracing
 from fastmesh.control.config import (
     ClusterConfig,
     Config,
@@ -169,7 +169,7 @@ def _per_filter(vh: VirtualHostConfig, r: RouteConfig) -> dict | None:
             for name, raw in merged.items()}
 
 
-def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
+def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None, index: int = 0) -> tuple:
     m = r.match
     headers = [
         _router.HeaderMatch(h.name, exact=h.exact, prefix=h.prefix, regex=h.regex,
@@ -179,6 +179,9 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
     match = _router.RouteMatch(prefix=m.prefix, path=m.path, regex=m.regex,
                                headers=headers, case_sensitive=m.case_sensitive)
     name = r.name or ""
+    # The route's `route` stats label: its name; an unnamed route is
+    # "<virtual host>/<index>" (stable while the route keeps its place).
+    stats = _core.RouteStats(name or f"{vh.name if vh is not None else ''}/{index}")
     # Per-route policy the data plane reads from Route.extra. A route with
     # only per_request_buffer_limit_bytes gets a policy that retries nothing
     # (trusted x-envoy-retry-on headers may add conditions).
@@ -203,19 +206,20 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
         # live ClusterState, so endpoints can change without new routes.
         route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry,
                               priority=_PRIORITY[r.priority],
-                              timeouts=timeouts, per_filter=per_filter)
+                              timeouts=timeouts, per_filter=per_filter, stats=stats)
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
             clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
             timeout=r.timeout, extra=retry, priority=_PRIORITY[r.priority],
-            timeouts=timeouts, per_filter=per_filter,
+            timeouts=timeouts, per_filter=per_filter, stats=stats,
         )
     else:
         d = r.direct_response
         route = _router.Route(name, "direct", direct_status=d.status,
-                              direct_body=d.body.encode(), timeout=0.0, per_filter=per_filter)
+                              direct_body=d.body.encode(), timeout=0.0, per_filter=per_filter,
+                              stats=stats)
     return (match, route)
 
 
@@ -242,7 +246,8 @@ def load_filter(f: HttpFilterConfig, listener: str) -> _core.HttpFilter:
     return flt
 
 
-def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter] = ()
+def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter] = (),
+                   clusters: Mapping[str, ClusterConfig] | None = None
                    ) -> _core.ListenerConf:
     """The listener's compiled settings. Its HTTP filter chain is the
     configured `http_filters`, then `extra_filters` (objects an embedder
@@ -251,7 +256,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
     cluster = None
     if cfg.protocol in ("http", "auto"):
         router = _router.Router([
-            (vh.name, list(vh.domains), [_build_route(r, vh) for r in vh.routes])
+            (vh.name, list(vh.domains), [_build_route(r, vh, i) for i, r in enumerate(vh.routes)])
             for vh in cfg.virtual_hosts
         ])
     if cfg.protocol in ("tcp", "auto"):
@@ -279,6 +284,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         address=cfg.address, port=cfg.port, bind_to_port=cfg.bind_to_port,
         use_original_dst=cfg.use_original_dst,
         protocol_detection_timeout=cfg.protocol_detection_timeout,
+        tracing=tracing.build(cfg.tracing, clusters or {}),
     )
 
 
@@ -289,5 +295,7 @@ def build_snapshot(config: Config, version: int = 0,
     (plus filter objects added by listener name, for embedders)."""
     extra = extra_filters or {}
     clusters = {c.name: build_cluster(c, i) for i, c in enumerate(config.clusters)}
-    listeners = {lc.name: build_listener(lc, extra.get(lc.name, ())) for lc in config.listeners}
+    by_name = {c.name: c for c in config.clusters}
+    listeners = {lc.name: build_listener(lc, extra.get(lc.name, ()), by_name)
+                 for lc in config.listeners}
     return _core.Snapshot(listeners, clusters, version, config.drain_timeout)

@@ -110,13 +110,16 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, source=name)
 
 
-def parse_config(data: str | bytes | Mapping[str, Any], source: str = "<config>") -> Config:
+def parse_config(data: str | bytes | Mapping[str, Any], source: str = "<config>", *,
+                 min_listeners: int = 1) -> Config:
     """Validate a config given as YAML text (str or bytes) or as an already-parsed dict.
 
     ``source`` names the input in errors. Dict input carries no line numbers,
-    so its errors have ``line=None``.
+    so its errors have ``line=None``. ``min_listeners=0`` accepts a config
+    without listeners (the xDS client's, before or between listeners).
     """
     ctx = _Ctx(source)
+    ctx.min_listeners = min_listeners
     if isinstance(data, (str, bytes)):
         doc = _compose(ctx, data)
     elif isinstance(data, Mapping):

@@ -128,19 +128,21 @@ _gc_lock = threading.Lock()
 _gc_pauses = 0
 
 
-def _parse_without_gc(text: str, cluster: str) -> list[DiscoveredEndpoint]:
-    """parse_cluster_load_assignment with the cyclic collector paused: a
-    10,000-endpoint file is ~60,000 live containers while it is checked, and
-    a full collection scanning them (10-40 ms, holding the GIL) would stall
-    the loop that serves traffic beside this thread. What the parse leaves
-    behind is freed by reference counting; the collector runs again after."""
+def without_gc(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) with the cyclic collector paused, for a large endpoint set
+    parsed in a thread (an endpoint file here, an EDS push in control/xds):
+    10,000 endpoints are ~60,000 live containers while they are checked,
+    and a full collection scanning them (10-40 ms, holding the GIL) would
+    stall the loop that serves traffic beside this thread. What the parse
+    leaves behind is freed by reference counting; the collector runs again
+    after."""
     global _gc_pauses
     with _gc_lock:
         _gc_pauses += 1
         was = gc.isenabled() if _gc_pauses == 1 else True
         gc.disable()
     try:
-        return parse_cluster_load_assignment(text, cluster)
+        return fn(*args)
     finally:
         with _gc_lock:
             _gc_pauses -= 1
@@ -175,7 +177,7 @@ class _EdsFileSource(_Source):
             # Off the loop: 10,000 endpoints take tens of milliseconds to
             # check, and with --single-process this loop also serves traffic.
             eps = await asyncio.get_running_loop().run_in_executor(
-                None, _parse_without_gc, text, self.cfg.name)
+                None, without_gc, parse_cluster_load_assignment, text, self.cfg.name)
         except EdsError as exc:
             self.count("update_rejected")
             log.error("cluster %s: endpoint file %s rejected, the last good endpoints keep "
@@ -216,7 +218,18 @@ _SOURCES: dict[str, type[_Source]] = {
 }
 
 
+class _AdsSource(_Source):
+    """eds with ``eds_config: {ads: {}}``: the xDS client (control/xds)
+    publishes the cluster's ClusterLoadAssignments itself; this source only
+    holds the cluster's place in the table."""
+
+    def start(self) -> None:
+        pass
+
+
 def _source_class(cfg: ClusterConfig) -> type[_Source]:
+    if cfg.discovery.ads:
+        return _AdsSource
     if cfg.discovery.type == "eds" and cfg.discovery.etcd is not None:
         # Imported here: aetcd and grpcio load only when a cluster uses etcd.
         from fastmesh.control.etcd_source import EtcdSource

@@ -19,6 +19,7 @@ from fastmesh.control.schema import (
     thaw,
 )
 from fastmesh.control.tls import CCD_KEYS, downstream_to_dict, upstream_to_dict
+from fastmesh.control import tracing
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -37,6 +38,14 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     if cfg.admin is not None:
         out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port,
                         "allow_remote": cfg.admin.allow_remote}
+        if cfg.admin.allow_remote_changes:
+            out["admin"]["allow_remote_changes"] = True
+        mc = cfg.admin.metrics
+        if mc != type(mc)():
+            out["admin"]["metrics"] = {"naming": mc.naming, "istio": mc.istio,
+                                       "reporter": mc.reporter,
+                                       **({"workload": mc.workload} if mc.workload else {}),
+                                       **({"namespace": mc.namespace} if mc.namespace else {})}
     if cfg.user is not None:
         out["user"] = cfg.user
     if cfg.group is not None:
@@ -108,6 +117,8 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
         out["set_current_client_cert_details"] = {k: getattr(ccd, k) for k in CCD_KEYS}
     if lst.max_stream_duration:
         out["max_stream_duration"] = lst.max_stream_duration
+    if lst.tracing is not None:
+        out["tracing"] = tracing.to_dict(lst.tracing)
     return out
 
 
@@ -235,6 +246,8 @@ def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
             "endpoints": list(e.endpoints), "prefix": e.prefix, "dial_timeout": e.dial_timeout,
             "retry_backoff": {"base_interval": e.retry_base_interval,
                               "max_interval": e.retry_max_interval}}}
+    elif d.type == "eds" and d.ads:
+        out["eds_config"] = {"ads": {}}
     elif d.type == "eds":
         out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
     elif d.type not in ("static", "original_dst"):

@@ -84,6 +84,8 @@ class _Ctx:
         self.errors: list[ConfigError] = []
         self.cluster_refs: list[tuple[Path, str]] = []
         self.nodes = 0
+        # An xDS-fed config may hold no listener yet (control/xds): 0 there.
+        self.min_listeners = 1
 
     def line(self, path: Path, *, key: bool = False) -> int | None:
         if key and path in self.key_lines:

@@ -137,6 +137,17 @@ class OverloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """admin.metrics: how /stats/prometheus names things (docs/observability.md)."""
+
+    naming: str = "fastmesh"             # "fastmesh" | "envoy" (drop-in Envoy dashboards)
+    istio: bool = False                  # also Istio's standard metrics (istio_requests_total...)
+    workload: str = ""                   # source_workload ("": $ISTIO_META_WORKLOAD_NAME or the host name)
+    namespace: str = ""                  # source_workload_namespace ("": $POD_NAMESPACE or "default")
+    reporter: str = "source"             # Istio's reporter label: source | destination
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The admin listener (stats, /config_dump). Plain HTTP; keep it on loopback."""
 
@@ -145,6 +156,10 @@ class AdminConfig:
     # The admin shows the whole topology (/config_dump) and can drain the
     # proxy: a non-loopback address is refused unless this says it is meant.
     allow_remote: bool = False
+    # Even with allow_remote, the POST endpoints (drain, reset, log levels,
+    # health check failing) answer loopback clients only unless this is true.
+    allow_remote_changes: bool = False
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +346,7 @@ class ListenerConfig:
     use_original_dst: bool = False
     bind_to_port: bool = True
     protocol_detection_timeout: float = 0.1        # protocol auto: then it is TCP
+    tracing: Any = None                            # http only: control/tracing.TracingConfig
 
 
 
@@ -500,6 +516,7 @@ class DiscoveryConfig:
     dns_resolvers: tuple[DnsResolverConfig, ...] = ()  # () = the system's resolver
     eds_path: str | None = None
     etcd: EtcdSourceConfig | None = None
+    ads: bool = False                   # eds_config {ads: {}}: fed by the xDS client
 
     @property
     def dynamic(self) -> bool:

@@ -58,6 +58,7 @@ from fastmesh.control.schema import (
     ROUTE_ACTIONS,
     UPSTREAM_PROTOCOLS,
     AdminConfig,
+    MetricsConfig,
     OverloadConfig,
     DEFAULT_FD_THRESHOLD,
     DEFAULT_FIRST_BYTE_TIMEOUT,
@@ -406,7 +407,8 @@ def _is_prime(n: int) -> bool:
 _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
               "overload_manager", "user", "group")
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
-_ADMIN_KEYS = ("address", "port", "allow_remote")
+_ADMIN_KEYS = ("address", "port", "allow_remote", "allow_remote_changes", "metrics")
+_METRICS_KEYS = ("naming", "istio", "workload", "namespace", "reporter")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit", "max_connections", "tls", "tls_mode",
                     "network_filters", "use_original_dst", "bind_to_port",
@@ -415,7 +417,7 @@ _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
                   "trust_retry_headers", "forward_client_cert_details",
-                  "set_current_client_cert_details")
+                  "set_current_client_cert_details", "tracing")
 _HTTP2_KEYS = ("max_concurrent_streams", "initial_stream_window_size",
                "initial_connection_window_size")
 _VHOST_KEYS = ("name", "domains", "routes", "typed_per_filter_config",
@@ -488,7 +490,7 @@ def _parse_root(ctx: _Ctx, doc: Any) -> Config:
     admin = m.section("admin", _parse_admin, None)
     overload = m.section("overload_manager", _parse_overload, OverloadConfig())
     listeners = m.section("listeners", lambda c, p, v: _list(
-        c, p, v, _parse_listener, min_items=1, what="listeners"))
+        c, p, v, _parse_listener, min_items=ctx.min_listeners, what="listeners"))
     clusters = m.section("clusters", lambda c, p, v: _list(
         c, p, v, _parse_cluster, min_items=0, what="clusters"), ())
     listeners = listeners or ()
@@ -547,7 +549,18 @@ def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
                   "shows the whole topology (/config_dump) and can drain the proxy; bind "
                   "127.0.0.1 (or ::1), or set admin.allow_remote: true if this is meant")
     return AdminConfig(address=address, port=m.get("port", _int(0, 65535), DEFAULT_ADMIN_PORT),
-                       allow_remote=allow_remote)
+                       allow_remote=allow_remote,
+                       allow_remote_changes=m.get("allow_remote_changes", _bool, False),
+                       metrics=m.section("metrics", _parse_metrics, MetricsConfig()))
+
+
+def _parse_metrics(ctx: _Ctx, path: Path, value: Any) -> MetricsConfig:
+    m = _Map(ctx, path, value, _METRICS_KEYS, "metrics settings")
+    return MetricsConfig(naming=m.get("naming", _enum(("fastmesh", "envoy")), "fastmesh"),
+                         istio=m.get("istio", _bool, False),
+                         workload=m.get("workload", _nonempty_str, ""),
+                         namespace=m.get("namespace", _nonempty_str, ""),
+                         reporter=m.get("reporter", _enum(("source", "destination")), "source"))
 
 
 def _is_loopback(address: str) -> bool:
@@ -625,6 +638,7 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         bind_to_port=m.get("bind_to_port", _bool, True),
         protocol_detection_timeout=m.get("protocol_detection_timeout", _duration(positive=True),
                                          DEFAULT_PROTOCOL_DETECTION_TIMEOUT),
+        tracing=_listener_tracing(ctx, path, m, http),
         **_listener_tls(ctx, path, m, http),
     )
 
@@ -635,6 +649,14 @@ def _network_filters(ctx: _Ctx, path: Path, m: _Map, http: bool) -> tuple[Any, .
         return ()
     from fastmesh.control import rbac
     return m.section("network_filters", rbac.parse_network_filters, ()) or ()
+
+
+def _listener_tracing(ctx: _Ctx, path: Path, m: _Map, http: bool) -> Any:
+    # control/tracing.py parses it (imported here, as it uses this module).
+    if not http or "tracing" not in m:
+        return None
+    from fastmesh.control import tracing
+    return m.section("tracing", tracing.parse_tracing, None)
 
 
 def _listener_tls(ctx: _Ctx, path: Path, m: _Map, http: bool) -> dict[str, Any]:
@@ -1112,6 +1134,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
     eds_source = m.section("eds_config", _parse_eds_config, None)
     eds_path = eds_source if isinstance(eds_source, str) else None
     etcd = eds_source if isinstance(eds_source, EtcdSourceConfig) else None
+    ads = eds_source is True
     if typ == "eds" and eds_source is None and "eds_config" not in m:
         ctx.error(path + ("eds_config",), "an eds cluster needs eds_config "
                   "({path_config_source: {path: <file>}} or {etcd: {endpoints, prefix}})")
@@ -1131,6 +1154,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
         dns_resolvers=tuple(resolvers),
         eds_path=eds_path,
         etcd=etcd,
+        ads=ads,
     )
 
 
@@ -1184,12 +1208,20 @@ def _parse_resolver(ctx: _Ctx, path: Path, value: Any) -> DnsResolverConfig:
                              port=m.get("port", _int(1, 65535), 53))
 
 
-def _parse_eds_config(ctx: _Ctx, path: Path, value: Any) -> str | EtcdSourceConfig | None:
+def _parse_eds_config(ctx: _Ctx, path: Path, value: Any
+                      ) -> str | EtcdSourceConfig | bool | None:
     # Envoy's ConfigSource, file form: {path_config_source: {path}} or the
     # older {path: ...}; or fastmesh's etcd source ({etcd: {...}}, no Envoy
-    # equivalent). The file or etcd itself is read when the proxy runs.
-    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "resource_api_version"),
+    # equivalent); or {ads: {}}: the xDS client's ADS stream publishes the
+    # endpoints (control/xds). The file or etcd itself is read when the
+    # proxy runs.
+    m = _Map(ctx, path, value, ("path_config_source", "path", "etcd", "ads",
+                                "resource_api_version", "initial_fetch_timeout"),
              "eds_config (a ConfigSource)")
+    if "ads" in m:
+        for other in ("path_config_source", "path", "etcd"):
+            m.forbid(other, f"give either ads or {other}, not both")
+        return True
     if "etcd" in m:
         for other in ("path_config_source", "path"):
             m.forbid(other, f"give either etcd or {other}, not both")

@@ -16,6 +16,7 @@ import signal
 from typing import Any
 
 from fastmesh.admin import metrics
+from fastmesh.admin.ops import AdminOps, plane_ops
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime import privileges
@@ -42,6 +43,7 @@ class SingleProcess:
         self._done = asyncio.Event()
         self._started = False
         self._stop_requested = False     # SIGTERM/SIGINT while starting
+        self.xds: Any = None             # the xDS source feeding it (runtime/xds.py)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,7 +58,9 @@ class SingleProcess:
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version,
                                      clusters=self.plane.clusters_status,
-                                     certs=self.plane.certs)
+                                     certs=self.plane.certs, ops=self._admin_ops(),
+                                     allow_remote=self.config.admin.allow_remote_changes,
+                                     xds_configs=self._xds_configs())
             await self.admin.start()
         privileges.warn_if_root(self.run_as)
         if self.run_as is not None:
@@ -115,7 +119,21 @@ class SingleProcess:
             config_reloads_ok=self.reloads_ok,
             config_reloads_failed=self.reloads_failed,
             config_version=self.plane.version)
-        return metrics.merge([self.plane.stats(), {"blocks": [own]}])
+        xds = self.xds.blocks() if self.xds is not None else []
+        return metrics.merge([self.plane.stats(), {"blocks": [own, *xds]}])
+
+    def _xds_configs(self) -> Any:
+        return self.xds.config_dump if self.xds is not None else None
+
+    def _admin_ops(self) -> AdminOps:
+        ops = plane_ops(self.plane, lambda: self.path or "")
+
+        async def reset_counters() -> None:
+            self.plane.reset_counters()
+            self.reloads_ok = self.reloads_failed = 0
+
+        ops.reset_counters = reset_counters
+        return ops
 
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""

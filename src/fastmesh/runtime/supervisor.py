@@ -23,6 +23,7 @@ from typing import Any
 
 from fastmesh.admin import metrics
 from fastmesh.admin.clusters import merge as merge_clusters
+from fastmesh.admin.ops import AdminOps
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.control.certs import CertManager
@@ -168,6 +169,7 @@ class Supervisor:
         self._watchers: list[asyncio.Task[None]] = []
         self._started = False
         self._stop_requested = False     # SIGTERM/SIGINT while starting
+        self.xds: Any = None             # the xDS source feeding it (runtime/xds.py)
         self.addresses: dict[str, list[Any]] = {}
         # Active health checks run here, once for all workers; each change
         # goes to every worker, a (re)started worker gets the whole table.
@@ -205,7 +207,9 @@ class Supervisor:
                                      stats=self.stats_snapshot, config=lambda: self.config,
                                      ready=self.is_ready, version=lambda: self.version,
                                      clusters=self.clusters_status,
-                                     certs=self.certs.certs)
+                                     certs=self.certs.certs, ops=self._admin_ops(),
+                                     allow_remote=self.config.admin.allow_remote_changes,
+                                     xds_configs=self._xds_configs())
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("fastmesh running: %d worker(s), pid %d", self.nworkers, os.getpid())
@@ -427,6 +431,9 @@ class Supervisor:
         await self.health.update(self.discovery.effective(config))
         return True
 
+    def _xds_configs(self) -> Any:
+        return self.xds.config_dump if self.xds is not None else None
+
     def _reload_failed(self, error: str) -> None:
         self.reloads_failed += 1
         self.last_reload_error = error
@@ -446,7 +453,8 @@ class Supervisor:
         merged = metrics.merge([a["stats"] for a in answers if a.get("ok")]
                                + [{"blocks": [own, *self.health.blocks(),
                                               *self.discovery.blocks(),
-                                              *self.certs.blocks()]}])
+                                              *self.certs.blocks(),
+                                              *(self.xds.blocks() if self.xds else ())]}])
         merged["info"] = {
             "worker_pids": [w.proc.pid for w in self.workers if w.proc is not None],
             "config_reload_error": self.last_reload_error,
@@ -468,3 +476,36 @@ class Supervisor:
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""
         return metrics.summary(await self.stats_snapshot())
+
+    # --- admin actions (admin/ops.py) -------------------------------------------
+
+    def _admin_ops(self) -> AdminOps:
+        async def to_all(msg: dict[str, Any]) -> None:
+            answers = await asyncio.gather(*(w.request(msg, 5.0) for w in self.workers))
+            for w, a in zip(self.workers, answers):
+                if not a.get("ok"):
+                    log.warning("worker %d: admin %s not applied: %s", w.id, msg["op"],
+                                a.get("error"))
+
+        async def reset_counters() -> None:
+            await to_all({"op": "reset_counters"})
+            self.reloads_ok = self.reloads_failed = 0
+            for w in self.workers:
+                w.restarts = 0
+
+        async def workers() -> list[dict[str, Any]]:
+            return [{"id": w.id, "pid": w.proc.pid if w.proc is not None else None,
+                     "ready": w.ready, "restarts": w.restarts} for w in self.workers]
+
+        return AdminOps(
+            reset_counters=reset_counters,
+            drain_listeners=lambda graceful: to_all({"op": "drain_listeners",
+                                                     "graceful": graceful}),
+            set_log_levels=lambda levels: to_all({"op": "logging", "levels": levels}),
+            listeners=lambda: {k: tuple(v) for k, v in self.addresses.items()},
+            options=lambda: {"config_path": self.path or "", "concurrency": self.nworkers,
+                             "log_level": self.log_level,
+                             "drain_time": f"{self.config.drain_timeout:g}s"},
+            pids=lambda: [os.getpid()] + [w.proc.pid for w in self.workers
+                                          if w.proc is not None and w.proc.returncode is None],
+            workers=workers)

@@ -23,6 +23,7 @@ import socket
 import sys
 from typing import Any
 
+from fastmesh.admin.ops import apply_log_levels
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime import privileges
 from fastmesh.security import tickets
@@ -59,7 +60,8 @@ class Applier:
         op, version = req["op"], req["version"]
         if op == "prepare":
             self.drop()               # a newer prepare replaces a stale one
-            cfg = parse_config(req["text"], source=req.get("source", "<config>"))
+            # The supervisor validated it (an xDS config may have no listener yet).
+            cfg = parse_config(req["text"], source=req.get("source", "<config>"), min_listeners=0)
             self.staged = await self.plane.prepare(cfg, version)
             return answer(req, version=version)
         if op == "commit":
@@ -91,7 +93,7 @@ async def serve(fd: int, worker_id: int) -> int:
         if msg.get("ticket_secret"):
             # Before any SSLContext: resumption works whichever worker accepts.
             tickets.set_secret(bytes.fromhex(msg["ticket_secret"]))
-        config = parse_config(msg["text"], source=msg.get("source", "<config>"))
+        config = parse_config(msg["text"], source=msg.get("source", "<config>"), min_listeners=0)
         # Health checks run once per process, in the supervisor: the worker
         # applies the changes it is sent ("health").
         # So do discovery's DNS and files: endpoint sets come as "endpoints".
@@ -148,6 +150,15 @@ async def serve(fd: int, worker_id: int) -> int:
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
             elif op == "clusters":
                 await chan.send(answer(req, clusters=plane.worker_clusters()))
+            elif op == "reset_counters":
+                plane.reset_counters()
+                await chan.send(answer(req))
+            elif op == "drain_listeners":
+                plane.stop_listening(bool(req.get("graceful")))
+                await chan.send(answer(req))
+            elif op == "logging":
+                apply_log_levels({k: int(v) for k, v in req["levels"].items()})
+                await chan.send(answer(req))
             else:
                 await chan.send(answer(req, False, error=f"unknown op {op!r}"))
 

@@ -81,8 +81,30 @@ def rows_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The doc reads top-down: modules from the bootstrap to the endpoints, and within a
+# module the tables in reverse definition order (each module defines leaves first).
+_MODULE_ORDER = ("bootstrap", "listeners", "routes", "tls", "clusters")
+
+
+def ordered_tables() -> list[Table]:
+    by_module: dict[str, list[Table]] = {}
+    for t in TABLES:
+        by_module.setdefault(t.module, []).append(t)
+    out = []
+    for m in _MODULE_ORDER + tuple(sorted(set(by_module) - set(_MODULE_ORDER))):
+        out += reversed(by_module.get(m, []))
+    return out
+
+
+def _anchor(message: str) -> str:
+    return "".join(c for c in message.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+
+
 def markdown() -> str:
-    return HEADER + "\n" + "\n".join(rows_markdown(t) for t in TABLES)
+    tables = ordered_tables()
+    contents = "\n".join(f"- [{t.message}](#{_anchor(t.message)})" for t in tables)
+    return (HEADER + "\n" + contents + "\n\n"
+            + "\n".join(rows_markdown(t) for t in tables))
 
 
 def all_rows() -> list[tuple[str, str]]:
