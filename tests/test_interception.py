@@ -13,6 +13,7 @@ cannot make namespaces or NAT rules.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from fastmesh import _core
 from fastmesh.control.config import ConfigError, parse_config
@@ -463,3 +465,74 @@ def test_counts_and_no_loop(mesh):
     assert out["downstream_cx_total"] < 1000, out
     assert served >= 2 * N
     assert st["clusters"]["passthrough"]["upstream_rq_total"] >= 2 * N
+
+
+# --- the original_dst cluster without interception (loopback, any user) -------
+
+def _marked_origin(mark: bytes):
+    async def serve(reader, writer):
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(mark), mark))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+    return serve
+
+
+async def _get(port: int, headers: str = "") -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET / HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_original_dst_cluster_by_header_per_destination_and_cleanup():
+    import fastmesh
+
+    async def main() -> None:
+        a = await asyncio.start_server(_marked_origin(b"A"), "127.0.0.1", 0)
+        b = await asyncio.start_server(_marked_origin(b"B"), "127.0.0.1", 0)
+        pa, pb = (s.sockets[0].getsockname()[1] for s in (a, b))
+        vh = [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+                                                            "cluster": "odst"}]}]
+        proxy = fastmesh.Proxy({
+            "listeners": [{"name": "web", "address": "127.0.0.1", "port": 0,
+                           "virtual_hosts": vh},
+                          {"name": "tcp", "address": "127.0.0.1", "port": 0,
+                           "protocol": "tcp", "cluster": "odst"}],
+            "clusters": [{"name": "odst", "type": "original_dst", "cleanup_interval": "200ms",
+                          "original_dst_lb_config": {"use_http_header": True}}]})
+        await proxy.start()
+        try:
+            port = proxy.addresses["web"][1]
+            hdr = "x-envoy-original-dst-host: 127.0.0.1:{}\r\n"
+            assert await _get(port, hdr.format(pa)) == (200, b"A")
+            assert await _get(port, hdr.format(pb)) == (200, b"B")
+            assert await _get(port, hdr.format(pa)) == (200, b"A")
+            state = proxy._dataplane.worker.cluster("odst")
+            assert sorted(e.port for e in state.endpoints) == sorted((pa, pb))
+            # A connection that was not redirected has no original destination
+            # (the listener itself is not one: no loop): 503 for HTTP, ...
+            status, body = await _get(port)
+            assert (status, body) == (503, b"no original destination\n")
+            # ... closed at once for TCP.
+            r, w = await asyncio.open_connection("127.0.0.1", proxy.addresses["tcp"][1])
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+            # Unused destinations go after the cleanup interval.
+            deadline = asyncio.get_running_loop().time() + 5
+            while state.endpoints and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert state.endpoints == []
+            assert await _get(port, hdr.format(pb)) == (200, b"B")
+            assert [e.port for e in state.endpoints] == [pb]
+        finally:
+            await proxy.stop(drain_timeout=1)
+            a.close()
+            b.close()
+
+    uvloop.run(main())
