@@ -19,6 +19,7 @@ command -v wrk     >/dev/null || need+=(wrk)
 command -v h2load  >/dev/null || need+=(nghttp2-client)
 command -v gcc     >/dev/null || need+=(gcc)
 command -v etcd    >/dev/null || need+=(etcd-server)
+command -v chromium >/dev/null || need+=(chromium)
 command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"

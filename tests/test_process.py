@@ -242,7 +242,8 @@ def test_stats_text_and_its_filter(fastmesh):
         200, ["cluster.origin.upstream_rq_2xx: 10", "cluster.origin.upstream_rq_total: 10"])
     status, found = stats("filter=_rq_time$")
     assert status == 200 and [ln.split(":")[0] for ln in found] == [
-        "cluster.origin.upstream_rq_time", "listener.web.downstream_rq_time"]
+        "cluster.origin.upstream_rq_time", "listener.web.downstream_rq_time",
+        "route.web.all/1.downstream_rq_time"]
     assert stats("filter=no_such_stat") == (200, [])
     assert stats("filter=" + quote("("))[0] == 400
     assert stats("format=yaml")[0] == 400

@@ -90,7 +90,10 @@ def test_listeners_and_clusters_count_apart_with_their_labels(start_proxy, make_
     assert labels == {("", ()), ("listener", (("listener", "web"),)),
                       ("listener", (("listener", "api"),)), ("listener", (("listener", "raw"),)),
                       ("cluster", (("cluster", "origin"),)), ("cluster", (("cluster", "other"),)),
-                      ("cluster", (("cluster", "echo"),))}
+                      ("cluster", (("cluster", "echo"),)),
+                      # per route (unnamed: "<virtual host>/<index>"), from its first request
+                      ("route", (("listener", "web"), ("route", "all/0"))),
+                      ("route", (("listener", "api"), ("route", "all/0")))}
     assert hist(snap, "listener", "downstream_rq_time", listener="web")["count"] == 3
     assert hist(snap, "listener", "downstream_rq_time", listener="api")["count"] == 3
     assert hist(snap, "cluster", "upstream_rq_time", cluster="origin")["count"] == 3

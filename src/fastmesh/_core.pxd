@@ -56,6 +56,7 @@ cdef class UpstreamRequest
 cdef class RetryPolicy
 cdef class RetryTimer
 cdef class RouteTimeouts
+cdef class RouteStats
 cdef class StreamTimer
 cdef class LocalRateLimitFilter
 cdef class FaultFilter
@@ -89,6 +90,8 @@ include "core_stream.pxd"
 include "core_upstream.pxd"
 include "core_retry.pxd"
 include "core_timeouts.pxd"
+include "core_route_stats.pxd"
+include "core_istio.pxd"
 include "filter_router.pxd"
 include "filter_noop.pxd"
 include "filter_local_ratelimit.pxd"

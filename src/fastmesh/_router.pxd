@@ -69,6 +69,7 @@ cdef class Route:
     cdef readonly int priority           # Envoy's RoutingPriority: 0 default, 1 high
     cdef readonly object timeouts        # _core.RouteTimeouts (idle, max stream duration) or None
     cdef readonly dict per_filter        # filter name -> its per-route config (typed_per_filter_config), or None
+    cdef readonly object stats           # _core.RouteStats (per-route counters), or None
 
     cdef object pick_weighted(self, unsigned int r)   # r: any random 32-bit number
 

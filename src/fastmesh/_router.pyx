@@ -131,7 +131,7 @@ cdef object _compile(object rx, int flags):
 cdef class Route:
     """Route(name, action, cluster=None, clusters=(), weights=(),
              direct_status=0, direct_body=b"", timeout=15.0, extra=None,
-             priority=0, timeouts=None, per_filter=None)
+             priority=0, timeouts=None, per_filter=None, stats=None)
 
     What to do with a matched request.
 
@@ -149,6 +149,7 @@ cdef class Route:
             opaque object for _core), None when it has none.
     per_filter: {filter name: per-route config object} (Envoy's
             typed_per_filter_config, the virtual host's merged in), or None.
+    stats:  an opaque object for _core's per-route counters, or None.
     Raises ValueError / TypeError on an inconsistent combination.
     """
 
@@ -161,7 +162,7 @@ cdef class Route:
 
     def __init__(self, str name not None, action, cluster=None, clusters=(), weights=(),
                  int direct_status=0, bytes direct_body=b"", double timeout=15.0, extra=None,
-                 int priority=0, timeouts=None, per_filter=None):
+                 int priority=0, timeouts=None, per_filter=None, stats=None):
         if isinstance(action, str):
             if action not in ACTION_NAMES:
                 raise ValueError(f"route {name!r}: unknown action {action!r}")
@@ -183,6 +184,7 @@ cdef class Route:
         self.priority = priority
         self.timeouts = timeouts
         self.per_filter = dict(per_filter) if per_filter else None
+        self.stats = stats
         cdef Py_ssize_t i, n
         cdef unsigned long long acc = 0
         if action == ACTION_CLUSTER:

@@ -20,6 +20,7 @@ from typing import Any
 
 from fastmesh._core import HttpFilter
 from fastmesh.admin import metrics
+from fastmesh.admin.ops import plane_ops
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, load_config, parse_config
 from fastmesh.runtime.dataplane import DataPlane
@@ -74,7 +75,8 @@ class Proxy:
                 stats=self._stats_snapshot, config=lambda: self.config,
                 ready=lambda: self.started, version=lambda: self._dataplane.version,
                 clusters=self._dataplane.clusters_status,
-                certs=self._dataplane.certs)
+                certs=self._dataplane.certs, ops=plane_ops(self._dataplane, lambda: ""),
+                allow_remote=self.config.admin.allow_remote_changes)
             await self._admin.start()
         self.started = True
 

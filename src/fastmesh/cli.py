@@ -4,6 +4,10 @@
     fastmesh validate -c FILE              check a config, print the error if any
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
+    fastmesh top [--admin HOST:PORT] [--once]
+                                           live view of a running sidecar (admin/top.py)
+    fastmesh stats [--admin HOST:PORT] [--filter RE]
+                                           print its /stats
     fastmesh version
 """
 from __future__ import annotations
@@ -192,6 +196,18 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_arguments(reg)
     reg.set_defaults(func=_cmd_register)
+
+    from fastmesh.admin import top as _top
+
+    top = sub.add_parser("top", help="live view of a running sidecar's traffic (its admin port)",
+                         description="Requests/s, errors, latency per listener, route and "
+                                     "cluster, endpoints and workers, from a running "
+                                     "sidecar's admin; see docs/observability.md.")
+    _top.add_arguments(top, True)
+    top.set_defaults(func=_top.run_top)
+    stats = sub.add_parser("stats", help="print a running sidecar's /stats")
+    _top.add_arguments(stats, False)
+    stats.set_defaults(func=_top.run_stats)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda a: print(f"fastmesh {__version__}") or 0)

@@ -38,6 +38,8 @@ cdef class ClusterState:
     cdef readonly StatsBlock stats        # labels {cluster: name}
     cdef int64_t* st                      # stats.v: CLUSTER_STATS slots
     cdef Histogram rq_time                # upstream_rq_time
+    cdef Histogram cx_connect_time        # upstream_cx_connect_time (Envoy: upstream_cx_connect_ms)
+    cdef dict istio                       # response code -> Histogram (core_istio.pxi)
     cdef readonly Worker worker
     cdef readonly bint removed            # gone from the snapshot: draining
     cdef bytearray mask                   # 1 = excluded: Endpoint.health_flags != 0

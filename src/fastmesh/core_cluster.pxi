@@ -89,6 +89,8 @@ cdef class ClusterState:
         self.stats = worker.registry.block("cluster", CLUSTER_NAMES, CLUSTER_KINDS, labels)
         self.st = self.stats.v
         self.rq_time = worker.registry.histogram("cluster", CLUSTER_RQ_TIME, labels)
+        self.cx_connect_time = worker.registry.histogram("cluster", CLUSTER_CX_CONNECT_TIME, labels)
+        self.istio = {}
         self.mask = bytearray()
         self.update(conf)
 

@@ -8,6 +8,9 @@ cdef class UpstreamBase(Conn):
     cdef bint cb_counted          # counted in its cluster's cb_cx (cluster_breaker.pxi)
     cdef ReadBuffer rbuf
     cdef bint tls_refused        # the server's certificate matched no SAN matcher
+    cdef double cx_start         # connect started (upstream_cx_connect_time)
+
+    cdef inline void cx_made(self)
 
     cdef void start_connect(self, Worker w, ClusterState c, Endpoint ep)
     cdef void connect_failed(self, bint timeout)

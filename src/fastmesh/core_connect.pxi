@@ -14,6 +14,7 @@ cdef class UpstreamBase(Conn):
         self.ep = ep
         self.link(w)
         c.st[UPSTREAM_CX_TOTAL] += 1
+        self.cx_start = mono_now()
         cb_cx_opened(self)
         self.set_deadline(DL_CONNECT, c.conf.connect_timeout)
         if c.conf.tls is None:
@@ -58,6 +59,13 @@ cdef class UpstreamBase(Conn):
 
     cdef void connect_failed(self, bint timeout):
         pass
+
+    cdef inline void cx_made(self):
+        # connection_made(): counted active; the connect (TLS handshake
+        # included, when the cluster has tls) took this long. Once per
+        # connection, not per request.
+        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
+        self.cluster.cx_connect_time.record(mono_now() - self.cx_start)
 
     cdef void on_deadline(self, int kind):
         if kind == DL_CONNECT:

@@ -253,6 +253,7 @@ CLUSTER_STATS = (
 # Latency histograms (seconds in the registry; Envoy's /stats shows ms).
 LISTENER_RQ_TIME = "downstream_rq_time"   # request head in -> response handed to the socket
 CLUSTER_RQ_TIME = "upstream_rq_time"      # attempt start -> upstream response complete
+CLUSTER_CX_CONNECT_TIME = "upstream_cx_connect_time"   # connect started -> connected (TLS included)
 
 
 def _columns(tuple table, Py_ssize_t n):

@@ -23,7 +23,7 @@ cdef class UpstreamHttp(UpstreamBase):
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
-        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
+        self.cx_made()
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed or self.ur is None:

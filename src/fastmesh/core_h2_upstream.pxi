@@ -42,7 +42,7 @@ cdef class UpstreamH2(UpstreamBase):
     def connection_made(self, transport):
         self.set_transport(transport)
         self.connected = True
-        self.cluster.st[UPSTREAM_CX_ACTIVE] += 1
+        self.cx_made()
         transport.set_write_buffer_limits(self.cluster.conf.buffer_limit)
         self.set_deadline(DL_NONE, 0)
         if self.closed:

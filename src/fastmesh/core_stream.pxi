@@ -420,9 +420,15 @@ cdef inline void request_started(ProxyStream s) noexcept:
 cdef inline void request_ended(ProxyStream s, bint complete) noexcept:
     # Only a complete response has a meaningful time; a reset does not.
     cdef int64_t* st = s.lst.st
+    cdef double elapsed = 0.0
     st[DOWNSTREAM_RQ_ACTIVE] -= 1
     if complete:
-        s.lst.rq_time.record((s.rs_end if s.rs_end else mono_now()) - s.rq_start)
+        elapsed = (s.rs_end if s.rs_end else mono_now()) - s.rq_start
+        s.lst.rq_time.record(elapsed)
+    if s.route is not None:
+        route_request_ended(s, complete, elapsed)     # core_route_stats.pxi
+    if s.worker.istio:
+        istio_request_ended(s, elapsed if complete else mono_now() - s.rq_start)
 
 
 cdef inline void add_extra_h1(OutBuf o, HeaderList extra):

@@ -33,6 +33,8 @@ cdef class Worker:
     cdef long ov_unlogged[4]            # hits since then
     cdef readonly bint ov_paused        # accepting stopped (the descriptor mark)
     cdef object accept_ctl              # the runtime's stop/resume accepting: fn(accepting)
+    cdef public bint istio              # Istio's standard metrics on (core_istio.pxi)
+    cdef dict istio_local               # ... their histograms of requests no cluster served
 
     cdef void defer_flush(self, Conn c)
     cdef void flush_dirty(self)

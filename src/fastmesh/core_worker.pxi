@@ -22,6 +22,8 @@ cdef class Worker:
         self.registry = StatsRegistry()
         self.wstats = self.registry.block("", WORKER_NAMES, WORKER_KINDS, None)
         self.st = self.wstats.v
+        self.istio = False
+        self.istio_local = {}
         self.ds_blocks = []
         self.conns = None
         self.wheel = TimerWheel(loop)

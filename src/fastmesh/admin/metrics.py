@@ -163,6 +163,41 @@ def select(merged: dict[str, Any], filter_regex: str | None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- Prometheus
 
+# Naming modes of the Prometheus output (admin.metrics.naming, ?naming=).
+NAMINGS = ("fastmesh", "envoy")
+
+# HELP text of the families people graph most; the others say which
+# fastmesh (Envoy) stat they are. Keyed by (prefix, stat).
+_HELP = {
+    ("listener", "downstream_rq_total"): "Requests received (HTTP/2: streams), local replies included.",
+    ("listener", "downstream_rq_xx"): "Responses sent to clients, by status class.",
+    ("listener", "downstream_rq_active"): "Requests in progress.",
+    ("listener", "downstream_cx_total"): "Client connections accepted.",
+    ("listener", "downstream_cx_active"): "Client connections open.",
+    ("listener", "downstream_rq_time"): "Request duration: request head received to last response byte written.",
+    ("route", "downstream_rq_total"): "Requests the route matched.",
+    ("route", "downstream_rq_xx"): "Responses to requests the route matched, by status class.",
+    ("route", "downstream_rq_time"): "Duration of the requests the route matched (head in to last byte out).",
+    ("cluster", "upstream_rq_total"): "Requests sent to the cluster (each retry is one more).",
+    ("cluster", "upstream_rq_xx"): "Upstream responses by status class.",
+    ("cluster", "upstream_rq_active"): "Upstream requests in progress.",
+    ("cluster", "upstream_cx_total"): "Upstream connections opened.",
+    ("cluster", "upstream_cx_active"): "Upstream connections open.",
+    ("cluster", "upstream_rq_time"): "Upstream request duration: attempt start to upstream response complete.",
+    ("cluster", "upstream_cx_connect_time"): "Upstream connect duration (TLS handshake included).",
+    ("", "config_version"): "Version of the config serving now (1, then +1 per reload).",
+    ("", "workers"): "Worker processes configured.",
+    ("", "workers_ready"): "Worker processes serving.",
+}
+
+# Envoy's histogram names where ours differ (Envoy's unit is in its name).
+_ENVOY_HIST = {"upstream_cx_connect_time": "upstream_cx_connect_ms"}
+# Listener stats Envoy keeps in its listener scope (listener.<address>.*);
+# the rest are its HTTP connection manager's (http.<stat_prefix>.*).
+_ENVOY_LISTENER_SCOPE = ("downstream_cx_overflow", "downstream_global_cx_overflow",
+                         "downstream_cx_overload_reject", "ssl.")
+
+
 def _metric_name(*parts: str) -> str:
     name = _BAD_NAME_CHAR.sub("_", "_".join(p for p in parts if p))
     return "_" + name if name[:1].isdigit() else name
@@ -199,7 +234,127 @@ def _number(value: Any) -> str:
     return repr(value)
 
 
-def render_prometheus(merged: dict[str, Any], namespace: str = "fastmesh") -> str:
+def _scaled(value: float) -> str:
+    # A bound or sum times 1000 (Envoy's ms): 0.5, 5, not 5.000000000000001.
+    value = round(value, 9)
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+class _Namer:
+    """How one naming mode spells a stat: (family name, labels, class label)."""
+
+    def __init__(self, naming: str, namespace: str) -> None:
+        if naming not in NAMINGS:
+            raise ValueError(f"naming must be one of {', '.join(NAMINGS)}")
+        self.envoy = naming == "envoy"
+        self.namespace = "envoy" if self.envoy else namespace
+
+    def labels(self, labels: Any) -> list[tuple[str, str]]:
+        if not self.envoy:
+            return [(str(k), str(v)) for k, v in labels]
+        out = []
+        for k, v in labels:
+            k = str(k)
+            k = {"cluster": "cluster_name", "listener": "http_conn_manager_prefix"}.get(k, k)
+            out.append((f"envoy_{k}", str(v)))
+        return out
+
+    def scope(self, prefix: str, name: str) -> str:
+        # Envoy's scope of a stat: http.<listener>.* or listener.<listener>.*,
+        # server.* for the process's own values.
+        if not self.envoy:
+            return prefix
+        if prefix == "listener":
+            return "listener" if name.startswith(_ENVOY_LISTENER_SCOPE) else "http"
+        return prefix or "server"
+
+    def block_labels(self, prefix: str, name: str, labels: Any) -> list[tuple[str, str]]:
+        out = self.labels(labels)
+        if self.envoy and prefix == "listener" and self.scope(prefix, name) == "listener":
+            out = [("envoy_listener_address", v) if k == "envoy_http_conn_manager_prefix"
+                   else (k, v) for k, v in out]
+        return out
+
+    def counter(self, prefix: str, name: str) -> str:
+        fname = _metric_name(self.namespace, self.scope(prefix, name), name)
+        # Prometheus' convention; Envoy's exposition keeps its own names.
+        if not self.envoy and not fname.endswith("_total"):
+            fname += "_total"
+        return fname
+
+    def gauge(self, prefix: str, name: str) -> str:
+        return _metric_name(self.namespace, self.scope(prefix, name), name)
+
+    def histogram(self, prefix: str, name: str) -> tuple[str, float]:
+        """The family name and the factor from seconds to its unit."""
+        if self.envoy:
+            return _metric_name(self.namespace, self.scope(prefix, name),
+                                _ENVOY_HIST.get(name, name)), 1000.0
+        fname = _metric_name(self.namespace, prefix, name)
+        return (fname if fname.endswith("_seconds") else fname + "_seconds"), 1.0
+
+    def code_class(self, cls: str) -> tuple[str, str]:
+        # Envoy's tag extraction keeps the digit: envoy_response_code_class="2".
+        return ("envoy_response_code_class", cls[0]) if self.envoy else (CODE_CLASS_LABEL, cls)
+
+
+def families(merged: dict[str, Any], namespace: str = "fastmesh",
+             naming: str = "fastmesh") -> dict[str, list[Any]]:
+    """The metric families of a (merged) snapshot:
+    ``{name: [kind, help, [(sample name, [(label, value)...], value text)]]}``.
+    Both exposition formats are written from this."""
+    namer = _Namer(naming, namespace)
+    fams: dict[str, list[Any]] = {}
+    sources: dict[str, str] = {}
+
+    def family(name: str, kind: str, prefix: str, stat: str) -> list[Any]:
+        source = stat_name(prefix, (), stat)
+        fam = fams.get(name)
+        if fam is None:
+            text = _HELP.get((prefix, stat), f"fastmesh stat {source} (Envoy's name).")
+            fam = fams[name] = [kind, text + " Summed over workers.", []]
+            sources[name] = source
+        elif sources[name] != source:
+            raise ValueError(f"stats: {source} and {sources[name]} are both {name} in Prometheus")
+        return fam[2]
+
+    for blk in merged.get("blocks", ()):
+        prefix = blk["prefix"]
+        has_class = any(k == CODE_CLASS_LABEL for k, _v in blk["labels"])
+        for name, value in blk["values"].items():
+            kind = blk["kinds"].get(name, "counter")
+            labels = namer.block_labels(prefix, name, blk["labels"])
+            m = None if has_class else _CODE_CLASS.match(name)
+            if m is not None:
+                name = m.group(1) + "xx"
+                labels = labels + [namer.code_class(m.group(2))]
+            fname = namer.counter(prefix, name) if kind == "counter" else namer.gauge(prefix, name)
+            family(fname, kind, prefix, name).append((fname, labels, _number(value)))
+
+    for h in merged.get("histograms", ()):
+        if h["prefix"] == "istio":
+            continue            # Istio's own families (admin/istio.py), when asked for
+        fname, factor = namer.histogram(h["prefix"], h["name"])
+        samples = family(fname, "histogram", h["prefix"], h["name"])
+        labels = namer.labels(h["labels"])
+        cum = 0
+        les = [_scaled(float(b) * factor) if factor != 1.0 else _number(float(b))
+               for b in h["bounds"]] + ["+Inf"]
+        for le, n in zip(les, h["buckets"]):
+            cum += n
+            samples.append((fname + "_bucket", labels + [("le", le)], str(cum)))
+        total = float(h["sum"]) * factor
+        samples.append((fname + "_sum", labels, _number(total)))
+        samples.append((fname + "_count", labels, _number(h["count"])))
+    return fams
+
+
+def _sample_line(name: str, labels: list[tuple[str, str]], value: str) -> str:
+    return f"{name}{_label_text(labels)} {value}"
+
+
+def render_prometheus(merged: dict[str, Any], namespace: str = "fastmesh",
+                      naming: str = "fastmesh", extra: dict[str, list[Any]] | None = None) -> str:
     """The Prometheus text exposition format 0.0.4 of a (merged) snapshot.
 
     A slot ``name`` of a block with prefix ``p`` is the family
@@ -208,58 +363,72 @@ def render_prometheus(merged: dict[str, Any], namespace: str = "fastmesh") -> st
     sample's labels. A histogram is ``<namespace>_<p>_<name>_seconds`` with
     cumulative ``_bucket{le=...}`` samples, ``_sum`` in seconds and
     ``_count``. One HELP and one TYPE line per family, whatever the number
-    of label sets."""
-    # family name -> [kind, help, source, [sample lines]]
-    families: dict[str, list[Any]] = {}
-
-    def family(name: str, kind: str, source: str) -> list[str]:
-        fam = families.get(name)
-        if fam is None:
-            fam = families[name] = [kind, f"fastmesh stat {source}, summed over workers.",
-                                    source, []]
-        elif fam[2] != source:
-            raise ValueError(f"stats: {source} and {fam[2]} are both {name} in Prometheus")
-        return fam[3]
-
-    for blk in merged.get("blocks", ()):
-        prefix = blk["prefix"]
-        labels = _label_text(blk["labels"])
-        has_class = any(k == CODE_CLASS_LABEL for k, _v in blk["labels"])
-        for name, value in blk["values"].items():
-            kind = blk["kinds"].get(name, "counter")
-            m = None if has_class else _CODE_CLASS.match(name)
-            if m is not None:
-                name = m.group(1) + "xx"
-                sample_labels = _label_text(blk["labels"], (CODE_CLASS_LABEL, m.group(2)))
-            else:
-                sample_labels = labels
-            fname = _metric_name(namespace, prefix, name)
-            if kind == "counter" and not fname.endswith("_total"):
-                fname += "_total"
-            family(fname, kind, stat_name(prefix, (), name)).append(
-                f"{fname}{sample_labels} {_number(value)}")
-
-    for h in merged.get("histograms", ()):
-        fname = _metric_name(namespace, h["prefix"], h["name"])
-        if not fname.endswith("_seconds"):
-            fname += "_seconds"
-        lines = family(fname, "histogram", stat_name(h["prefix"], (), h["name"]))
-        cum = 0
-        les = [_number(float(b)) for b in h["bounds"]] + ["+Inf"]
-        for le, n in zip(les, h["buckets"]):
-            cum += n
-            lines.append(f"{fname}_bucket{_label_text(h['labels'], ('le', le))} {cum}")
-        labels = _label_text(h["labels"])
-        lines.append(f"{fname}_sum{labels} {_number(float(h['sum']))}")
-        lines.append(f"{fname}_count{labels} {_number(h['count'])}")
-
+    of label sets. ``naming="envoy"`` writes Envoy's names instead
+    (docs/observability.md); ``extra``: more families (istio.py)."""
+    fams = families(merged, namespace, naming)
+    if extra:
+        fams.update(extra)
     out: list[str] = []
-    for fname in sorted(families):
-        kind, help_text, _source, lines = families[fname]
+    for fname in sorted(fams):
+        kind, help_text, samples = fams[fname]
         out.append(f"# HELP {fname} {_escape_help(help_text)}")
         out.append(f"# TYPE {fname} {kind}")
+        lines = [_sample_line(*s) for s in samples]
         out.extend(sorted(lines) if kind != "histogram" else lines)
     return "\n".join(out) + "\n" if out else ""
+
+
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def wants_openmetrics(accept: str | None) -> bool:
+    """Whether an Accept header asks for OpenMetrics (as Prometheus sends
+    it: ``application/openmetrics-text;version=1.0.0,text/plain;q=0.5``),
+    preferring it to the text format by its q value."""
+    if not accept:
+        return False
+    best: dict[str, float] = {}
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        q = 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        best[fields[0].lower()] = max(best.get(fields[0].lower(), 0.0), q)
+    om = best.get("application/openmetrics-text", 0.0)
+    return om > 0.0 and om >= max(best.get("text/plain", 0.0), best.get("*/*", 0.0))
+
+
+def render_openmetrics(merged: dict[str, Any], namespace: str = "fastmesh",
+                       naming: str = "fastmesh", extra: dict[str, list[Any]] | None = None) -> str:
+    """The same families in OpenMetrics 1.0 text: a counter family is named
+    without its ``_total`` (its samples keep it), one Envoy counter whose
+    name does not end in ``_total`` is ``unknown`` (its name unchanged), and
+    the output ends with ``# EOF``."""
+    fams = families(merged, namespace, naming)
+    if extra:
+        fams.update(extra)
+    out: list[str] = []
+    for fname in sorted(fams):
+        kind, help_text, samples = fams[fname]
+        family = fname
+        if kind == "counter":
+            if fname.endswith("_total"):
+                family = fname[:-6]
+            else:
+                kind = "unknown"
+        out.append(f"# TYPE {family} {kind}")
+        out.append(f"# HELP {family} {_escape_help(help_text)}")
+        if kind == "histogram" and fname.endswith("_seconds"):
+            out.append(f"# UNIT {family} seconds")
+        lines = [_sample_line(*s) for s in samples]
+        out.extend(sorted(lines) if kind != "histogram" else lines)
+    out.append("# EOF")
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- Envoy /stats
@@ -329,3 +498,40 @@ def render_text(merged: dict[str, Any], filter_regex: str | None = None) -> str:
         hists.append((full, " ".join(parts)))
     lines = [f"{n}: {v}" for n, v in sorted(values) + sorted(hists)]
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def used_only(merged: dict[str, Any]) -> dict[str, Any]:
+    """Envoy's ``?usedonly``: only the stats written since start (or the
+    last reset): non-zero values and histograms with a sample."""
+    blocks = []
+    for blk in merged.get("blocks", ()):
+        values = {n: v for n, v in blk["values"].items() if v}
+        if values:
+            blocks.append({**blk, "values": values,
+                           "kinds": {n: k for n, k in blk["kinds"].items() if n in values}})
+    hists = [h for h in merged.get("histograms", ()) if h["count"]]
+    return {**merged, "blocks": blocks, "histograms": hists}
+
+
+def envoy_json(merged: dict[str, Any]) -> dict[str, Any]:
+    """Envoy's /stats?format=json shape: ``{"stats": [{"name", "value"}...,
+    {"histograms": {"supported_quantiles", "computed_quantiles"}}]}``, the
+    quantiles in milliseconds (Envoy's unit), ``interval`` null (none kept)."""
+    stats: list[dict[str, Any]] = []
+    for blk in merged.get("blocks", ()):
+        for name, value in blk["values"].items():
+            stats.append({"name": stat_name(blk["prefix"], blk["labels"], name), "value": value})
+    stats.sort(key=lambda s: s["name"])
+    computed = []
+    for h in merged.get("histograms", ()):
+        values = []
+        for q in ENVOY_QUANTILES:
+            v = quantile(h["bounds"], h["buckets"], q)
+            values.append({"interval": None,
+                           "cumulative": None if v is None else round(v * 1000.0, 6)})
+        computed.append({"name": stat_name(h["prefix"], h["labels"], h["name"]),
+                         "values": values})
+    computed.sort(key=lambda c: c["name"])
+    stats.append({"histograms": {"supported_quantiles": [q * 100 for q in ENVOY_QUANTILES],
+                                 "computed_quantiles": computed}})
+    return {"stats": stats}

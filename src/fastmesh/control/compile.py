@@ -165,7 +165,7 @@ def _per_filter(vh: VirtualHostConfig, r: RouteConfig) -> dict | None:
             for name, raw in merged.items()}
 
 
-def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
+def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None, index: int = 0) -> tuple:
     m = r.match
     headers = [
         _router.HeaderMatch(h.name, exact=h.exact, prefix=h.prefix, regex=h.regex,
@@ -175,6 +175,9 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
     match = _router.RouteMatch(prefix=m.prefix, path=m.path, regex=m.regex,
                                headers=headers, case_sensitive=m.case_sensitive)
     name = r.name or ""
+    # The route's `route` stats label: its name; an unnamed route is
+    # "<virtual host>/<index>" (stable while the route keeps its place).
+    stats = _core.RouteStats(name or f"{vh.name if vh is not None else ''}/{index}")
     # Per-route policy the data plane reads from Route.extra. A route with
     # only per_request_buffer_limit_bytes gets a policy that retries nothing
     # (trusted x-envoy-retry-on headers may add conditions).
@@ -199,19 +202,20 @@ def _build_route(r: RouteConfig, vh: VirtualHostConfig | None = None) -> tuple:
         # live ClusterState, so endpoints can change without new routes.
         route = _router.Route(name, "cluster", cluster=r.cluster, timeout=r.timeout, extra=retry,
                               priority=_PRIORITY[r.priority],
-                              timeouts=timeouts, per_filter=per_filter)
+                              timeouts=timeouts, per_filter=per_filter, stats=stats)
     elif r.action == "weighted_clusters":
         route = _router.Route(
             name, "weighted",
             clusters=[w.name for w in r.weighted_clusters],
             weights=[w.weight for w in r.weighted_clusters],
             timeout=r.timeout, extra=retry, priority=_PRIORITY[r.priority],
-            timeouts=timeouts, per_filter=per_filter,
+            timeouts=timeouts, per_filter=per_filter, stats=stats,
         )
     else:
         d = r.direct_response
         route = _router.Route(name, "direct", direct_status=d.status,
-                              direct_body=d.body.encode(), timeout=0.0, per_filter=per_filter)
+                              direct_body=d.body.encode(), timeout=0.0, per_filter=per_filter,
+                              stats=stats)
     return (match, route)
 
 
@@ -248,7 +252,7 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
     cluster = None
     if cfg.protocol == "http":
         router = _router.Router([
-            (vh.name, list(vh.domains), [_build_route(r, vh) for r in vh.routes])
+            (vh.name, list(vh.domains), [_build_route(r, vh, i) for i, r in enumerate(vh.routes)])
             for vh in cfg.virtual_hosts
         ])
     else:

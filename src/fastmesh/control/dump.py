@@ -38,6 +38,14 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     if cfg.admin is not None:
         out["admin"] = {"address": cfg.admin.address, "port": cfg.admin.port,
                         "allow_remote": cfg.admin.allow_remote}
+        if cfg.admin.allow_remote_changes:
+            out["admin"]["allow_remote_changes"] = True
+        mc = cfg.admin.metrics
+        if mc != type(mc)():
+            out["admin"]["metrics"] = {"naming": mc.naming, "istio": mc.istio,
+                                       "reporter": mc.reporter,
+                                       **({"workload": mc.workload} if mc.workload else {}),
+                                       **({"namespace": mc.namespace} if mc.namespace else {})}
     if cfg.user is not None:
         out["user"] = cfg.user
     if cfg.group is not None:

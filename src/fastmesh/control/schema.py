@@ -136,6 +136,17 @@ class OverloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """admin.metrics: how /stats/prometheus names things (docs/observability.md)."""
+
+    naming: str = "fastmesh"             # "fastmesh" | "envoy" (drop-in Envoy dashboards)
+    istio: bool = False                  # also Istio's standard metrics (istio_requests_total...)
+    workload: str = ""                   # source_workload ("": $ISTIO_META_WORKLOAD_NAME or the host name)
+    namespace: str = ""                  # source_workload_namespace ("": $POD_NAMESPACE or "default")
+    reporter: str = "source"             # Istio's reporter label: source | destination
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The admin listener (stats, /config_dump). Plain HTTP; keep it on loopback."""
 
@@ -144,6 +155,10 @@ class AdminConfig:
     # The admin shows the whole topology (/config_dump) and can drain the
     # proxy: a non-loopback address is refused unless this says it is meant.
     allow_remote: bool = False
+    # Even with allow_remote, the POST endpoints (drain, reset, log levels,
+    # health check failing) answer loopback clients only unless this is true.
+    allow_remote_changes: bool = False
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from fastmesh.control.schema import (
     ROUTE_ACTIONS,
     UPSTREAM_PROTOCOLS,
     AdminConfig,
+    MetricsConfig,
     OverloadConfig,
     DEFAULT_FD_THRESHOLD,
     DEFAULT_FIRST_BYTE_TIMEOUT,
@@ -403,7 +404,8 @@ def _is_prime(n: int) -> bool:
 _ROOT_KEYS = ("drain_timeout", "batch_window", "admin", "listeners", "clusters",
               "overload_manager", "user", "group")
 _OVERLOAD_KEYS = ("global_downstream_max_connections", "file_descriptor_threshold")
-_ADMIN_KEYS = ("address", "port", "allow_remote")
+_ADMIN_KEYS = ("address", "port", "allow_remote", "allow_remote_changes", "metrics")
+_METRICS_KEYS = ("naming", "istio", "workload", "namespace", "reporter")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit", "max_connections", "tls", "tls_mode",
                     "network_filters")
@@ -542,7 +544,18 @@ def _parse_admin(ctx: _Ctx, path: Path, value: Any) -> AdminConfig:
                   "shows the whole topology (/config_dump) and can drain the proxy; bind "
                   "127.0.0.1 (or ::1), or set admin.allow_remote: true if this is meant")
     return AdminConfig(address=address, port=m.get("port", _int(0, 65535), DEFAULT_ADMIN_PORT),
-                       allow_remote=allow_remote)
+                       allow_remote=allow_remote,
+                       allow_remote_changes=m.get("allow_remote_changes", _bool, False),
+                       metrics=m.section("metrics", _parse_metrics, MetricsConfig()))
+
+
+def _parse_metrics(ctx: _Ctx, path: Path, value: Any) -> MetricsConfig:
+    m = _Map(ctx, path, value, _METRICS_KEYS, "metrics settings")
+    return MetricsConfig(naming=m.get("naming", _enum(("fastmesh", "envoy")), "fastmesh"),
+                         istio=m.get("istio", _bool, False),
+                         workload=m.get("workload", _nonempty_str, ""),
+                         namespace=m.get("namespace", _nonempty_str, ""),
+                         reporter=m.get("reporter", _enum(("source", "destination")), "source"))
 
 
 def _is_loopback(address: str) -> bool:

@@ -126,6 +126,7 @@ class DataPlane:
         self.worker: _core.Worker | None = None
         self.listeners: dict[str, _Listener] = {}
         self.version = version    # of the config being served (1 = the first)
+        self.listening_stopped = False   # admin /drain_listeners
         # Filter objects embedders added (add_filter), by listener: they go
         # into every snapshot after the listener's configured http_filters.
         self.extra_filters: dict[str, list[_core.HttpFilter]] = {}
@@ -169,6 +170,7 @@ class DataPlane:
         self.worker.set_accept_control(self._accept_control)
         self._apply_health()
         self._set_batching(self.config)
+        self._set_istio(self.config)
         try:
             for lc in self.config.listeners:
                 await self._open(lc)
@@ -331,6 +333,11 @@ class DataPlane:
         self.health = keep
         return True
 
+    def _set_istio(self, config: Config) -> None:
+        # Istio's standard metrics are counted per request only when asked for.
+        if self.worker is not None:
+            self.worker.istio = config.admin is not None and config.admin.metrics.istio
+
     def _set_batching(self, config: Config) -> None:
         assert self.worker is not None
         self.worker.set_batch_window(config.batch_window if self.owns_loop else 0.0)
@@ -360,6 +367,8 @@ class DataPlane:
         """The overload protection (core_overload.pxi) stops or resumes
         accepting. Stopping closes the servers but keeps each listening
         socket open (a duplicate), so connections wait in its backlog."""
+        if self.listening_stopped:
+            return              # /drain_listeners: they stay closed
         for name, lst in list(self.listeners.items()):
             if accepting:
                 if lst.paused is not None:
@@ -463,6 +472,7 @@ class DataPlane:
         self.config = staged.config
         self._apply_health()
         self._set_batching(staged.config)
+        self._set_istio(staged.config)
         self.version = staged.version
         await self._close_listeners(staged.moved)
         try:
@@ -513,6 +523,23 @@ class DataPlane:
             log.warning("drain timeout: closing %d connections", left)
         self.worker.close_all()
         self.listeners.clear()
+
+    def reset_counters(self) -> None:
+        """Admin /reset_counters: this worker's counters and histograms to 0
+        (gauges kept, as Envoy)."""
+        if self.worker is not None:
+            self.worker.registry.reset_counters()
+
+    def stop_listening(self, graceful: bool) -> None:
+        """Admin /drain_listeners: stop accepting on every listener (the
+        connections open keep being served); `graceful` also asks them to
+        close after their current request, as a drain does."""
+        self.listening_stopped = True
+        for lst in self.listeners.values():
+            lst.server.close()
+            lst.close_paused()
+        if graceful and self.worker is not None:
+            self.worker.start_drain()
 
     def worker_clusters(self) -> dict[str, list[list[Any]]]:
         """This worker's endpoints and their counters (admin /clusters; a

@@ -16,6 +16,7 @@ import signal
 from typing import Any
 
 from fastmesh.admin import metrics
+from fastmesh.admin.ops import AdminOps, plane_ops
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime import privileges
@@ -57,7 +58,8 @@ class SingleProcess:
                                      ready=lambda: not self.stopping,
                                      version=lambda: self.plane.version,
                                      clusters=self.plane.clusters_status,
-                                     certs=self.plane.certs,
+                                     certs=self.plane.certs, ops=self._admin_ops(),
+                                     allow_remote=self.config.admin.allow_remote_changes,
                                      xds_configs=self._xds_configs())
             await self.admin.start()
         privileges.warn_if_root(self.run_as)
@@ -122,6 +124,16 @@ class SingleProcess:
 
     def _xds_configs(self) -> Any:
         return self.xds.config_dump if self.xds is not None else None
+
+    def _admin_ops(self) -> AdminOps:
+        ops = plane_ops(self.plane, lambda: self.path or "")
+
+        async def reset_counters() -> None:
+            self.plane.reset_counters()
+            self.reloads_ok = self.reloads_failed = 0
+
+        ops.reset_counters = reset_counters
+        return ops
 
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from fastmesh.admin import metrics
 from fastmesh.admin.clusters import merge as merge_clusters
+from fastmesh.admin.ops import AdminOps
 from fastmesh.admin.server import AdminServer
 from fastmesh.control.config import Config, ConfigError, parse_config
 from fastmesh.control.certs import CertManager
@@ -206,7 +207,8 @@ class Supervisor:
                                      stats=self.stats_snapshot, config=lambda: self.config,
                                      ready=self.is_ready, version=lambda: self.version,
                                      clusters=self.clusters_status,
-                                     certs=self.certs.certs,
+                                     certs=self.certs.certs, ops=self._admin_ops(),
+                                     allow_remote=self.config.admin.allow_remote_changes,
                                      xds_configs=self._xds_configs())
             await self.admin.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -474,3 +476,36 @@ class Supervisor:
     async def stats(self) -> dict[str, Any]:
         """The stats as one plain dict (what /stats?format=json shows)."""
         return metrics.summary(await self.stats_snapshot())
+
+    # --- admin actions (admin/ops.py) -------------------------------------------
+
+    def _admin_ops(self) -> AdminOps:
+        async def to_all(msg: dict[str, Any]) -> None:
+            answers = await asyncio.gather(*(w.request(msg, 5.0) for w in self.workers))
+            for w, a in zip(self.workers, answers):
+                if not a.get("ok"):
+                    log.warning("worker %d: admin %s not applied: %s", w.id, msg["op"],
+                                a.get("error"))
+
+        async def reset_counters() -> None:
+            await to_all({"op": "reset_counters"})
+            self.reloads_ok = self.reloads_failed = 0
+            for w in self.workers:
+                w.restarts = 0
+
+        async def workers() -> list[dict[str, Any]]:
+            return [{"id": w.id, "pid": w.proc.pid if w.proc is not None else None,
+                     "ready": w.ready, "restarts": w.restarts} for w in self.workers]
+
+        return AdminOps(
+            reset_counters=reset_counters,
+            drain_listeners=lambda graceful: to_all({"op": "drain_listeners",
+                                                     "graceful": graceful}),
+            set_log_levels=lambda levels: to_all({"op": "logging", "levels": levels}),
+            listeners=lambda: {k: tuple(v) for k, v in self.addresses.items()},
+            options=lambda: {"config_path": self.path or "", "concurrency": self.nworkers,
+                             "log_level": self.log_level,
+                             "drain_time": f"{self.config.drain_timeout:g}s"},
+            pids=lambda: [os.getpid()] + [w.proc.pid for w in self.workers
+                                          if w.proc is not None and w.proc.returncode is None],
+            workers=workers)

@@ -23,6 +23,7 @@ import socket
 import sys
 from typing import Any
 
+from fastmesh.admin.ops import apply_log_levels
 from fastmesh.control.config import ConfigError, parse_config
 from fastmesh.runtime import privileges
 from fastmesh.security import tickets
@@ -149,6 +150,15 @@ async def serve(fd: int, worker_id: int) -> int:
                 await chan.send(answer(req, stats=plane.stats(), version=plane.version))
             elif op == "clusters":
                 await chan.send(answer(req, clusters=plane.worker_clusters()))
+            elif op == "reset_counters":
+                plane.reset_counters()
+                await chan.send(answer(req))
+            elif op == "drain_listeners":
+                plane.stop_listening(bool(req.get("graceful")))
+                await chan.send(answer(req))
+            elif op == "logging":
+                apply_log_levels({k: int(v) for k, v in req["levels"].items()})
+                await chan.send(answer(req))
             else:
                 await chan.send(answer(req, False, error=f"unknown op {op!r}"))
 

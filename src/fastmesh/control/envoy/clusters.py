@@ -197,8 +197,8 @@ def _explicit(tx: Tx, epath: Path, npath: Path, value: Any, out: dict) -> None:
 
 
 UPSTREAM_COMMON = Table("envoy.config.core.v3.HttpProtocolOptions (cluster)", (
-    copy("idle_timeout", "idle_timeout", duration, "a pooled connection's idle timeout "
-         "(fastmesh's default 60s; Envoy's 1h)", T_PROTO),
+    copy("idle_timeout", "idle_timeout", duration, "a pooled connection's idle timeout; "
+         "default 1h, as Envoy (a native cluster's is 60s)", T_PROTO),
     copy("max_requests_per_connection", "max_requests_per_connection", uint32,
          "UInt32Value", T_PROTO),
     reject("max_connection_duration", "max_connection_duration", T_REJECT),
@@ -354,6 +354,7 @@ def translate_cluster(tx: Tx, epath: Path, npath: Path, value: Any) -> dict:
     if not isinstance(value, Mapping):
         return out
     out.setdefault("type", "static")          # Envoy's default type
+    out.setdefault("idle_timeout", 3600.0)    # Envoy's pooled-connection idle timeout (1h)
     if "name" not in value:
         tx.error(epath, "missing required field 'name'")
     if out["type"] == "eds":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,9 +57,12 @@ class Table:
     rows: tuple[Row, ...]
     type_url: str | None = None       # checked when the mapping carries '@type'
     by_field: dict[str, Row] = field(init=False, repr=False)
+    module: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_field = {r.field: r for r in self.rows}
+        # The defining module (the doc groups tables by it).
+        self.module = sys._getframe(2).f_globals.get("__name__", "").rsplit(".", 1)[-1]
         TABLES.append(self)
 
     def row_id(self, name: str) -> str:

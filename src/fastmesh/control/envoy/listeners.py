@@ -314,7 +314,8 @@ HTTP_CONNECTION_MANAGER = Table(HCM, (
          T_HCM),
     custom("use_remote_address", "xff_append", _use_remote_address,
            "true appends the client to X-Forwarded-For; default false, as Envoy", T_HCM),
-    sub("http2_protocol_options", "http2", lambda: HTTP2_OPTIONS, "", T_HCM),
+    sub("http2_protocol_options", "http2", lambda: HTTP2_OPTIONS, "fastmesh's defaults "
+        "(100 streams, 64 KiB / 1 MiB windows) where Envoy's are 2^31-1 and 256 MiB", T_HCM),
     custom("http_protocol_options", "", lambda tx, e, n, v, o: tx.walk(HTTP1_OPTIONS, e, n, v, {}),
            "HTTP/1.0 options (accepted)", T_HCM),
     custom("common_http_protocol_options", "", lambda tx, e, n, v, o: tx.walk(

@@ -60,9 +60,11 @@ The translator is the xDS client's back end (`fastmesh.control.envoy`):
   ClusterLoadAssignments through the discovery path (an endpoint push never
   recompiles the config), so `load_assignments` are not inlined.
 
-Until the client is wired in, `fastmesh run` refuses a bootstrap with
-`dynamic_resources`, a static listener using `rds` or an EDS cluster fed
-over ADS.
+`fastmesh run` hands a bootstrap with `dynamic_resources` to the xDS client
+([xds.md](xds.md)); `fastmesh validate` checks its static part and its
+`dynamic_resources` (a config without static listeners is valid then).
+Without `dynamic_resources`, a static listener using `rds` or an EDS cluster
+fed over ADS is refused: nothing would feed them.
 
 ## Fields
 """
@@ -81,8 +83,30 @@ def rows_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The doc reads top-down: modules from the bootstrap to the endpoints, and within a
+# module the tables in reverse definition order (each module defines leaves first).
+_MODULE_ORDER = ("bootstrap", "listeners", "routes", "tls", "clusters")
+
+
+def ordered_tables() -> list[Table]:
+    by_module: dict[str, list[Table]] = {}
+    for t in TABLES:
+        by_module.setdefault(t.module, []).append(t)
+    out = []
+    for m in _MODULE_ORDER + tuple(sorted(set(by_module) - set(_MODULE_ORDER))):
+        out += reversed(by_module.get(m, []))
+    return out
+
+
+def _anchor(message: str) -> str:
+    return "".join(c for c in message.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+
+
 def markdown() -> str:
-    return HEADER + "\n" + "\n".join(rows_markdown(t) for t in TABLES)
+    tables = ordered_tables()
+    contents = "\n".join(f"- [{t.message}](#{_anchor(t.message)})" for t in tables)
+    return (HEADER + "\n" + contents + "\n\n"
+            + "\n".join(rows_markdown(t) for t in tables))
 
 
 def all_rows() -> list[tuple[str, str]]:
