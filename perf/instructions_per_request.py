@@ -18,6 +18,7 @@ is slow).
     python perf/instructions_per_request.py --resilience [--reps 2]
     python perf/instructions_per_request.py --rbac [--reps 2]
     python perf/instructions_per_request.py --tracing [--reps 2]
+    python perf/instructions_per_request.py --intercepted [--reps 2]     (root)
 
 DIR and this checkout's src/ each hold a built fastmesh package. With
 --filter, this build is compared with itself plus that filter on the
@@ -40,6 +41,16 @@ is full or at exit (OTEL_BSP_SCHEDULE_DELAY raised), as under load. (gRPC's own 
 wall time, which valgrind stretches some fifty times: with --otlp grpc their
 idle work is charged to the requests far beyond what it costs at full
 speed.)
+
+With --intercepted (root; issue 14's bar), the same GETs go through
+transparent interception and are compared with an explicit listener, both
+in a network namespace ("app") joined by a veth pair to another ("srv")
+where the origin is: the client (as uid 1337, the system's python3) dials
+the origin's own address, `fastmesh iptables --proxy-uid 0` redirects it to
+a `use_original_dst`, `protocol: auto` listener whose route goes to an
+`original_dst` cluster; the explicit case dials fastmesh's listener, whose
+static cluster is the same origin. The per-connection work (getsockopt,
+detection) is spread over the keep-alive connection's requests, as in use.
 """
 from __future__ import annotations
 
@@ -240,6 +251,124 @@ def instructions(src: str, origin: int, n: int, tmp: Path, flt: str | None = Non
     return int(m.group(1).replace(",", ""))
 
 
+INTERCEPT_NS = (f"fmperfapp{os.getpid()}", f"fmperfsrv{os.getpid()}")
+APP_IP, SRV_IP = "10.232.0.1", "10.232.0.2"
+CLIENT = """
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=60)
+for _ in range(int(sys.argv[3])):
+    c.request("GET", "/x")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+c.close()
+"""
+
+
+def _sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(HERE)})
+
+
+def _wait_in(ns: str, host: str, port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), 1).close()"
+    while subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe],
+                         capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"nothing listens on {host}:{port} in {ns}")
+        time.sleep(0.2)
+
+
+def intercept_setup() -> None:
+    app, srv = INTERCEPT_NS
+    _sh("ip", "netns", "add", app)
+    _sh("ip", "netns", "add", srv)
+    _sh("ip", "link", "add", "fmpa0", "type", "veth", "peer", "name", "fmps0")
+    for ns, dev, ip in ((app, "fmpa0", APP_IP), (srv, "fmps0", SRV_IP)):
+        _sh("ip", "link", "set", dev, "netns", ns)
+        _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        _sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+    _sh("ip", "netns", "exec", app, sys.executable, "-m", "fastmesh", "iptables",
+        "--proxy-uid", "0", "--no-ipv6")
+
+
+def intercept_teardown() -> None:
+    for ns in INTERCEPT_NS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def intercept_config(intercepted: bool, port: int) -> str:
+    route = "          - match: {prefix: /}\n            cluster: {c}\n"
+    if intercepted:
+        return (f"listeners:\n  - name: outbound\n    address: 0.0.0.0\n    port: {port}\n"
+                "    use_original_dst: true\n    protocol: auto\n    cluster: passthrough\n"
+                "    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n"
+                "        routes:\n" + route.replace("{c}", "passthrough") +
+                "clusters:\n  - {name: passthrough, type: original_dst}\n")
+    return (listener("web", port, "cluster: origin") + "clusters:\n  - name: origin\n"
+            f"    endpoints: [{{address: {SRV_IP}, port: 8080}}]\n")
+
+
+def instructions_intercepted(intercepted: bool, n: int, tmp: Path) -> int:
+    app = INTERCEPT_NS[0]
+    port = 15001 if intercepted else 15002
+    cfg = tmp / f"proxy-{port}.yaml"
+    cfg.write_text(intercept_config(intercepted, port))
+    env = {**os.environ, "PYTHONPATH": str(HERE), "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(["ip", "netns", "exec", app, "valgrind", "--tool=cachegrind",
+                             "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                             sys.executable, "-m", "fastmesh", "run", "--single-process",
+                             "-c", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_in(app, "127.0.0.1", port, proc)
+    target = (SRV_IP, "8080") if intercepted else ("127.0.0.1", str(port))
+    subprocess.run(["ip", "netns", "exec", app, "setpriv", "--reuid=1337", "--regid=1337",
+                    "--clear-groups", "/usr/bin/python3", "-c", CLIENT, *target, str(n)],
+                   check=True, timeout=600)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    m = re.search(r"I\s+refs:\s+([\d,]+)", err)
+    if m is None:
+        raise SystemExit("no instruction count in valgrind's output:\n" + err[-2000:])
+    return int(m.group(1).replace(",", ""))
+
+
+def intercepted_main(args) -> None:
+    n1, n2 = args.n
+    results: dict[str, list[float]] = {"fastmesh+intercepted": [], "fastmesh": []}
+    intercept_setup()
+    origin = None
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            (tmp / "origin.yaml").write_text(listener(
+                "o", 8080, 'direct_response: {status: 200, body: "hello world!\\n"}').replace(
+                "address: 127.0.0.1", f"address: {SRV_IP}"))
+            origin = subprocess.Popen(["ip", "netns", "exec", INTERCEPT_NS[1], sys.executable,
+                                       "-m", "fastmesh", "run", "--single-process", "-c",
+                                       str(tmp / "origin.yaml")],
+                                      env={**os.environ, "PYTHONPATH": str(HERE)},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_in(INTERCEPT_NS[1], SRV_IP, 8080, origin)
+            for _ in range(args.reps):
+                for name in results:     # interleaved
+                    a = instructions_intercepted(name != "fastmesh", n1, tmp)
+                    b = instructions_intercepted(name != "fastmesh", n2, tmp)
+                    results[name].append((b - a) / (n2 - n1))
+                    print(f"{name}: {results[name][-1]:,.0f} instructions/request", flush=True)
+    finally:
+        if origin is not None:
+            origin.send_signal(signal.SIGTERM)
+            origin.wait(10)
+        intercept_teardown()
+    mean = {name: sum(v) / len(v) for name, v in results.items()}
+    new, ref = list(mean)
+    print(f"{new} / {ref}: {mean[new] / mean[ref]:.3f} "
+          f"({mean[new] - mean[ref]:+,.0f} instructions/request)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", metavar="DIR")
@@ -261,7 +390,13 @@ def main() -> None:
     ap.add_argument("--resilience", action="store_true",
                     help="compare this build with itself configured with every resilience "
                          "policy (the h1-resilience bench scenario)")
+    ap.add_argument("--intercepted", action="store_true",
+                    help="compare transparent interception (iptables, original_dst) with an "
+                         "explicit listener (root: network namespaces)")
     args = ap.parse_args()
+    if args.intercepted:
+        intercepted_main(args)
+        return
     beside = Path(args.beside).read_text() if args.beside else None
     if (args.baseline is None and args.filter is None and beside is None
             and not args.resilience and not args.rbac and not args.tracing):

@@ -24,6 +24,10 @@ command -v etcd    >/dev/null || need+=(etcd-server)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman  >/dev/null || need+=(podman)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# iptables (legacy and nft) and iproute2 (ip netns, veth): the interception
+# tests (tests/test_interception.py) build network namespaces with NAT rules.
+command -v iptables-legacy >/dev/null || need+=(iptables)
+command -v ip      >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
 command -v testssl >/dev/null || need+=(testssl.sh)
 if [ ${#need[@]} -gt 0 ]; then

@@ -134,3 +134,56 @@ def test_drain_listeners_stops_accepting_in_every_worker(mesh):
 
     assert poll(refused, 10)
     assert call(mesh, "GET", "/ready")[0] == 200        # the admin still answers
+
+
+def _local_non_loopback() -> str | None:
+    # This host's address toward the outside (no packet is sent by a UDP connect).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+@pytest.mark.parametrize("changes", [False, True])
+def test_state_changes_answer_loopback_only_unless_allowed(tmp_path, origin, changes):  # noqa: F811
+    addr = _local_non_loopback()
+    if addr is None:
+        pytest.skip("no non-loopback address on this host")
+    m = Mesh.__new__(Mesh)
+    from support.meshproc import Proc, fastmesh_argv
+    Proc.__init__(m, tmp_path)
+    admin = {"address": "0.0.0.0", "port": m.admin, "allow_remote": True}
+    if changes:
+        admin["allow_remote_changes"] = True
+    cfg = {"drain_timeout": 1, "admin": admin,
+           "listeners": [{"name": "web", "address": "127.0.0.1", "port": m.port,
+                          "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                              {"match": {"prefix": "/"}, "cluster": "origin"}]}]}],
+           "clusters": [{"name": "origin", "endpoints": [
+               {"address": origin[0], "port": origin[1]}]}]}
+    (tmp_path / "fm.json").write_text(json.dumps(cfg))
+    m.spawn(fastmesh_argv(tmp_path / "fm.json", "--single-process", "--log-level", "warning"))
+    try:
+        def remote(method: str, path: str) -> int:
+            # From this host's own non-loopback address: the admin sees a remote peer.
+            c = http.client.HTTPConnection(addr, m.admin, timeout=10, source_address=(addr, 0))
+            try:
+                c.request(method, path)
+                return c.getresponse().status
+            finally:
+                c.close()
+
+        assert remote("GET", "/ready") == 200                 # reads: allow_remote
+        expected = 200 if changes else 403
+        for path in ("/reset_counters", "/healthcheck/fail", "/logging?level=info",
+                     "/drain_listeners"):
+            assert remote("POST", path) == expected, path
+        if not changes:
+            # from loopback the same requests are served
+            assert call(m, "POST", "/healthcheck/fail")[0] == 200
+            assert call(m, "GET", "/ready")[0] == 503
+    finally:
+        m.stop()

@@ -397,7 +397,7 @@ ERROR_CASES = [
      "clusters[0].per_connection_buffer_limit", 12, "invalid size '1TB'"),
     ("bad-enum-protocol",
      edit(BASE, "    port: 10000", "    port: 10000\n    protocol: htp"),
-     "listeners[0].protocol", 4, "invalid value 'htp'; expected one of: http, tcp; did you mean 'http'?"),
+     "listeners[0].protocol", 4, "invalid value 'htp'; expected one of: http, tcp, auto; did you mean 'http'?"),
     ("bad-enum-lb",
      edit(BASE, "  - name: backend", "  - name: backend\n    lb: roundrobin"),
      "clusters[0].lb", 12, "expected one of: round_robin, least_request, random, ring_hash, maglev"),
@@ -821,12 +821,14 @@ def test_listener_and_cluster_field_names_are_the_contract() -> None:
         "virtual_hosts", "http2", "http_filters", "max_connections", "first_byte_timeout",
         "max_stream_duration", "trust_retry_headers", "tls", "tls_mode",
         "forward_client_cert_details", "set_current_client_cert_details", "network_filters",
+        "use_original_dst", "bind_to_port", "protocol_detection_timeout",
         "tracing"]
     assert [f.name for f in dataclasses.fields(ClusterConfig)] == [
         "name", "lb", "hash_policy", "ring_min", "ring_max", "maglev_table_size",
         "connect_timeout", "idle_timeout", "per_connection_buffer_limit",
         "max_requests_per_connection", "endpoints", "protocol", "health_checks",
-        "healthy_panic_threshold", "circuit_breakers", "outlier_detection", "tls", "discovery"]
+        "healthy_panic_threshold", "circuit_breakers", "outlier_detection", "tls", "discovery",
+        "original_dst"]
     assert [f.name for f in dataclasses.fields(RouteConfig)] == [
         "name", "match", "action", "cluster", "weighted_clusters", "direct_response", "timeout",
         "retry_policy", "priority", "idle_timeout", "max_stream_duration",

@@ -128,10 +128,12 @@ def test_field_is_last_with_a_default() -> None:
     names = [f.name for f in fields]
     i = names.index("http_filters")
     assert fields[i].default == ()
-    assert names[i + 1:] == ["max_connections", "first_byte_timeout", "max_stream_duration",
-                             "trust_retry_headers", "tls", "tls_mode",
-                             "forward_client_cert_details", "set_current_client_cert_details",
-                             "network_filters"]
+    # Fields added later go after these (never between), so existing
+    # positional calls keep their meaning.
+    assert names[i + 1:i + 10] == ["max_connections", "first_byte_timeout",
+                                   "max_stream_duration", "trust_retry_headers", "tls",
+                                   "tls_mode", "forward_client_cert_details",
+                                   "set_current_client_cert_details", "network_filters"]
     assert all(f.default is not dataclasses.MISSING for f in fields[i:])
     assert [f.name for f in dataclasses.fields(HttpFilterConfig)] == ["name", "import_path", "config"]
 

@@ -128,6 +128,23 @@ def test_bootstrap_translated(files, tmp_path, caplog):
     assert boot.node["id"].startswith("sidecar~") and boot.node["cluster"] == "web"
     assert [c["name"] for c in boot.static_resources["clusters"]][:2] == ["a", "b"]
     assert boot.validate().listeners[0].name == "web"
+    # `fastmesh validate` on an xDS bootstrap: the static part (listeners may all come
+    # from the management server; rds listeners and ADS-fed EDS clusters wait for it).
+    xds = yaml.safe_load(render("base.yaml", files, tmp_path).read_text())
+    xds["dynamic_resources"] = {"ads_config": {"api_type": "GRPC", "grpc_services": [
+        {"envoy_grpc": {"cluster_name": "backend"}}]}, "cds_config": {"ads": {}},
+        "lds_config": {"ads": {}}}
+    hcm = xds["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    del hcm["route_config"]
+    hcm["rds"] = {"route_config_name": "web", "config_source": {"ads": {}}}
+    xds["static_resources"]["clusters"].append({
+        "name": "fed", "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}})
+    f = tmp_path / "xds.yaml"
+    f.write_text(yaml.safe_dump(xds))
+    cfg = load_config(f)
+    assert [lst.name for lst in cfg.listeners] == ["tcp"]          # web waits for RDS
+    assert cfg.cluster("fed").discovery.type == "eds"
     # A non-loopback admin is served as Envoy would, with a warning.
     doc["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"
     boot = translate_bootstrap(doc)

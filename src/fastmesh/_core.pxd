@@ -73,6 +73,9 @@ cdef class HttpDownstream
 cdef class UpstreamH2
 cdef class H2Downstream
 cdef class H2ServerStream
+cdef class OriginalDstConf
+cdef class OriginalDstState
+cdef class ListenerInspector
 cdef class TraceSink
 cdef class TracingConf
 cdef class TraceSpan
@@ -107,6 +110,8 @@ include "core_h2_common.pxd"
 include "core_h2_upstream.pxd"
 include "core_h2_downstream.pxd"
 include "core_h2_stream.pxd"
+include "core_original_dst.pxd"
+include "core_detect.pxd"
 include "cluster_breaker.pxd"
 include "trace_context.pxd"
 include "filter_tracing.pxd"

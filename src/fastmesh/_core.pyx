@@ -47,6 +47,8 @@ C calls (as uvloop does with its handles/*.pyx), one concern each:
   core_h2_upstream.pxi    UpstreamH2: a multiplexed HTTP/2 upstream connection
   core_h2_downstream.pxi  H2Downstream: an HTTP/2 client connection
   core_h2_stream.pxi      H2ServerStream: one stream of an HTTP/2 client
+  core_original_dst.pxi   SO_ORIGINAL_DST, and the ORIGINAL_DST cluster's hosts
+  core_detect.pxi         listener inspection: original-destination hand-off, protocol detection
   core_bench.pxi          entry points for microbenchmarks of compiled paths
 """
 # The cimports are in _core.pxd (a .pyx sees its .pxd's).
@@ -92,4 +94,6 @@ include "core_h2_common.pxi"
 include "core_h2_upstream.pxi"
 include "core_h2_downstream.pxi"
 include "core_h2_stream.pxi"
+include "core_original_dst.pxi"
+include "core_detect.pxi"
 include "core_bench.pxi"

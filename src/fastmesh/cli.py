@@ -11,6 +11,7 @@
     fastmesh iptables [--dry-run|--cleanup] redirect a pod's traffic to fastmesh
     fastmesh register --etcd URL --prefix P --address A --port N
                                            join an etcd-discovered cluster
+    fastmesh iptables [--dry-run|--cleanup] redirect a pod's traffic to fastmesh
     fastmesh top [--admin HOST:PORT] [--once]
                                            live view of a running sidecar (admin/top.py)
     fastmesh stats [--admin HOST:PORT] [--filter RE]

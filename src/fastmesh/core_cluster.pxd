@@ -26,6 +26,7 @@ cdef class ClusterConf:
     cdef readonly TlsClientConf tls       # None: plaintext upstream (core_tls.pxi)
     cdef readonly BreakerLimits breakers  # circuit_breakers thresholds (cluster_breaker.pxi)
     cdef readonly OutlierConf outlier     # outlier_detection, None: off
+    cdef readonly OriginalDstConf odst    # type ORIGINAL_DST, None: not (core_original_dst.pxi)
 
     cdef bint same_balancing(self, ClusterConf o)
 
@@ -59,6 +60,7 @@ cdef class ClusterState:
     cdef bint cb_serving                  # cb_serve is starting the queue's head
     cdef list cb_queue                    # UpstreamRequests waiting, FIFO
     cdef readonly OutlierDetector outlier # None unless configured: end() tests only this
+    cdef readonly OriginalDstState odst   # ORIGINAL_DST: endpoints made per destination
 
     cdef _set_endpoints(self, tuple eps, bint force_lb)
     cdef void _recount(self)

@@ -32,7 +32,8 @@ cdef class ClusterConf:
                  double connect_timeout=5.0, double idle_timeout=60.0,
                  Py_ssize_t buffer_limit=1048576, long max_requests_per_connection=0,
                  str protocol="http1", double healthy_panic_threshold=50.0,
-                 circuit_breakers=None, OutlierConf outlier=None, TlsClientConf tls=None):
+                 circuit_breakers=None, OutlierConf outlier=None, TlsClientConf tls=None,
+                 OriginalDstConf original_dst=None):
         self.name = name
         self.lb_policy = lb_policy
         self.lb_options = dict(lb_options or {})
@@ -53,6 +54,7 @@ cdef class ClusterConf:
         # {priority: thresholds}; Envoy's defaults for what is not given
         self.breakers = BreakerLimits(circuit_breakers)
         self.outlier = outlier
+        self.odst = original_dst
         if protocol == "http1":
             self.protocol = PROTO_HTTP1
         elif protocol == "http2":
@@ -118,6 +120,14 @@ cdef class ClusterState:
             self.outlier = OutlierDetector(self, conf.outlier)
         else:
             self.outlier.set_conf(conf.outlier)
+        if conf.odst is None:
+            if self.odst is not None:
+                self.odst.stop()
+                self.odst = None
+        elif self.odst is None:
+            self.odst = OriginalDstState(self, conf.odst)
+        else:
+            self.odst.set_conf(conf.odst)
 
     def set_endpoints(self, endpoints):
         """Swap the endpoint set without a new snapshot: (host, port, weight)
@@ -258,6 +268,8 @@ cdef class ClusterState:
         self.removed = True
         if self.outlier is not None:
             self.outlier.stop()
+        if self.odst is not None:
+            self.odst.stop()
         self.worker.registry.forget("cluster", self.stats.labels)
         cb_fail_queue(self)                 # nothing will free a connection for them
         for ep in self.endpoints:

@@ -33,6 +33,8 @@ cdef class Conn(TimerEntry):
     cdef bint uv_pending          # the transport holds unsent bytes of ours
     cdef bint closed              # we closed (or aborted) it: the fd may be gone
     cdef bint flush_pending       # in the worker's `dirty` list (flush_later)
+    cdef object orig_dst          # downstream: (ip, port) dialled before an iptables
+                                  # redirect (core_original_dst.pxi); None: not intercepted
 
     cdef inline void set_transport(self, object transport)
     cdef int send(self, const char* p, Py_ssize_t n) except -1

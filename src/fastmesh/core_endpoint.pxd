@@ -29,6 +29,7 @@ cdef class Endpoint:
     cdef int ncx                  # its connections open or opening (cluster_breaker.pxi)
     cdef readonly OutlierHost outlier   # its outlier monitor (cluster_outlier.pxi), None: none yet
     cdef bytes lb_key             # b"host:port", the hash balancers' key (made once)
+    cdef bint odst_used           # ORIGINAL_DST: used since the last cleanup sweep
     # admin /clusters (Envoy's per-host stats): two increments per attempt
     cdef readonly int64_t rq_total    # attempts started at it
     cdef readonly int64_t rq_active   # attempts not over

@@ -34,6 +34,7 @@ cdef class H2Downstream(Conn):
         self.set_transport(h1.transport)
         self.rbuf = h1.rbuf
         self.client_ip = h1.client_ip
+        self.orig_dst = h1.orig_dst
         self.scheme = h1.scheme
         self.peer = h1.peer
         self.xfcc_mode = h1.xfcc_mode

@@ -16,6 +16,7 @@ cdef class H2ServerStream(ProxyStream):
         # HTTP/2 connections too, as it reaches HTTP/1.1 keep-alive ones.
         self.conf = conn.lst.conf
         self.client_ip = conn.client_ip
+        self.orig_dst = conn.orig_dst
         self.scheme = conn.scheme
         self.peer = conn.peer
         self.xfcc_mode = conn.xfcc_mode

@@ -25,6 +25,13 @@ cdef class ListenerConf:
     cdef readonly bint trust_retry_headers      # http: honour x-envoy-retry-on & co. (core_retry.pxi)
     cdef readonly double max_stream_duration    # http: per request, from its start (0: none)
     cdef readonly object network_rbac           # tcp: a NetworkRbac (filter_rbac.pxi) or None
+    cdef readonly str address
+    cdef readonly int port
+    cdef readonly bint bind_to_port             # False: only reached by a use_original_dst hand-off
+    cdef readonly bint use_original_dst         # read SO_ORIGINAL_DST, hand off (core_detect.pxi)
+    cdef readonly bint detect                   # protocol auto: the first bytes decide
+    cdef readonly double detect_timeout         # protocol_detection_timeout: then TCP
+    cdef readonly bint inspect                  # use_original_dst or detect: ListenerInspector
     cdef readonly TracingConf tracing           # http: None = no tracing (filter_tracing.pxi)
 
 cdef class Snapshot:
@@ -32,6 +39,7 @@ cdef class Snapshot:
     cdef readonly dict clusters         # name -> ClusterConf
     cdef readonly long version
     cdef readonly double drain_timeout
+    cdef readonly dict virtual          # (address, port) -> name: bind_to_port False listeners
 
 cdef class ListenerState:
     cdef readonly str name

@@ -15,16 +15,27 @@ cdef class ListenerConf:
                  int h2_initial_connection_window=1048576, filters=(),
                  Py_ssize_t max_connections=0, double first_byte_timeout=10.0,
                  bint trust_retry_headers=False, double max_stream_duration=0.0,
-                 TlsServerConf tls=None, network_rbac=None, TracingConf tracing=None):
-        if protocol not in ("http", "tcp"):
-            raise ValueError(f"listener {name}: protocol must be http or tcp")
-        if protocol == "http" and router is None:
-            raise ValueError(f"listener {name}: http listener needs a router")
-        if protocol == "tcp" and cluster is None:
-            raise ValueError(f"listener {name}: tcp listener needs a cluster")
+                 TlsServerConf tls=None, network_rbac=None, TracingConf tracing=None,
+                 str address="", int port=0, bint bind_to_port=True,
+                 bint use_original_dst=False, double protocol_detection_timeout=0.1):
+        if protocol not in ("http", "tcp", "auto"):
+            raise ValueError(f"listener {name}: protocol must be http, tcp or auto")
+        if protocol != "tcp" and router is None:
+            raise ValueError(f"listener {name}: {protocol} listener needs a router")
+        if protocol != "http" and cluster is None:
+            raise ValueError(f"listener {name}: {protocol} listener needs a cluster")
         self.name = name
         self.protocol = protocol
-        self.is_http = protocol == "http"
+        self.is_http = protocol != "tcp"
+        # core_detect.pxi: auto = the first bytes decide between the HTTP
+        # codec (router) and the TCP proxy (cluster).
+        self.detect = protocol == "auto"
+        self.detect_timeout = protocol_detection_timeout
+        self.address = address
+        self.port = port
+        self.bind_to_port = bind_to_port
+        self.use_original_dst = use_original_dst
+        self.inspect = self.detect or use_original_dst
         self.router = router
         self.cluster = cluster
         chain = []
@@ -69,6 +80,10 @@ cdef class Snapshot:
         self.clusters = dict(clusters)
         self.version = version
         self.drain_timeout = drain_timeout
+        # (address, port) -> name of the listeners a use_original_dst
+        # listener hands connections to (core_detect.pxi).
+        self.virtual = {(c.address, c.port): n for n, c in self.listeners.items()
+                        if not (<ListenerConf>c).bind_to_port}
 
 
 @cython.final
@@ -87,6 +102,8 @@ cdef class ListenerState:
 
     def __call__(self):
         # The protocol factory handed to loop.create_server().
+        if self.conf.inspect:
+            return ListenerInspector.__new__(ListenerInspector, self)   # core_detect.pxi
         if self.conf.tls is not None:
             return TlsAcceptor.__new__(TlsAcceptor, self, self.conf.tls)   # core_tls.pxi
         if self.conf.is_http:

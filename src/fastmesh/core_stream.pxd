@@ -21,6 +21,7 @@ cdef class ProxyStream(Conn):
     cdef int cb_retry_prio
     cdef uint64_t pick_hash      # the router's hash key and endpoint choice
     cdef int pick_idx
+    cdef object up_dst           # ORIGINAL_DST cluster: (ip, port) this request goes to
     # the neutral request view, valid while the head is handled (and after a
     # filter paused: then it points into frozen copies)
     cdef const char* rq_base

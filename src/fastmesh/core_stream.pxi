@@ -132,6 +132,8 @@ cdef class ProxyStream(Conn):
         if not cb_admit(self, c):         # max_requests (cluster_breaker.pxi)
             return
         self.attempts += 1
+        if c.odst is not None:
+            self.pick_idx = odst_index(c, self.up_dst)     # core_original_dst.pxi
         ur.begin(self, c, self.pick_idx, self.attempts)
         self.ur = ur
         if self.trace is not None:

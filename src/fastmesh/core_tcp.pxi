@@ -115,13 +115,17 @@ cdef class TcpDownstream(Conn):
         if c is None:
             self.close()
             return
-        if c.conf.hash_kind == HASH_SOURCE_IP:
-            peer = transport.get_extra_info("peername")
-            ip = (peer[0] if peer else "").encode()
-            h = hash_bytes(ip, len(ip), 0)
+        if c.odst is not None:
+            # ORIGINAL_DST: where the client meant to go (core_original_dst.pxi).
+            idx = odst_index(c, self.orig_dst) if self.orig_dst is not None else -1
         else:
-            h = rand64()
-        idx = c.pick(h, -1)
+            if c.conf.hash_kind == HASH_SOURCE_IP:
+                peer = transport.get_extra_info("peername")
+                ip = (peer[0] if peer else "").encode()
+                h = hash_bytes(ip, len(ip), 0)
+            else:
+                h = rand64()
+            idx = c.pick(h, -1)
         if idx < 0:
             c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
             self.close()

@@ -255,7 +255,8 @@ cdef class TlsAcceptor:
                 self.timer = None
             if self.down is None:
                 return
-            if data[0] == 0x16:
+            if detect_protocol(<const unsigned char*>PyBytes_AS_STRING(data),
+                               PyBytes_GET_SIZE(data)) == DETECT_TLS:   # core_detect.pxi
                 self.start_handshake(data)
             else:
                 self.plaintext(data)

@@ -43,11 +43,21 @@ cdef class RouterFilter(HttpFilter):
             h = hash_bytes(s.client_ip, len(s.client_ip), 0)
         else:
             h = 0
-        idx = c.pick(h, -1)
-        if idx < 0:
-            c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
-            s.local_reply(503, b"no healthy upstream\n")
-            return FILTER_STOP
+        if c.odst is not None:
+            # ORIGINAL_DST: the destination, not a balancer, picks; the
+            # endpoint is found per attempt (start_attempt).
+            s.up_dst = odst_for_stream(s, c.conf.odst)
+            if s.up_dst is None:
+                c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
+                s.local_reply(503, b"no original destination\n")
+                return FILTER_STOP
+            idx = 0
+        else:
+            idx = c.pick(h, -1)
+            if idx < 0:
+                c.st[UPSTREAM_CX_NONE_HEALTHY] += 1
+                s.local_reply(503, b"no healthy upstream\n")
+                return FILTER_STOP
         s.route = route
         s.cluster = c
         if route.timeouts is not None or s.conf.max_stream_duration > 0:

@@ -266,8 +266,17 @@ class XdsServer:
         some types; connected clients get what changed."""
         with self.lock:
             self.version = version
+            before = {n: _version(m) for n, m in self.snapshot[CDS].items()}
             for t, msgs in resources.items():
                 self.snapshot[t] = {_name(t, m): m for m in msgs}
+            # A changed cluster warms again in Envoy until its endpoints come:
+            # on a delta stream they are sent again with it (as Istio does).
+            rewarm = {n for n, m in self.snapshot[CDS].items()
+                      if n in before and before[n] != _version(m)}
+            for st in self.streams:
+                if st.delta:
+                    for n in rewarm:
+                        st.known.get(EDS, {}).pop(n, None)
             for node, types in (per_node or {}).items():
                 own = self.per_node.setdefault(node, {})
                 for t, msgs in types.items():

@@ -63,6 +63,10 @@ def build_cluster(cfg: ClusterConfig, index: int) -> _core.ClusterConf:
         circuit_breakers=_breakers(cfg),
         outlier=(_core.OutlierConf(**dataclasses.asdict(cfg.outlier_detection))
                  if cfg.outlier_detection is not None else None),
+        original_dst=(_core.OriginalDstConf(cfg.original_dst.cleanup_interval,
+                                            cfg.original_dst.use_http_header,
+                                            cfg.original_dst.http_header_name)
+                      if cfg.original_dst is not None else None),
     )
 
 
@@ -250,12 +254,12 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
     added, `Proxy.add_filter`), then the router, which _core appends."""
     router = None
     cluster = None
-    if cfg.protocol == "http":
+    if cfg.protocol in ("http", "auto"):
         router = _router.Router([
             (vh.name, list(vh.domains), [_build_route(r, vh, i) for i, r in enumerate(vh.routes)])
             for vh in cfg.virtual_hosts
         ])
-    else:
+    if cfg.protocol in ("tcp", "auto"):
         cluster = cfg.cluster
     return _core.ListenerConf(
         cfg.name, cfg.protocol, router=router, cluster=cluster,
@@ -277,6 +281,9 @@ def build_listener(cfg: ListenerConfig, extra_filters: Sequence[_core.HttpFilter
         max_stream_duration=cfg.max_stream_duration,
         tls=build_server_tls(cfg),
         network_rbac=rbac.build_network(cfg.network_filters),
+        address=cfg.address, port=cfg.port, bind_to_port=cfg.bind_to_port,
+        use_original_dst=cfg.use_original_dst,
+        protocol_detection_timeout=cfg.protocol_detection_timeout,
         tracing=tracing.build(cfg.tracing, clusters or {}),
     )
 

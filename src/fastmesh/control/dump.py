@@ -66,6 +66,13 @@ def _listener_to_dict(lst: ListenerConfig) -> dict[str, Any]:
     }
     if lst.max_connections:
         out["max_connections"] = lst.max_connections
+    if lst.use_original_dst:
+        out["use_original_dst"] = True
+    if not lst.bind_to_port:
+        out["bind_to_port"] = False
+    if lst.protocol == "auto":
+        out["cluster"] = lst.cluster
+        out["protocol_detection_timeout"] = lst.protocol_detection_timeout
     if lst.tls is not None:
         out["tls"] = downstream_to_dict(lst.tls)
         out["tls_mode"] = lst.tls_mode
@@ -207,6 +214,12 @@ def _cluster_to_dict(c: ClusterConfig) -> dict[str, Any]:
     out.update(_discovery_to_dict(c))
     if c.discovery.type == "eds":
         del out["endpoints"]        # they come from the endpoint file
+    if c.original_dst is not None:
+        out["lb"] = "cluster_provided"
+        del out["endpoints"]        # each client's destination is one
+        out["cleanup_interval"] = c.original_dst.cleanup_interval
+        out["original_dst_lb_config"] = {"use_http_header": c.original_dst.use_http_header,
+                                         "http_header_name": c.original_dst.http_header_name}
     return out
 
 
@@ -237,7 +250,7 @@ def _discovery_to_dict(c: ClusterConfig) -> dict[str, Any]:
         out["eds_config"] = {"ads": {}}
     elif d.type == "eds":
         out["eds_config"] = {"path_config_source": {"path": d.eds_path}}
-    elif d.type != "static":
+    elif d.type not in ("static", "original_dst"):
         out.update(dns_refresh_rate=d.dns_refresh_rate, respect_dns_ttl=d.respect_dns_ttl,
                    dns_lookup_family=d.dns_lookup_family)
         if d.dns_failure_base_interval is not None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:   # the TLS dataclasses live with their parser (control/tls.py)
     from fastmesh.control.tls import ClientCertDetails, DownstreamTlsConfig, UpstreamTlsConfig
 
-PROTOCOLS: tuple[str, ...] = ("http", "tcp")
+# "auto": the first bytes decide between http and tcp (docs/interception.md)
+PROTOCOLS: tuple[str, ...] = ("http", "tcp", "auto")
 LB_POLICIES: tuple[str, ...] = ("round_robin", "least_request", "random", "ring_hash", "maglev")
 UPSTREAM_PROTOCOLS: tuple[str, ...] = ("http1", "http2", "auto")
 ROUTE_ACTIONS: tuple[str, ...] = ("cluster", "weighted_clusters", "direct_response")
@@ -339,6 +340,12 @@ class ListenerConfig:
     forward_client_cert_details: str = "SANITIZE"  # http only (x-forwarded-client-cert)
     set_current_client_cert_details: ClientCertDetails | None = None   # http only
     network_filters: tuple[NetworkFilterConfig, ...] = ()   # tcp only (control/rbac.py)
+    # Transparent interception (docs/interception.md): read the original
+    # destination and hand the connection to the listener for it; a
+    # bind_to_port: false listener only takes such hand-offs.
+    use_original_dst: bool = False
+    bind_to_port: bool = True
+    protocol_detection_timeout: float = 0.1        # protocol auto: then it is TCP
     tracing: Any = None                            # http only: control/tracing.TracingConfig
 
 
@@ -450,7 +457,13 @@ class ThresholdsConfig:
 
 
 # Service discovery (Envoy's Cluster.type and its DNS / EDS settings; docs/discovery.md).
-DISCOVERY_TYPES: tuple[str, ...] = ("static", "strict_dns", "logical_dns", "eds")
+# original_dst: no endpoints; each request goes where the client dialled
+# (Envoy's ORIGINAL_DST; docs/interception.md)
+DISCOVERY_TYPES: tuple[str, ...] = ("static", "strict_dns", "logical_dns", "eds", "original_dst")
+DEFAULT_ORIGINAL_DST_CLEANUP_INTERVAL = 5.0   # Envoy's cleanup_interval
+# Istio's protocol_detection_timeout was 100 ms when it was meant for
+# server-speaks-first protocols (now 0 s: none); Linkerd's is 10 s.
+DEFAULT_PROTOCOL_DETECTION_TIMEOUT = 0.1
 DNS_LOOKUP_FAMILIES: tuple[str, ...] = ("AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL")
 DEFAULT_DNS_REFRESH_RATE = 5.0      # Envoy's default
 
@@ -507,8 +520,9 @@ class DiscoveryConfig:
 
     @property
     def dynamic(self) -> bool:
-        """Endpoints come from a discovery source, not from the config."""
-        return self.type != "static"
+        """Endpoints come from a discovery source, not from the config
+        (an original_dst cluster has none: each client's destination is one)."""
+        return self.type not in ("static", "original_dst")
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +584,17 @@ class ClusterConfig:
     outlier_detection: OutlierDetectionConfig | None = None   # None: off
     tls: UpstreamTlsConfig | None = None   # control/tls.py; None = plaintext upstream
     discovery: DiscoveryConfig = DiscoveryConfig()
+    original_dst: OriginalDstConfig | None = None   # type original_dst only
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalDstConfig:
+    """An original_dst cluster's settings (Envoy's cleanup_interval and
+    original_dst_lb_config)."""
+
+    cleanup_interval: float = 5.0
+    use_http_header: bool = False
+    http_header_name: str = "x-envoy-original-dst-host"
 
 
 @dataclass(frozen=True, slots=True)

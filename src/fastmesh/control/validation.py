@@ -99,8 +99,11 @@ from fastmesh.control.schema import (  # noqa: E402 - discovery (docs/discovery.
     DEFAULT_DNS_REFRESH_RATE,
     DISCOVERY_TYPES,
     DNS_LOOKUP_FAMILIES,
+    DEFAULT_ORIGINAL_DST_CLEANUP_INTERVAL,
+    DEFAULT_PROTOCOL_DETECTION_TIMEOUT,
     DiscoveryConfig,
     DnsResolverConfig,
+    OriginalDstConfig,
     EtcdSourceConfig,
     DEFAULT_ETCD_BACKOFF_BASE,
     DEFAULT_ETCD_BACKOFF_MAX,
@@ -408,7 +411,8 @@ _ADMIN_KEYS = ("address", "port", "allow_remote", "allow_remote_changes", "metri
 _METRICS_KEYS = ("naming", "istio", "workload", "namespace", "reporter")
 _LISTENER_COMMON = ("name", "address", "port", "protocol", "cluster", "idle_timeout",
                     "per_connection_buffer_limit", "max_connections", "tls", "tls_mode",
-                    "network_filters")
+                    "network_filters", "use_original_dst", "bind_to_port",
+                    "protocol_detection_timeout")
 _LISTENER_HTTP = ("request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
                   "max_headers_count", "xff_append", "generate_request_id", "virtual_hosts",
                   "http2", "http_filters", "first_byte_timeout", "max_stream_duration",
@@ -472,7 +476,8 @@ _ENDPOINT_KEYS = ("address", "port", "weight")
 # Service discovery keys of a cluster (Envoy's names).
 _DISCOVERY_KEYS = ("type", "dns_refresh_rate", "dns_failure_refresh_rate", "respect_dns_ttl",
                    "dns_lookup_family", "dns_resolution_config", "eds_config")
-_CLUSTER_KEYS += _DISCOVERY_KEYS
+_CLUSTER_KEYS += _DISCOVERY_KEYS + ("cleanup_interval", "original_dst_lb_config")
+_ODST_LB_KEYS = ("use_http_header", "http_header_name")
 _DNS_KEYS = ("dns_refresh_rate", "dns_failure_refresh_rate", "respect_dns_ttl",
              "dns_lookup_family", "dns_resolution_config")
 _HTTP_FILTER_KEYS = ("name", "import", "config", "typed_config")
@@ -573,16 +578,28 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
             ctx.cluster_refs.append((path + ("cluster",), cluster))
         for key in _LISTENER_HTTP:
             m.forbid(key, f"{key!r} is only allowed on http listeners (this one is tcp)")
-    elif protocol == "http":
-        m.forbid("cluster", "'cluster' is only allowed on tcp listeners; http listeners "
-                 "route to clusters through virtual_hosts")
+    elif protocol in ("http", "auto"):
+        if protocol == "auto":
+            # The first bytes decide: HTTP goes through virtual_hosts, the
+            # rest (opaque TCP, TLS, server-speaks-first) to `cluster`.
+            cluster = m.get("cluster", _nonempty_str)
+            if cluster is not None:
+                ctx.cluster_refs.append((path + ("cluster",), cluster))
+            m.forbid("tls", "'tls' is not supported on protocol: auto listeners (TLS from "
+                     "the client is passed through to `cluster` untouched)")
+        else:
+            m.forbid("cluster", "'cluster' is only allowed on tcp listeners (and protocol: "
+                     "auto ones); http listeners route to clusters through virtual_hosts")
         m.forbid("network_filters", "'network_filters' is only allowed on tcp listeners; "
                  "http listeners take envoy.filters.http.rbac in http_filters")
         virtual_hosts = m.section("virtual_hosts", lambda c, p, v: _list(
             c, p, v, _parse_vhost, min_items=1, what="virtual hosts")) or ()
         _check_unique(ctx, path + ("virtual_hosts",), virtual_hosts, "virtual host")
         _check_domains(ctx, path + ("virtual_hosts",), virtual_hosts)
-    http = protocol == "http"
+    if protocol != "auto":
+        m.forbid("protocol_detection_timeout", "'protocol_detection_timeout' is only allowed "
+                 "on protocol: auto listeners")
+    http = protocol in ("http", "auto")
     http_filters = m.section("http_filters", _parse_http_filters, ()) if http else ()
     if http:
         _check_per_filter_names(ctx, path, virtual_hosts, http_filters or ())
@@ -617,6 +634,10 @@ def _parse_listener(ctx: _Ctx, path: Path, value: Any) -> ListenerConfig:
         max_stream_duration=m.get("max_stream_duration", _duration(), 0.0) if http else 0.0,
         trust_retry_headers=m.get("trust_retry_headers", _bool, False) if http else False,
         network_filters=_network_filters(ctx, path, m, http),
+        use_original_dst=m.get("use_original_dst", _bool, False),
+        bind_to_port=m.get("bind_to_port", _bool, True),
+        protocol_detection_timeout=m.get("protocol_detection_timeout", _duration(positive=True),
+                                         DEFAULT_PROTOCOL_DETECTION_TIMEOUT),
         tracing=_listener_tracing(ctx, path, m, http),
         **_listener_tls(ctx, path, m, http),
     )
@@ -955,7 +976,22 @@ def _parse_direct(ctx: _Ctx, path: Path, value: Any) -> DirectResponseConfig:
 
 def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
     m = _Map(ctx, path, value, _CLUSTER_KEYS, "a cluster")
-    lb = m.get("lb", _enum(LB_POLICIES), "round_robin")
+    odst = m.data.get("type") == "original_dst"
+    if odst:
+        # Envoy: an ORIGINAL_DST cluster's lb_policy is CLUSTER_PROVIDED (the
+        # destination picks); nothing else to say about balancing.
+        if m.data.get("lb", "cluster_provided") != "cluster_provided":
+            ctx.error(path + ("lb",), "an original_dst cluster has no balancer: leave 'lb' "
+                      "out (or say cluster_provided)")
+        for key in ("endpoints", "health_checks", "outlier_detection", "hash_policy",
+                    "ring_hash", "maglev", "eds_config"):
+            m.forbid(key, f"{key!r} is not allowed on an original_dst cluster (its only "
+                     "endpoint is where each client connected)")
+        lb = "round_robin"
+    else:
+        for key in ("cleanup_interval", "original_dst_lb_config"):
+            m.forbid(key, f"{key!r} is only allowed with type: original_dst")
+        lb = m.get("lb", _enum(LB_POLICIES), "round_robin")
     hashing = lb in ("ring_hash", "maglev")
     hash_policy = None
     if hashing:
@@ -977,7 +1013,9 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         m.forbid("maglev", f"'maglev' settings are only allowed with lb: maglev "
                  f"(this cluster uses {lb})")
     discovery = _parse_discovery(ctx, path, m)
-    if discovery.type == "eds":
+    if odst:
+        endpoints = ()
+    elif discovery.type == "eds":
         m.forbid("endpoints", "an eds cluster takes its endpoints from eds_config, not from "
                  "'endpoints'")
         endpoints = ()
@@ -1020,7 +1058,22 @@ def _parse_cluster(ctx: _Ctx, path: Path, value: Any) -> ClusterConfig:
         tls=_cluster_tls(ctx, path, m),
         circuit_breakers=m.section("circuit_breakers", _parse_circuit_breakers, ()) or (),
         discovery=discovery,
+        original_dst=_parse_original_dst(ctx, path, m) if odst else None,
     )
+
+
+def _parse_original_dst(ctx: _Ctx, path: Path, m: _Map) -> OriginalDstConfig:
+    lbc = m.data.get("original_dst_lb_config")
+    use, header = False, "x-envoy-original-dst-host"
+    if lbc is not None:
+        lm = _Map(ctx, path + ("original_dst_lb_config",), lbc, _ODST_LB_KEYS,
+                  "original_dst_lb_config")
+        use = lm.get("use_http_header", _bool, False)
+        header = lm.get("http_header_name", _header_name, header)
+    return OriginalDstConfig(
+        cleanup_interval=m.get("cleanup_interval", _duration(positive=True),
+                               DEFAULT_ORIGINAL_DST_CLEANUP_INTERVAL),
+        use_http_header=bool(use), http_header_name=header or "x-envoy-original-dst-host")
 
 
 def _parse_circuit_breakers(ctx: _Ctx, path: Path, value: Any) -> tuple[ThresholdsConfig, ...]:
@@ -1087,7 +1140,7 @@ def _parse_discovery(ctx: _Ctx, path: Path, m: _Map) -> DiscoveryConfig:
                   "({path_config_source: {path: <file>}} or {etcd: {endpoints, prefix}})")
     elif typ not in (None, "eds") and "eds_config" in m:
         ctx.error(path + ("eds_config",), "eds_config is only allowed with type: eds")
-    if typ in ("static", "eds"):
+    if typ in ("static", "eds", "original_dst"):
         for key in _DNS_KEYS:
             m.forbid(key, f"{key!r} is only allowed with type: strict_dns or logical_dns")
     return DiscoveryConfig(

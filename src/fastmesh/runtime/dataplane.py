@@ -188,7 +188,12 @@ class DataPlane:
         self._set_istio(self.config)
         try:
             for lc in self.config.listeners:
-                await self._open(lc)
+                if lc.bind_to_port:
+                    await self._open(lc)
+                else:
+                    # Reached only by a use_original_dst hand-off; its stats
+                    # show from the start.
+                    self.worker.listener_state(lc.name)
         except BaseException:
             await self._close_listeners(list(self.listeners))
             raise
@@ -459,7 +464,7 @@ class DataPlane:
             # New TLS listeners and clusters get their material before compiling.
             await self.cert_manager.update(config)
         snapshot = await compile_snapshot(self.effective(config), version, self.extra_filters)
-        new = {lc.name: lc for lc in config.listeners}
+        new = {lc.name: lc for lc in config.listeners if lc.bind_to_port}
         moved = [name for name, lst in self.listeners.items()
                  if name not in new
                  or (new[name].address, new[name].port) != (lst.config.address, lst.config.port)]
@@ -492,6 +497,9 @@ class DataPlane:
         await self._close_listeners(staged.moved)
         try:
             for lc in staged.config.listeners:
+                if not lc.bind_to_port:
+                    self.worker.listener_state(lc.name)
+                    continue
                 sock = staged.socks.pop(lc.name, None)
                 if sock is not None:
                     await self._open(lc, sock)

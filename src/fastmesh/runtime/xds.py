@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
 from fastmesh.control.config import Config, ConfigError
@@ -63,7 +64,7 @@ async def run(args: Any, doc: dict[str, Any], path: str) -> int:
     try:
         xds = XdsSource(doc, file=path)
     except ConfigError as exc:
-        print(f"fastmesh: invalid config: {exc}")
+        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
         return 1
     native, _config = await xds.initial()
     text = json.dumps(native)
@@ -85,7 +86,7 @@ async def run(args: Any, doc: dict[str, Any], path: str) -> int:
         await rt.start()
     except (RuntimeError, OSError) as exc:
         await xds.stop()
-        print(f"fastmesh: {exc}")
+        print(f"fastmesh: {exc}", file=sys.stderr)
         return 1
     code = await rt.wait()
     await xds.stop()

@@ -26,7 +26,7 @@ from fastmesh.control.envoy.engine import (
 from fastmesh.control.envoy.listeners import address, translate_listener
 from fastmesh.control.envoy.tls import secrets_by_name
 from fastmesh.control.envoy.validate import validate_native
-from fastmesh.control.loader import _compose, _Ctx
+from fastmesh.control.loader import ConfigError, _compose, _Ctx
 from fastmesh.control.schema import Config
 
 log = logging.getLogger("fastmesh.envoy")
@@ -62,8 +62,10 @@ class Bootstrap:
         return iter((self.config, self.dynamic_resources))
 
     def validate(self) -> Config:
-        """The native config validated, errors at the Envoy path and line."""
-        return validate_native(self._tx, self.config)
+        """The native config validated, errors at the Envoy path and line (with
+        ``dynamic_resources``, a config without listeners is valid)."""
+        return validate_native(self._tx, self.config,
+                               min_listeners=0 if self.dynamic_resources else 1)
 
 
 # ---------------------------------------------------------------- tables
@@ -216,27 +218,46 @@ def _set_aside_rds(tx: Tx, native: dict[str, Any]) -> tuple[tuple[str, str], ...
 
 
 def config_from_bootstrap(doc: Any, lines: _Ctx | None, source: str) -> Config:
-    """``parse_config``'s path for a bootstrap: translate, then validate natively."""
+    """``parse_config``'s path for a bootstrap: translate, then validate natively.
+
+    With ``dynamic_resources`` (which ``fastmesh run`` hands to the xDS client) the
+    static part is what is checked and returned, and ``dynamic_resources`` is checked
+    by the xDS client's own reader; without, nothing may wait for the xDS client."""
     boot = translate_bootstrap(doc, source, lines=lines)
+    tx = boot._tx
     if boot.dynamic_resources:
-        tx = boot._tx
-        tx.error(("dynamic_resources",), "this build runs static_resources only: the xDS "
-                 "client (ads, api_config_source) is not wired into `fastmesh run` yet",
-                 key=True)
+        from fastmesh.control.xds.bootstrap import settings_of
+
+        try:
+            settings_of(doc, source)
+        except ConfigError as exc:
+            # The xDS reader knows paths, not lines: add the line of the field.
+            tx.error(tuple(_split(exc.path)), exc.reason)
         tx.raise_if_errors()
-    if boot._tx.ads_eds:
-        name, spath = boot._tx.ads_eds[0]
-        boot._tx.error(spath + ("eds_config",), f"the endpoints of {name!r} come from the xDS "
-                       "client (ads, api_config_source), which is not wired into `fastmesh "
-                       "run` yet; a file ConfigSource (path_config_source) works without it")
-        boot._tx.raise_if_errors()
+        return boot.validate()
+    if tx.ads_eds:
+        name, spath = tx.ads_eds[0]
+        tx.error(spath + ("eds_config",), f"the endpoints of {name!r} come from the xDS "
+                 "client (ads, api_config_source), which needs dynamic_resources.ads_config; "
+                 "a file ConfigSource (path_config_source) works without it")
+        tx.raise_if_errors()
     if boot.rds:
         lst, name = boot.rds[0]
-        tx = boot._tx
         idx = [i for i, l in enumerate(doc["static_resources"].get("listeners", []))
                if isinstance(l, Mapping) and l.get("name") == lst]
         tx.error(("static_resources", "listeners", idx[0] if idx else 0),
                  f"listener {lst!r} takes its routes from RDS ({name!r}), which needs the "
-                 "xDS client; give it an inline route_config")
+                 "xDS client (dynamic_resources.ads_config); or give it an inline "
+                 "route_config")
         tx.raise_if_errors()
     return boot.validate()
+
+
+def _split(path: str) -> list[str | int]:
+    """'dynamic_resources.ads_config.grpc_services[0]' -> its parts."""
+    import re
+
+    out: list[str | int] = []
+    for m in re.finditer(r"\[(\d+)\]|([^.\[\]]+)", path or ""):
+        out.append(int(m.group(1)) if m.group(1) else m.group(2))
+    return out

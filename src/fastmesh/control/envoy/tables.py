@@ -60,9 +60,11 @@ The translator is the xDS client's back end (`fastmesh.control.envoy`):
   ClusterLoadAssignments through the discovery path (an endpoint push never
   recompiles the config), so `load_assignments` are not inlined.
 
-Until the client is wired in, `fastmesh run` refuses a bootstrap with
-`dynamic_resources`, a static listener using `rds` or an EDS cluster fed
-over ADS.
+`fastmesh run` hands a bootstrap with `dynamic_resources` to the xDS client
+([xds.md](xds.md)); `fastmesh validate` checks its static part and its
+`dynamic_resources` (a config without static listeners is valid then).
+Without `dynamic_resources`, a static listener using `rds` or an EDS cluster
+fed over ADS is refused: nothing would feed them.
 
 ## Fields
 """

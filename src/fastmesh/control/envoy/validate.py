@@ -26,13 +26,16 @@ class _EnvoyCtx(_Ctx):
                                        reason))
 
 
-def validate_native(tx: Tx, native: dict[str, Any], source: str | None = None) -> Config:
+def validate_native(tx: Tx, native: dict[str, Any], source: str | None = None, *,
+                    min_listeners: int = 1) -> Config:
     """Validate ``native`` as fastmesh validates its own config; raise ``ConfigError``
-    at the Envoy path and line of the first problem."""
+    at the Envoy path and line of the first problem. ``min_listeners=0``: an xDS
+    bootstrap, whose listeners may all come from the management server."""
     from fastmesh.control.validation import _parse_root
 
     tx.raise_if_errors()
     ctx = _EnvoyCtx(tx, source or tx.file or "<envoy>")
+    ctx.min_listeners = min_listeners
     config = _parse_root(ctx, native)
     _check_dropped_refs(tx, ctx, native)
     ctx.raise_if_errors()

@@ -277,8 +277,5 @@ class XdsClient:
         out = [plain_block("control_plane", {"connected_state": int(self.connected)},
                            gauges=("connected_state",))]
         for t, ts in self.types.items():
-            vals = {**ts.counters, "version": len(ts.entries)}
-            vals.pop("version")
-            vals["init_fetch_timeout"] = ts.counters["init_fetch_timeout"]
-            out.append(plain_block(prefixes[t], vals))
+            out.append(plain_block(prefixes[t], dict(ts.counters)))
         return out

@@ -1,0 +1,1 @@
+"""Sidecar deployment helpers (control side): the interception init step."""
