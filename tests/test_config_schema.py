@@ -85,7 +85,7 @@ def test_schema_and_validator_both_refuse(validator, where, edit):
 
 
 def test_types_come_from_the_dataclasses():
-    from fastmesh.control.schema import LB_POLICIES
+    from fastmesh.control.schema import DISCOVERY_TYPES, LB_POLICIES
 
     props = config_json_schema()["properties"]
     listener = props["listeners"]["items"]["properties"]
@@ -96,4 +96,4 @@ def test_types_come_from_the_dataclasses():
     assert listener["per_connection_buffer_limit"]["type"] == ["integer", "string"]   # a size
     cluster = props["clusters"]["items"]["properties"]
     assert cluster["lb"]["enum"] == list(LB_POLICIES)
-    assert cluster["type"]["enum"] == ["static", "strict_dns", "logical_dns", "eds"]
+    assert cluster["type"]["enum"] == list(DISCOVERY_TYPES)     # original_dst too, once added

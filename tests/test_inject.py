@@ -233,3 +233,18 @@ def test_deploy_configmap_holds_a_valid_sidecar_config(tmp_path):
     names = {lst.name: lst for lst in cfg.listeners}
     assert names["inbound"].port == 15006 and names["outbound"].port == 15001
     assert cfg.admin is not None and cfg.admin.port == 15000 and cfg.admin.address == "127.0.0.1"
+
+
+def test_init_command_is_accepted_by_fastmesh_iptables():
+    """The init container's command parses with the real `fastmesh iptables`
+    and prints its rules (--dry-run changes nothing): the flags agree."""
+    from fastmesh.kube.inject import Options, iptables_args
+
+    opts = Options(exclude_outbound_cidrs="10.96.0.0/12", exclude_inbound_ports="9090")
+    for argv in (iptables_args(Options()), iptables_args(opts)):
+        assert argv[:2] == ["fastmesh", "iptables"]
+        r = subprocess.run([sys.executable, "-m", "fastmesh", *argv[1:], "--dry-run"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "15006" in r.stdout and "15001" in r.stdout and "1337" in r.stdout
+    assert "10.96.0.0/12" in r.stdout

@@ -132,14 +132,18 @@ def iptables_args(opts: Options) -> list[str]:
     """The ``fastmesh iptables`` command line of the init container
     (istio-iptables' meanings; the admin port is never captured)."""
     excluded = ",".join(p for p in (str(opts.admin_port), opts.exclude_inbound_ports) if p)
-    return ["fastmesh", "iptables",
+    argv = ["fastmesh", "iptables",
             "--proxy-uid", str(opts.proxy_uid), "--proxy-gid", str(opts.proxy_uid),
             "--inbound-capture-port", str(opts.inbound_port),
             "--proxy-port", str(opts.outbound_port),
             "--inbound-ports", opts.inbound_ports,
-            "--exclude-inbound-ports", excluded,
-            "--exclude-outbound-ports", opts.exclude_outbound_ports,
-            "--exclude-outbound-cidrs", opts.exclude_outbound_cidrs]
+            "--exclude-inbound-ports", excluded]
+    # Flags with nothing to exclude are left out (their default is "none").
+    for flag, value in (("--exclude-outbound-ports", opts.exclude_outbound_ports),
+                        ("--exclude-outbound-cidrs", opts.exclude_outbound_cidrs)):
+        if value:
+            argv += [flag, value]
+    return argv
 
 
 def _admin_request(opts: Options, method: str, path: str) -> list[str]:
